@@ -1,0 +1,1 @@
+"""Operation handlers, one module per spec tag, each function named by its operationId."""

@@ -1,0 +1,91 @@
+"""Auth: self-signup, login, token refresh, logout and the caller's own account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, request
+
+from models import Domain, Session, Tenant, User, accounts
+from models.base import utcnow
+from tenantry.authz import current_principal
+from tenantry.envelope import no_content, one
+from tenantry.errors import (
+    AuthenticationFailed,
+    SignupDisabled,
+    TenantRequired,
+    TenantSuspended,
+    UserSuspended,
+)
+from tenantry.security import hash_password, token_service, verify_password
+
+_BAD_LOGIN = "The email or password is incorrect."
+
+
+def _token_pair(session: Session, refresh_token: str, user: User) -> dict[str, Any]:
+    service = token_service()
+    return {
+        "access_token": service.issue(user.id, user.tenant_id, session.id),
+        "refresh_token": refresh_token,
+        "token_type": "Bearer",
+        "expires_in": service.access_ttl,
+        "user": user.as_dict(),
+    }
+
+
+def _check_active(user: User) -> None:
+    tenant = Tenant.get_or_none(Tenant.id == user.tenant_id) if user.tenant_id else None
+    if tenant is not None and tenant.status != "active":
+        raise TenantSuspended()
+    if user.status != "active":
+        raise UserSuspended()
+
+
+def register(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Creates a tenant and its owner (201), unless self-signup is off (403)."""
+    if not current_app.extensions["tenantry"].settings.self_signup:
+        raise SignupDisabled()
+    owner = User.build(None, body["email"], hash_password(body["password"]),
+                       body["first_name"], body["last_name"], role="owner")
+    tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner)
+    return one({"user": user.as_dict(), "tenant": tenant.as_dict()}, 201)
+
+
+def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Starts a session for a correct email and password; the same 401 for either being wrong."""
+    tenant_id = (body.get("tenant_id") or request.headers.get("X-Tenant-ID")
+                 or Domain.verified_tenant_for_host(request.host))
+    candidates = User.candidates_for_login(body["email"], tenant_id)
+    matches = [u for u in candidates if verify_password(u.password_hash, body["password"])]
+    if not candidates:
+        verify_password(None, body["password"])  # spend the same time as a wrong password
+    if not matches:
+        raise AuthenticationFailed(_BAD_LOGIN)
+    if len(candidates) > 1:
+        raise TenantRequired("This email has accounts in several tenants; name one with tenant_id.")
+    user = matches[0]
+    _check_active(user)
+    session, refresh = Session.start(user, current_app.extensions["tenantry"].settings.refresh_token_ttl,
+                                     request.remote_addr, request.headers.get("User-Agent"))
+    user.last_login_at = utcnow()
+    user.save(only=[User.last_login_at])
+    return one(_token_pair(session, refresh, user))
+
+
+def refresh_token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Rotates a refresh token: a new pair for the same session; a replay revokes the session."""
+    session, refresh = accounts.rotate_refresh_token(body["refresh_token"])
+    user = User.get_by_id(session.user_id)
+    _check_active(user)
+    return one(_token_pair(session, refresh, user))
+
+
+def logout() -> Response:
+    """Revokes the caller's session (204)."""
+    Session.revoke(current_principal().session_id)
+    return no_content()
+
+
+def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The caller's own account."""
+    return one(current_principal().user.as_dict())

@@ -1,0 +1,45 @@
+"""Account flows that span several models: self-signup, and refresh-token rotation."""
+
+from __future__ import annotations
+
+from models.base import database
+from models.session import RefreshToken, Session
+from models.tenant import Domain, Tenant
+from models.user import User
+from tenantry.errors import AuthenticationFailed, SessionRevoked
+
+
+def register(tenant_name: str, tenant_domain: str | None, owner: User) -> tuple[Tenant, User]:
+    """Creates a tenant, its optional primary domain and its owner in one transaction.
+
+    Raises Conflict (and writes nothing) when the domain belongs to another tenant.
+    """
+    with database.atomic():
+        tenant = Tenant.create_tenant(tenant_name)
+        owner.tenant_id = tenant.id
+        owner.role = "owner"
+        User.insert_many_checked([owner])
+        if tenant_domain:
+            Domain.upsert(tenant.id, tenant_domain, is_primary=True, verified=False)
+    return tenant, owner
+
+
+def rotate_refresh_token(token: str) -> tuple[Session, str]:
+    """Spends `token` and returns its session with a new refresh token.
+
+    A token that was already spent is a replay: the whole session is revoked and SessionRevoked
+    raised. An unknown or expired token raises AuthenticationFailed.
+    """
+    stored = RefreshToken.find(token)
+    if stored is None:
+        raise AuthenticationFailed("The refresh token is invalid.")
+    with database.atomic():
+        spent = stored.used_at is None and stored.spend()
+        if spent:
+            session = Session.get_or_none(Session.id == stored.session_id)
+            if session is None or not session.is_live or stored.expired:
+                raise SessionRevoked("The session behind this refresh token has ended.")
+            return session, RefreshToken.issue(session)
+    # Outside the transaction above, so the revocation is committed even though we refuse.
+    Session.revoke(stored.session_id)
+    raise SessionRevoked("This refresh token was already used; the session is now revoked.")

@@ -1,0 +1,5 @@
+"""Versioned schema migrations, applied in order by `tenantry db upgrade` on SQLite and PostgreSQL.
+
+Each module `mNNNN_<name>.py` has `STATEMENTS`: portable SQL run in one transaction. Never edit
+an applied migration; add the next one.
+"""

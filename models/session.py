@@ -1,0 +1,128 @@
+"""Login sessions and their single-use refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from peewee import JOIN, CharField
+
+from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.tenant import Tenant
+from models.user import User
+from tenantry.ids import new_id
+
+
+def hash_token(token: str) -> str:
+    """Returns the SHA-256 hex digest a refresh token is stored and looked up by."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Session(TenantScopedModel):
+    """One login: lives until logout, revocation, or its refresh tokens run out."""
+
+    label = "session"
+
+    id = CharField(primary_key=True, max_length=30)
+    tenant_id = CharField(max_length=30, null=True)
+    user_id = CharField(max_length=30)
+    created_at = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField()
+    revoked_at = UTCDateTimeField(null=True)
+    ip = CharField(max_length=64, null=True)
+    user_agent = CharField(max_length=255, null=True)
+
+    class Meta:
+        table_name = "session"
+
+    @classmethod
+    def start(cls, user: User, ttl_seconds: int, ip: str | None, user_agent: str | None) -> tuple[Session, str]:
+        """Opens a session for `user`; returns it and its first refresh token (shown once)."""
+        with database.atomic():
+            session = cls.create(
+                id=new_id("ses"), tenant_id=user.tenant_id, user_id=user.id,
+                expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+                ip=ip, user_agent=(user_agent or "")[:255] or None,
+            )
+            token = RefreshToken.issue(session)
+        return session, token
+
+    @classmethod
+    def load_principal(cls, session_id: str, user_id: str) -> tuple[Session, User, Tenant | None] | None:
+        """Returns (session, user, tenant) for an access token's claims in one query, or None."""
+        session = (cls.select(cls, User, Tenant)
+                   .join(User, on=(User.id == cls.user_id), attr="user")
+                   .join(Tenant, JOIN.LEFT_OUTER, on=(Tenant.id == User.tenant_id), attr="tenant")
+                   .where(cls.id == session_id, cls.user_id == user_id)
+                   .first())
+        if session is None:
+            return None
+        user = session.user
+        tenant = getattr(user, "tenant", None)
+        return session, user, tenant if tenant is not None and tenant.id else None
+
+    @property
+    def is_live(self) -> bool:
+        """True while the session is neither revoked nor expired."""
+        return self.revoked_at is None and self.expires_at > utcnow()
+
+    @classmethod
+    def revoke(cls, session_id: str) -> None:
+        """Revokes the session and every refresh token of it."""
+        now = utcnow()
+        with database.atomic():
+            cls.update(revoked_at=now).where(cls.id == session_id, cls.revoked_at.is_null()).execute()
+            (RefreshToken.update(used_at=now)
+             .where(RefreshToken.session_id == session_id, RefreshToken.used_at.is_null()).execute())
+
+    @classmethod
+    def revoke_all_for_user(cls, user_id: str) -> None:
+        """Revokes every live session of the user (password change, suspension, deletion)."""
+        ids = [s.id for s in cls.select(cls.id).where(cls.user_id == user_id, cls.revoked_at.is_null())]
+        for session_id in ids:
+            cls.revoke(session_id)
+
+
+class RefreshToken(TenantScopedModel):
+    """A single-use refresh token, stored only as its SHA-256 hash."""
+
+    label = "refresh token"
+
+    id = CharField(primary_key=True, max_length=30)
+    tenant_id = CharField(max_length=30, null=True)
+    session_id = CharField(max_length=30)
+    token_hash = CharField(max_length=64, unique=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField()
+    used_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "refresh_token"
+
+    @classmethod
+    def issue(cls, session: Session) -> str:
+        """Returns a new refresh token for the session; only its hash is stored."""
+        token = "rt_" + secrets.token_urlsafe(32)
+        cls.create(id=new_id("rtk"), tenant_id=session.tenant_id, session_id=session.id,
+                   token_hash=hash_token(token), expires_at=session.expires_at)
+        return token
+
+    @classmethod
+    def find(cls, token: str) -> RefreshToken | None:
+        """Returns the stored token matching `token`, if any."""
+        return cls.get_or_none(cls.token_hash == hash_token(token))
+
+    def spend(self) -> bool:
+        """Marks the token used; returns False when it was already used (a replay or a race)."""
+        # The conditional update is the compare-and-set that makes rotation safe under
+        # concurrency: of two requests spending one token, exactly one updates a row.
+        updated = (RefreshToken.update(used_at=utcnow())
+                   .where(RefreshToken.id == self.id, RefreshToken.used_at.is_null())
+                   .execute())
+        return updated == 1
+
+    @property
+    def expired(self) -> bool:
+        """True once the token's lifetime is over."""
+        return self.expires_at <= utcnow()

@@ -1,0 +1,37 @@
+"""Built-in roles and the permissions they grant. A permission is `<resource>:<action>`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: What a tenant's owner and admin may do in their own tenant. They differ only in the rules
+#: about owners (see evaluator): an admin cannot make, change or delete an owner.
+_TENANT_ADMIN = frozenset({
+    "tenant:read", "tenant:update",
+    "domain:read", "domain:write",
+    "user:read", "user:create", "user:update", "user:delete",
+})
+
+BUILTIN_ROLES: dict[str, frozenset[str]] = {
+    "owner": _TENANT_ADMIN,
+    "admin": _TENANT_ADMIN,
+    "member": frozenset({"user:read"}),
+}
+
+#: The platform operator may do everything, in every tenant.
+OPERATOR_PERMISSIONS: frozenset[str] = _TENANT_ADMIN | {
+    "tenant:list", "tenant:create", "tenant:replace", "tenant:delete",
+}
+
+#: Higher outranks lower: nobody grants or touches a role above their own.
+ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
+
+
+def permissions_for(roles: Iterable[str], is_operator: bool = False) -> frozenset[str]:
+    """Returns the union of the permissions the roles grant (everything for the operator)."""
+    if is_operator:
+        return OPERATOR_PERMISSIONS
+    granted: set[str] = set()
+    for role in roles:
+        granted |= BUILTIN_ROLES.get(role, frozenset())
+    return frozenset(granted)

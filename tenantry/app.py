@@ -1,0 +1,225 @@
+"""The app factory: the only place where Tenantry is wired together."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import connexion
+import jinja2
+import peewee
+import yaml
+from connexion.exceptions import ProblemException
+from connexion.jsonifier import Jsonifier
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from flask import Flask, Response, request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
+
+from models.base import database
+from tenantry.authz import EnforcingResolver
+from tenantry.db import init_database
+from tenantry.errors import ApiError, Detail, error_body
+from tenantry.logs import configure_logging, request_id_var
+from tenantry.metrics import Metrics
+from tenantry.middleware import RequestContextMiddleware
+from tenantry.security import TokenService, install_token_service
+from tenantry.settings import Settings
+from tenantry.spec import bundle
+from tenantry.validation import RequestValidationProblem, validator_map
+
+log = logging.getLogger("tenantry")
+
+DOCS_PATH = "/docs"
+
+
+@dataclass
+class Tenantry:
+    """What handlers may need from the app: settings, metrics and the published spec."""
+
+    settings: Settings
+    metrics: Metrics
+    spec: dict[str, Any]
+    spec_json: str
+    spec_yaml: str
+
+
+def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
+    """Returns the Connexion FlaskApp for `settings` (default: from the environment).
+
+    Binds the database, installs the token service, loads and bundles the spec, and registers
+    the error envelope, the request-context middleware and the database lifecycle. It applies
+    no migrations: `tenantry db upgrade` (or `tenantry serve` on SQLite) does.
+    """
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    init_database(settings.database_url, settings.db_pool_size)
+    install_token_service(TokenService(settings.secret_key, settings.access_token_ttl))
+    spec = bundle(settings.spec_path)
+    state = Tenantry(settings=settings, metrics=Metrics(), spec=spec,
+                     spec_json=json.dumps(spec, indent=2), spec_yaml=yaml.safe_dump(spec, sort_keys=False))
+
+    app = connexion.FlaskApp(
+        __name__,
+        # Nothing is routed that the spec does not declare: no Flask static route.
+        server_args={"static_folder": None},
+        swagger_ui_options=SwaggerUIOptions(
+            swagger_ui=True, swagger_ui_path=DOCS_PATH, spec_path="/openapi.json", serve_spec=False,
+        ),
+    )
+    app.add_api(
+        spec,
+        resolver=EnforcingResolver(),
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        validator_map=validator_map(),
+        jsonifier=Jsonifier(json, separators=(",", ":")),
+    )
+    _register_problem_handlers(app, spec)
+    _configure_flask(app.app, state)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+            allow_origins=list(settings.cors_origins), allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID", "X-API-Key"],
+            expose_headers=["X-Request-Id", "Location"],
+        )
+    app.add_middleware(
+        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+        metrics=state.metrics, docs_prefix=DOCS_PATH, docs_csp=_docs_csp(),
+    )
+    return app
+
+
+def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
+    flask_app.extensions["tenantry"] = state
+    keep_open = state.settings.is_sqlite
+
+    @flask_app.before_request
+    def open_database() -> None:
+        request_id_var.set(request.headers.get("X-Request-Id"))
+        database.connect(reuse_if_open=True)
+
+    @flask_app.teardown_request
+    def close_database(_exc: BaseException | None) -> None:
+        # SQLite keeps one connection per worker thread (cheap, and WAL readers never block);
+        # PostgreSQL returns its connection to the pool after every request.
+        if not keep_open and not database.is_closed():
+            database.close()
+
+    def envelope(status: int, code: str | None = None, message: str | None = None,
+                 details: list[Detail] | None = None, headers: dict[str, str] | None = None) -> Response:
+        body = error_body(status, request.headers.get("X-Request-Id", ""), code, message, details)
+        return Response(json.dumps(body), status=status, headers=headers or {},
+                        content_type="application/json")
+
+    @flask_app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @flask_app.errorhandler(WerkzeugHTTPException)
+    def http_error(exc: WerkzeugHTTPException) -> Response:
+        # Reached only for HTTP errors a handler raises itself: Connexion traps routing 404/405s.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return envelope(exc.code or 500, headers=headers)
+
+    @flask_app.errorhandler(peewee.IntegrityError)
+    def integrity_error(exc: peewee.IntegrityError) -> Response:
+        log.warning("integrity error not translated by a model", exc_info=exc)
+        return envelope(409, message="The request conflicts with existing data.")
+
+    @flask_app.errorhandler(peewee.OperationalError)
+    @flask_app.errorhandler(peewee.InterfaceError)
+    def database_down(exc: Exception) -> Response:
+        log.error("database unavailable", exc_info=exc)
+        return envelope(503, message="The database is unavailable.")
+
+    @flask_app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return envelope(500)
+
+
+def _allowed_methods(spec: dict[str, Any]) -> list[tuple[re.Pattern[str], list[str]]]:
+    """Returns, for each spec path, a regex matching it and the methods it declares."""
+    out = []
+    for path, item in spec["paths"].items():
+        methods = [m.upper() for m in ("get", "post", "put", "patch", "delete") if m in item]
+        if "GET" in methods:
+            methods.append("HEAD")
+        regex = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"
+        out.append((re.compile(regex), methods))
+    return out
+
+
+def _problem_response(request: ConnexionRequest, status: int, code: str | None = None,
+                      message: str | None = None, details: list[Detail] | None = None,
+                      headers: dict[str, str] | None = None) -> ConnexionResponse:
+    body = error_body(status, request.headers.get("x-request-id", ""), code, message, details)
+    return ConnexionResponse(status_code=status, body=json.dumps(body), content_type="application/json",
+                             headers=headers or {})
+
+
+def _register_problem_handlers(app: connexion.FlaskApp, spec: dict[str, Any]) -> None:
+    """Maps every error raised in Connexion's ASGI layers to the error envelope."""
+    allowed = _allowed_methods(spec)
+
+    def problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+        status = exc.status or 500
+        if isinstance(exc, RequestValidationProblem):
+            return _problem_response(request, 400, "VALIDATION_ERROR", str(exc.detail), exc.details)
+        code = getattr(exc, "error_code", None)
+        message = exc.detail if status in (400, 401) and code else None
+        headers = {"WWW-Authenticate": 'Bearer realm="tenantry"'} if status == 401 else None
+        if status == 401 and not code:
+            message = "Authentication credentials are missing or invalid."
+        if status == 415:
+            message = "Send the body as application/json."
+        return _problem_response(request, status, code, message, headers=headers)
+
+    def http_exception(request: ConnexionRequest, exc: StarletteHTTPException) -> ConnexionResponse:
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "content-type"}
+        if exc.status_code == 405:
+            # Werkzeug reports the methods of only one of the rules a path has; the spec knows all.
+            path = request.url.path
+            methods = next((m for pattern, m in allowed if pattern.match(path)), None)
+            if methods:
+                headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+                headers["Allow"] = ", ".join(methods)
+        return _problem_response(request, exc.status_code, headers=headers)
+
+    def unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _problem_response(request, 500)
+
+    app.add_error_handler(ProblemException, problem)
+    app.add_error_handler(StarletteHTTPException, http_exception)
+    app.add_error_handler(Exception, unexpected)
+
+
+def _docs_csp() -> str:
+    """Returns a CSP for the Swagger UI page that permits exactly its inline script and style."""
+    import swagger_ui_bundle
+
+    template_dir = Path(swagger_ui_bundle.swagger_ui_path)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), autoescape=True)
+    html = env.get_template("index.j2").render(openapi_spec_url="/openapi.json")
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        digests = [base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() for b in blocks]
+        return " ".join(f"'sha256-{d}'" for d in digests)
+
+    return (f"default-src 'none'; script-src 'self' {hashes('script')}; style-src 'self' {hashes('style')}; "
+            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")

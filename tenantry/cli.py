@@ -1,0 +1,177 @@
+"""The `tenantry` command: serve, db upgrade, admin create, spec check, spec bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from tenantry.settings import Settings, SettingsError
+
+DEMO_EMAIL = "demo@tenantry.example.com"
+
+
+def _database(settings: Settings) -> None:
+    from tenantry.db import init_database
+
+    init_database(settings.database_url, settings.db_pool_size)
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    """Applies pending migrations."""
+    from tenantry.db import upgrade
+
+    settings = Settings.from_env()
+    _database(settings)
+    applied = upgrade()
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return 0
+
+
+def _ensure_operator(email: str, password: str) -> str:
+    from models import User, database
+    from tenantry.security import hash_password
+
+    with database.connection_context():
+        existing = User.select().where(User.is_platform_operator == True,  # noqa: E712
+                                       User.email_normalized == email.strip().casefold()).first()
+        if existing:
+            existing.apply_changes({}, hash_password(password))
+            return "updated"
+        User.insert_many_checked([User.build(None, email, hash_password(password), "Platform", "Operator",
+                                             role="owner", is_platform_operator=True)])
+        return "created"
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    """Creates the platform operator, or resets its password if it exists (idempotent)."""
+    if not 10 <= len(args.password) <= 128:
+        print("error: the password must be 10 to 128 characters", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    _database(settings)
+    print(f"platform operator {args.email} {_ensure_operator(args.email, args.password)}")
+    return 0
+
+
+def _demo(settings: Settings, host: str, port: int) -> None:
+    from models import Tenant, User, accounts, database
+    from tenantry.security import hash_password
+
+    password = secrets.token_urlsafe(12)
+    with database.connection_context():
+        owner = User.select().where(User.email_normalized == DEMO_EMAIL).first()
+        if owner is None:
+            accounts.register("Demo Company", None, User.build(None, DEMO_EMAIL, hash_password(password),
+                                                                "Demo", "Owner", role="owner"))
+            owner = User.select().where(User.email_normalized == DEMO_EMAIL).first()
+        else:
+            owner.apply_changes({"status": "active"}, hash_password(password))
+        tenant = Tenant.get_by_id(owner.tenant_id)
+    body = json.dumps({"email": DEMO_EMAIL, "password": password})
+    print(
+        f"\nDemo tenant {tenant.name} ({tenant.id}), owner {DEMO_EMAIL}, password {password}\n"
+        f"Log in:\n  curl -s -X POST http://{host}:{port}/v1/auth/login "
+        f"-H 'Content-Type: application/json' -d '{body}'\n"
+        f"Docs: http://{host}:{port}/docs/\n",
+        flush=True,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serves the API on uvicorn with one worker process per core by default."""
+    import uvicorn
+
+    from tenantry.db import upgrade
+    from tenantry.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    _database(settings)
+    if settings.is_sqlite:
+        upgrade()  # the embedded default is ready to use with no separate step
+    if args.demo:
+        _demo(settings, args.host, args.port)
+    workers = args.workers or os.cpu_count() or 1
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tenantry-metrics-")
+    uvicorn.run(
+        "tenantry.asgi:application", factory=True, host=args.host, port=args.port, workers=workers,
+        log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_spec_check(_args: argparse.Namespace) -> int:
+    """Checks the spec against itself and the handlers; prints each problem."""
+    from tenantry.spec import bundle, check
+
+    settings_path = Path(os.environ.get("TENANTRY_SPEC_PATH", Settings().spec_path))
+    problems = check(bundle(settings_path))
+    for problem in problems:
+        print(f"spec: {problem}")
+    if problems:
+        return 1
+    print("spec: ok")
+    return 0
+
+
+def cmd_spec_bundle(args: argparse.Namespace) -> int:
+    """Prints the bundled spec as JSON."""
+    from tenantry.spec import bundle
+
+    text = json.dumps(bundle(Settings().spec_path), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser for the `tenantry` command."""
+    parser = argparse.ArgumentParser(prog="tenantry", description="Tenantry: a multi-tenant API server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
+    serve.add_argument("--demo", action="store_true", help="create a demo tenant and print how to log in")
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
+
+    admin = sub.add_parser("admin", help="platform operator commands").add_subparsers(
+        dest="admin_command", required=True)
+    create = admin.add_parser("create", help="create the platform operator (idempotent)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    create.set_defaults(func=cmd_admin_create)
+
+    spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)
+    spec.add_parser("check", help="validate the spec against itself and the handlers").set_defaults(
+        func=cmd_spec_check)
+    bundle_cmd = spec.add_parser("bundle", help="print the bundled spec")
+    bundle_cmd.add_argument("--output", "-o")
+    bundle_cmd.set_defaults(func=cmd_spec_bundle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `tenantry` command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Database set-up: SQLite (WAL) by default, pooled PostgreSQL when DATABASE_URL says so; migrations."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from peewee import Database, SqliteDatabase
+from playhouse.pool import PooledPostgresqlDatabase
+
+from models.base import database, utcnow
+
+log = logging.getLogger("tenantry.db")
+
+_MIGRATION_LOCK = 7_243_811  # advisory lock key: one migrator at a time on PostgreSQL
+
+
+def make_database(url: str, pool_size: int = 20) -> Database:
+    """Returns an (unconnected) peewee database for `url`.
+
+    `sqlite:///path/to/file.db` (WAL mode, foreign keys on) or `postgresql://user:pw@host:port/db`
+    (a connection pool of `pool_size`). Raises ValueError for any other scheme.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else parsed.path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteDatabase(path, pragmas={
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "busy_timeout": 10_000,
+            "synchronous": "normal",
+        })
+    if parsed.scheme in {"postgres", "postgresql"}:
+        return PooledPostgresqlDatabase(
+            unquote(parsed.path.lstrip("/")),
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname or None,
+            port=parsed.port or 5432,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=10,
+            connect_timeout=5,
+        )
+    raise ValueError(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use sqlite or postgresql)")
+
+
+def init_database(url: str, pool_size: int = 20) -> Database:
+    """Points the models' proxy at the database for `url` and returns it."""
+    db = make_database(url, pool_size)
+    database.initialize(db)
+    return db
+
+
+def _migrations() -> list[tuple[str, list[str]]]:
+    import models.migrations as package
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("m") and info.name[1:5].isdigit():
+            module = importlib.import_module(f"models.migrations.{info.name}")
+            found.append((info.name, list(module.STATEMENTS)))
+    return found
+
+
+def upgrade() -> list[str]:
+    """Applies every migration not yet applied, each in its own transaction; returns their names.
+
+    Safe to run from several processes at once: on PostgreSQL an advisory lock serialises them,
+    on SQLite the write lock does.
+    """
+    db = database.obj
+    is_pg = isinstance(db, PooledPostgresqlDatabase)
+    applied: list[str] = []
+    with db.connection_context():
+        if is_pg:
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            db.execute_sql(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version VARCHAR(64) PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+            )
+            done = {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations").fetchall()}
+            for name, statements in _migrations():
+                if name in done:
+                    continue
+                with db.atomic():
+                    for statement in statements:
+                        db.execute_sql(statement)
+                    db.execute_sql(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)"
+                        if is_pg else "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (name, utcnow()),
+                    )
+                log.info("applied migration", extra={"migration": name})
+                applied.append(name)
+        finally:
+            if is_pg:
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied
+
+
+def ping() -> None:
+    """Runs a trivial query; raises the driver's error when the database does not answer."""
+    database.execute_sql("SELECT 1").fetchone()

@@ -1,0 +1,36 @@
+"""Success envelopes: `{"data": ..., "meta": {...}}`, the same for every operation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Response, request
+
+from tenantry.errors import now_rfc3339
+
+
+def meta() -> dict[str, Any]:
+    """Returns the request's meta block: its id and the response time."""
+    return {"request_id": request.headers.get("X-Request-Id", ""), "timestamp": now_rfc3339()}
+
+
+def one(data: Any, status: int = 200, location: str | None = None) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Returns one resource (or result) in the envelope, with `Location` when given."""
+    headers = {"Location": location} if location else {}
+    return {"data": data, "meta": meta()}, status, headers
+
+
+def page(query: Any, limit: int, offset: int, serialize: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Returns one page of `query` in the list envelope, with the total count of matches."""
+    total = query.count()
+    items: Iterable[Any] = query.limit(limit).offset(offset) if total > offset else []
+    return {
+        "data": [serialize(item) for item in items],
+        "meta": {**meta(), "pagination": {"limit": limit, "offset": offset, "total": total}},
+    }
+
+
+def no_content() -> Response:
+    """Returns an empty 204."""
+    return Response(status=204)

@@ -1,0 +1,148 @@
+"""The error hierarchy and the one place errors become the error envelope.
+
+Handlers and models raise these; the app factory maps them (and every Connexion, Starlette and
+Werkzeug error) to `{"error": {...}, "meta": {...}}` in exactly one way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Detail:
+    """One field-level problem: `field` is a body path (`users[2].email`) or a parameter name."""
+
+    message: str
+    field: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """Returns the detail as it appears in the envelope."""
+        out = {"message": self.message}
+        if self.field:
+            out = {"field": self.field, "message": self.message}
+        return out
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a stable code. Subclasses fix both."""
+
+    status = 500
+    code = "INTERNAL_ERROR"
+    default_message = "An internal error occurred."
+
+    def __init__(self, message: str | None = None, details: list[Detail] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.details = details or []
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class ValidationFailed(ApiError):
+    status, code, default_message = 400, "VALIDATION_ERROR", "The request is invalid."
+
+
+class TenantRequired(ApiError):
+    status, code = 400, "TENANT_REQUIRED"
+    default_message = "Name the tenant with tenant_id or the X-Tenant-ID header."
+
+
+class AuthenticationFailed(ApiError):
+    status, code = 401, "AUTHENTICATION_FAILED"
+    default_message = "Authentication credentials are missing or invalid."
+
+    def __init__(self, message: str | None = None, details: list[Detail] | None = None) -> None:
+        super().__init__(message, details, headers={"WWW-Authenticate": 'Bearer realm="tenantry"'})
+
+
+class TokenExpired(AuthenticationFailed):
+    code, default_message = "TOKEN_EXPIRED", "The access token has expired; refresh it."
+
+
+class SessionRevoked(AuthenticationFailed):
+    code, default_message = "SESSION_REVOKED", "The session was logged out or revoked."
+
+
+class PermissionDenied(ApiError):
+    status, code, default_message = 403, "PERMISSION_DENIED", "You do not have permission to do this."
+
+
+class TenantSuspended(PermissionDenied):
+    code, default_message = "TENANT_SUSPENDED", "This tenant is suspended."
+
+
+class UserSuspended(PermissionDenied):
+    code, default_message = "USER_SUSPENDED", "This account is suspended."
+
+
+class SignupDisabled(PermissionDenied):
+    code, default_message = "SIGNUP_DISABLED", "Self-signup is turned off on this server."
+
+
+class NotFound(ApiError):
+    status, code, default_message = 404, "RESOURCE_NOT_FOUND", "The resource does not exist."
+
+
+class MethodNotAllowed(ApiError):
+    status, code, default_message = 405, "METHOD_NOT_ALLOWED", "The method is not allowed on this path."
+
+
+class Conflict(ApiError):
+    status, code, default_message = 409, "CONFLICT", "The request conflicts with the current state."
+
+
+class PayloadTooLarge(ApiError):
+    status, code, default_message = 413, "PAYLOAD_TOO_LARGE", "The request body is too large."
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, default_message = 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."
+
+
+class ServiceUnavailable(ApiError):
+    status, code, default_message = 503, "SERVICE_UNAVAILABLE", "The service is unavailable."
+
+
+#: Code for a bare HTTP status, for errors that arrive without one of ours.
+STATUS_CODES: dict[int, tuple[str, str]] = {
+    400: ("VALIDATION_ERROR", "The request is invalid."),
+    401: ("AUTHENTICATION_FAILED", "Authentication credentials are missing or invalid."),
+    403: ("PERMISSION_DENIED", "You do not have permission to do this."),
+    404: ("RESOURCE_NOT_FOUND", "The resource does not exist."),
+    405: ("METHOD_NOT_ALLOWED", "The method is not allowed on this path."),
+    406: ("VALIDATION_ERROR", "The server cannot produce the requested media type."),
+    409: ("CONFLICT", "The request conflicts with the current state."),
+    413: ("PAYLOAD_TOO_LARGE", "The request body is too large."),
+    415: ("UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."),
+    429: ("RATE_LIMIT_EXCEEDED", "Too many requests; retry later."),
+    500: ("INTERNAL_ERROR", "An internal error occurred."),
+    503: ("SERVICE_UNAVAILABLE", "The service is unavailable."),
+}
+
+
+def now_rfc3339() -> str:
+    """Returns the current UTC time as RFC 3339 with milliseconds and a `Z`."""
+    return format_datetime(datetime.now(UTC))
+
+
+def format_datetime(value: datetime) -> str:
+    """Returns `value` (naive UTC or aware) as RFC 3339 UTC with milliseconds: `...T06:12:27.123Z`."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def error_body(status: int, request_id: str, code: str | None = None, message: str | None = None,
+               details: list[Detail] | None = None) -> dict[str, Any]:
+    """Returns the error envelope for `status`, filling code and message from the status if absent."""
+    fallback_code, fallback_message = STATUS_CODES.get(
+        status, ("INTERNAL_ERROR", "An internal error occurred.") if status >= 500
+        else ("VALIDATION_ERROR", "The request is invalid.")
+    )
+    error: dict[str, Any] = {"code": code or fallback_code, "message": message or fallback_message}
+    if details:
+        error["details"] = [d.as_dict() for d in details]
+    return {"error": error, "meta": {"request_id": request_id, "timestamp": now_rfc3339()}}

@@ -1,0 +1,40 @@
+"""Opaque, prefixed, time-sortable ids (`usr_` + a ULID) and request ids."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ULID_PATTERN = "[0-9A-HJKMNP-TV-Z]{26}"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def ulid() -> str:
+    """Returns a new ULID: 48 bits of milliseconds then 80 random bits, Crockford base32.
+
+    Ids made later sort after ids made earlier (to the millisecond), so ordering by id is
+    ordering by creation time, and the random part makes them unguessable.
+    """
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str) -> str:
+    """Returns a new id such as `usr_01JDQ40B4XK3W0V9C2E5G7H8JM` for the given prefix."""
+    return f"{prefix}_{ulid()}"
+
+
+def is_valid_request_id(value: str | None) -> bool:
+    """Returns True when a client-sent X-Request-Id is well-formed (1..128 of [A-Za-z0-9._-])."""
+    return bool(value) and _REQUEST_ID_RE.match(value) is not None
+
+
+def new_request_id() -> str:
+    """Returns a fresh request id."""
+    return new_id("req")

@@ -1,0 +1,115 @@
+"""Credentials: password hashing (argon2id), access tokens (JWT) and the bearer check.
+
+`bearer_info` runs on the event loop (Connexion calls security functions there), so it does only
+what is pure and fast: the JWT's signature, expiry and shape. Whether the session is still live
+and the user and tenant are active is checked in the Flask layer (tenantry.authz), in a worker
+thread, where a database query does not stall other requests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from connexion.exceptions import OAuthProblem
+
+from tenantry.ids import new_id
+
+ISSUER = "tenantry"
+ALGORITHM = "HS256"
+
+_hasher = PasswordHasher()  # argon2id with the RFC 9106 low-memory profile
+# Verified against when no account matches, so a wrong email costs what a wrong password does.
+_DUMMY_HASH = _hasher.hash("tenantry-dummy-password-for-timing")
+
+
+def hash_password(password: str) -> str:
+    """Returns the argon2id hash of `password`."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Returns True when `password` matches `password_hash`, in constant time.
+
+    With no hash (no such account) it still runs one full verification, so both failures take
+    the same time.
+    """
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+class BearerProblem(OAuthProblem):
+    """A 401 from the bearer check, with our error code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail=detail)
+        self.error_code = code
+
+
+@dataclass(frozen=True)
+class TokenService:
+    """Issues and verifies access tokens with one secret."""
+
+    secret: str
+    access_ttl: int
+
+    def issue(self, user_id: str, tenant_id: str | None, session_id: str) -> str:
+        """Returns a signed access token for the session."""
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": user_id,
+            "tid": tenant_id,
+            "sid": session_id,
+            "jti": new_id("at"),
+            "iat": now,
+            "exp": now + self.access_ttl,
+            "typ": "access",
+        }
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Returns the token's claims, or raises BearerProblem (TOKEN_EXPIRED or AUTHENTICATION_FAILED)."""
+        try:
+            claims = jwt.decode(
+                token, self.secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "sid", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise BearerProblem("TOKEN_EXPIRED", "The access token has expired; refresh it.") from None
+        except jwt.PyJWTError:
+            raise BearerProblem("AUTHENTICATION_FAILED", "The access token is invalid.") from None
+        if claims.get("typ") != "access":
+            raise BearerProblem("AUTHENTICATION_FAILED", "The access token is invalid.")
+        return claims
+
+
+_service: TokenService | None = None
+
+
+def install_token_service(service: TokenService) -> None:
+    """Makes `service` the one `bearer_info` verifies with; the app factory calls this once."""
+    global _service
+    _service = service
+
+
+def token_service() -> TokenService:
+    """Returns the installed token service."""
+    if _service is None:
+        raise RuntimeError("create_app() has not installed a token service")
+    return _service
+
+
+def bearer_info(token: str) -> dict[str, Any]:
+    """Connexion's x-bearerInfoFunc: returns the verified claims of an access token.
+
+    Pure and fast (an HMAC check), so it is safe on the event loop.
+    """
+    claims = token_service().verify(token)
+    return {"sub": claims["sub"], "claims": claims}

@@ -1,0 +1,116 @@
+"""Settings from environment variables, read once at start-up into an immutable object."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment does not describe a runnable configuration."""
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a Tenantry process. Build it with `Settings.from_env()`."""
+
+    env: str = "development"
+    instance_path: Path = ROOT / "instance"
+    database_url: str = ""
+    secret_key: str = field(default="", repr=False)
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    self_signup: bool = True
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    validate_responses: bool = False
+    db_pool_size: int = 20
+    spec_path: Path = ROOT / "openapi" / "openapi.yaml"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite default."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Returns settings read from the environment, with `overrides` taking precedence.
+
+        `TENANTRY_SECRET_KEY` is required when `TENANTRY_ENV=production`; elsewhere, when it is
+        absent, a random key is generated once and kept in the instance folder (mode 0600), so
+        tokens survive restarts without any default secret in the code.
+        """
+        env = os.environ.get("TENANTRY_ENV", "development")
+        if env not in {"development", "production", "test"}:
+            raise SettingsError("TENANTRY_ENV must be development, production or test")
+        instance = Path(os.environ.get("TENANTRY_INSTANCE_PATH", str(ROOT / "instance"))).resolve()
+        values: dict[str, object] = {
+            "env": env,
+            "instance_path": instance,
+            "database_url": os.environ.get("DATABASE_URL", ""),
+            "secret_key": os.environ.get("TENANTRY_SECRET_KEY", ""),
+            "access_token_ttl": _int("TENANTRY_ACCESS_TOKEN_TTL", 900),
+            "refresh_token_ttl": _int("TENANTRY_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+            "self_signup": _bool("TENANTRY_SELF_SIGNUP", True),
+            "cors_origins": _list("TENANTRY_CORS_ORIGINS"),
+            "log_level": os.environ.get("TENANTRY_LOG_LEVEL", "INFO").upper(),
+            "validate_responses": _bool("TENANTRY_VALIDATE_RESPONSES", False),
+            "db_pool_size": _int("TENANTRY_DB_POOL_SIZE", 20),
+        }
+        values.update(overrides)
+        if not values["database_url"]:
+            values["database_url"] = f"sqlite:///{instance / 'tenantry.db'}"
+        if not values["secret_key"]:
+            if env == "production":
+                raise SettingsError("TENANTRY_SECRET_KEY must be set when TENANTRY_ENV=production")
+            values["secret_key"] = _instance_secret(instance)
+        if len(str(values["secret_key"])) < 32:
+            raise SettingsError("TENANTRY_SECRET_KEY must be at least 32 characters")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _instance_secret(instance: Path) -> str:
+    """Returns the key kept in the instance folder, creating it (0600) on first use."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()

@@ -1,0 +1,192 @@
+"""The contract: bundling the split spec into one document, and checking it against the code.
+
+`bundle()` turns `openapi/openapi.yaml` and the files it references into one OpenAPI document in
+which every file under `openapi/components/` becomes a named component
+(`components/schemas/users.yaml#/User` -> `#/components/schemas/User`) and path files are
+inlined. That document is what the server routes, validates and publishes, so the served spec
+is the file on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+RESERVED_PERMISSIONS = ("public", "authenticated")
+HANDLER_PACKAGE = "handlers"
+
+
+class SpecError(ValueError):
+    """The spec cannot be bundled or does not match the code."""
+
+
+class _Bundler:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.components_dir = self.root.parent / "components"
+        self.files: dict[Path, Any] = {}
+        self.components: dict[str, dict[str, Any]] = {}
+        self.origins: dict[tuple[str, str], Path] = {}
+
+    def load(self, path: Path) -> Any:
+        path = path.resolve()
+        if path not in self.files:
+            try:
+                self.files[path] = yaml.safe_load(path.read_text())
+            except FileNotFoundError:
+                raise SpecError(f"referenced file not found: {path}") from None
+        return self.files[path]
+
+    def pointer(self, doc: Any, pointer: str, where: str) -> Any:
+        node = doc
+        for raw in [p for p in pointer.lstrip("/").split("/") if p]:
+            key = raw.replace("~1", "/").replace("~0", "~")
+            try:
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            except (KeyError, IndexError, ValueError):
+                raise SpecError(f"unresolvable $ref {where}") from None
+        return node
+
+    def section_of(self, path: Path) -> str | None:
+        try:
+            rel = path.relative_to(self.components_dir)
+        except ValueError:
+            return None
+        return rel.parts[0].removesuffix(".yaml")
+
+    def ref(self, ref: str, current: Path) -> Any:
+        file_part, _, pointer = ref.partition("#")
+        target = (current.parent / file_part).resolve() if file_part else current
+        section = self.section_of(target)
+        if section is None:
+            if target == self.root:
+                return {"$ref": ref if not file_part else f"#{pointer}"}
+            # A path file: inline its node.
+            node = self.pointer(self.load(target), pointer, f"{ref} in {current}")
+            return self.walk(node, target)
+        parts = [p for p in pointer.split("/") if p]
+        if len(parts) != 1:
+            raise SpecError(f"component refs must name one component: {ref} in {current}")
+        name = parts[0]
+        key = (section, name)
+        if key not in self.origins:
+            self.origins[key] = target
+            node = self.pointer(self.load(target), pointer, f"{ref} in {current}")
+            self.components.setdefault(section, {})[name] = None
+            self.components[section][name] = self.walk(node, target)
+        elif self.origins[key] != target:
+            raise SpecError(f"component {section}/{name} is defined in {self.origins[key]} and {target}")
+        return {"$ref": f"#/components/{section}/{name}"}
+
+    def walk(self, node: Any, current: Path) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and isinstance(node["$ref"], str):
+                return self.ref(node["$ref"], current)
+            return {key: self.walk(value, current) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.walk(item, current) for item in node]
+        return copy.deepcopy(node)
+
+
+def bundle(root: Path) -> dict[str, Any]:
+    """Returns the bundled OpenAPI document for the root file `root`.
+
+    Raises SpecError when a reference does not resolve or one component name is defined twice.
+    """
+    bundler = _Bundler(root)
+    doc = bundler.walk(bundler.load(root), bundler.root)
+    components = doc.setdefault("components", {})
+    for section, entries in bundler.components.items():
+        target = components.setdefault(section, {})
+        for name, value in sorted(entries.items()):
+            if name in target:
+                raise SpecError(f"component {section}/{name} is defined twice")
+            target[name] = value
+    # Round-trip through JSON: YAML anchors become independent copies and dates become strings.
+    return json.loads(json.dumps(doc, default=str))
+
+
+def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Returns (method, path, operation) for every operation in the document."""
+    out = []
+    for path, item in doc.get("paths", {}).items():
+        for method in HTTP_METHODS:
+            if method in item:
+                out.append((method, path, item[method]))
+    return out
+
+
+def handler_name(operation_id: str) -> str:
+    """Returns the Python import path of the handler for an operationId (`users.list_users`)."""
+    return f"{HANDLER_PACKAGE}.{operation_id}"
+
+
+def check(doc: dict[str, Any]) -> list[str]:
+    """Returns every problem with the document: spec validity, handler drift, permissions.
+
+    An empty list means the spec is valid OpenAPI 3.0.3, every operationId resolves to a handler,
+    every public handler function is routed, and every operation declares `x-permission`.
+    """
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+    problems: list[str] = []
+    try:
+        validate(doc)
+    except OpenAPIValidationError as exc:
+        problems.append(f"invalid OpenAPI document: {exc.message}")
+    seen: dict[str, str] = {}
+    routed: set[str] = set()
+    for method, path, op in operations(doc):
+        label = f"{method.upper()} {path}"
+        op_id = op.get("operationId")
+        if not op_id:
+            problems.append(f"{label}: no operationId")
+            continue
+        if op_id in seen:
+            problems.append(f"{label}: operationId {op_id} is also used by {seen[op_id]}")
+        seen[op_id] = label
+        permission = op.get("x-permission")
+        if not permission:
+            problems.append(f"{label}: no x-permission")
+        elif permission not in RESERVED_PERMISSIONS and (
+            permission.count(":") != 1 or not all(permission.split(":"))
+        ):
+            problems.append(f"{label}: x-permission {permission!r} is not <resource>:<action>")
+        if op.get("security") == [] and permission not in (None, "public"):
+            problems.append(f"{label}: an operation without security must have x-permission: public")
+        if permission == "public" and op.get("security") != []:
+            problems.append(f"{label}: x-permission: public needs security: []")
+        module_name, _, func_name = handler_name(op_id).rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            problems.append(f"{label}: operationId {op_id}: cannot import {module_name}: {exc}")
+            continue
+        if not callable(getattr(module, func_name, None)):
+            problems.append(f"{label}: operationId {op_id}: {module_name} has no {func_name}")
+        routed.add(f"{module_name}.{func_name}")
+    problems.extend(_unrouted(routed))
+    return problems
+
+
+def _unrouted(routed: set[str]) -> list[str]:
+    package = importlib.import_module(HANDLER_PACKAGE)
+    problems = []
+    for file in sorted(Path(package.__file__).parent.glob("*.py")):
+        if file.stem.startswith("_"):
+            continue
+        module = importlib.import_module(f"{HANDLER_PACKAGE}.{file.stem}")
+        for name, func in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith("_") or func.__module__ != module.__name__:
+                continue
+            if f"{module.__name__}.{name}" not in routed:
+                problems.append(f"{module.__name__}.{name} is a public handler no operation routes to")
+    return problems
