@@ -176,6 +176,8 @@ def _register_problem_handlers(app: connexion.FlaskApp, spec: dict[str, Any]) ->
 
     def problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
         status = exc.status or 500
+        if status >= 500:
+            log.error("server error in the ASGI layer: %s", exc.detail, exc_info=exc)
         if isinstance(exc, RequestValidationProblem):
             return _problem_response(request, 400, "VALIDATION_ERROR", str(exc.detail), exc.details)
         code = getattr(exc, "error_code", None)

@@ -32,5 +32,7 @@ def page(query: Any, limit: int, offset: int, serialize: Callable[[Any], dict[st
 
 
 def no_content() -> Response:
-    """Returns an empty 204."""
-    return Response(status=204)
+    """Returns an empty 204, with no Content-Type since there is no content."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response

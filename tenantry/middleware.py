@@ -59,6 +59,9 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         info: dict[str, Any] = {}
         scope.setdefault("state", {})["tenantry"] = info
+        # Connexion's router records the operationId in scope["extensions"] of a shallow copy of
+        # this scope; creating the dict here makes that record visible to us for the metrics.
+        scope.setdefault("extensions", {})
         path: str = scope["path"]
         csp = self.docs_csp if path.startswith(self.docs_prefix) else self.api_csp
         status_holder = [500]

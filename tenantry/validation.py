@@ -80,6 +80,17 @@ def _details(validator: Draft4Validator, instance: t.Any, root: str = "") -> lis
     return [describe(error, root) for error in errors]
 
 
+def _nul_fields(value: t.Any, path: tuple[t.Any, ...] = ()) -> list[Detail]:
+    """Returns a detail for every string holding a NUL character, which no database stores."""
+    if isinstance(value, str):
+        return [Detail("must not contain NUL characters", field_path(path) or None)] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [d for key, item in value.items() for d in _nul_fields(item, (*path, key))]
+    if isinstance(value, list):
+        return [d for index, item in enumerate(value) for d in _nul_fields(item, (*path, index))]
+    return []
+
+
 class BodyValidator(JSONRequestBodyValidator):
     """Validates a JSON body and reports every problem with its field."""
 
@@ -98,7 +109,7 @@ class BodyValidator(JSONRequestBodyValidator):
         if body is None and not self._nullable:
             raise RequestValidationProblem("The request body is required.", [Detail("is required", "body")])
         validator = Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-        details = _details(validator, body)
+        details = _details(validator, body) + _nul_fields(body)
         if details:
             raise RequestValidationProblem("The request body is invalid.", details)
         return None
@@ -135,6 +146,8 @@ class ParamsValidator(ParameterValidator):
             return Detail("is required", name) if param.get("required") else None
         if is_nullable(param) and is_null(value):
             return None
+        if isinstance(value, str) and "\x00" in value:
+            return Detail("must not contain NUL characters", name)
         schema = param.get("schema", param)
         validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
         error = next(iter(validator.iter_errors(value)), None)

@@ -54,7 +54,7 @@ STATEMENTS = [
         user_agent VARCHAR(255)
     )""",
     "CREATE INDEX session_tenant_user ON session (tenant_id, user_id)",
-    "CREATE INDEX session_user ON session (user_id)",
+    "CREATE INDEX session_by_user ON session (user_id)",
     """CREATE TABLE refresh_token (
         id VARCHAR(30) PRIMARY KEY,
         tenant_id VARCHAR(30) REFERENCES tenant (id) ON DELETE CASCADE,

@@ -1,0 +1,123 @@
+"""Fixtures: a live server on the chosen database, and helpers that build tenants and tokens."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.livesrv import (
+    OPERATOR_EMAIL,
+    LiveServer,
+    backend,
+    postgres_reachable,
+    postgres_required,
+    start_server,
+)
+
+PASSWORD = "correct-horse-battery"
+
+
+def pytest_report_header() -> str:
+    return f"tenantry database: {backend()}"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LiveServer]:
+    """One live server for the session, on a fresh database."""
+    if backend() == "postgres" and not postgres_reachable():
+        message = "PostgreSQL is not reachable: the PostgreSQL environment is skipped"
+        if postgres_required():
+            pytest.fail(message.replace("is skipped", "is required (CI)"), pytrace=False)
+        pytest.skip(message)
+    live = start_server()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[httpx.Client]:
+    """An anonymous client for the live server."""
+    with server.client() as client:
+        yield client
+
+
+@dataclass
+class Account:
+    """A tenant with a logged-in user in it."""
+
+    tenant: dict[str, Any]
+    user: dict[str, Any]
+    email: str
+    password: str
+    token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Authorization headers for this account."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def unique_email(prefix: str = "user") -> str:
+    """Returns an email no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def login(api: httpx.Client, email: str, password: str = PASSWORD, **extra: Any) -> dict[str, Any]:
+    """Logs in and returns the token pair (asserting success)."""
+    response = api.post("/v1/auth/login", json={"email": email, "password": password, **extra})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def register(api: httpx.Client, tenant_name: str = "Acme", **extra: Any) -> Account:
+    """Signs up a new tenant and logs its owner in."""
+    email = unique_email("owner")
+    body = {"email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace",
+            "tenant_name": tenant_name, **extra}
+    response = api.post("/v1/auth/register", json=body)
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    tokens = login(api, email, tenant_id=data["tenant"]["id"])
+    return Account(data["tenant"], data["user"], email, PASSWORD, tokens["access_token"], tokens["refresh_token"])
+
+
+def add_user(api: httpx.Client, owner: Account, role: str = "member", **extra: Any) -> Account:
+    """Creates a user in the owner's tenant and logs them in."""
+    email = unique_email(role)
+    body = {"email": email, "password": PASSWORD, "first_name": "Grace", "last_name": "Hopper", "role": role,
+            **extra}
+    response = api.post("/v1/users", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    tokens = login(api, email, tenant_id=owner.tenant["id"])
+    return Account(owner.tenant, response.json()["data"], email, PASSWORD, tokens["access_token"],
+                   tokens["refresh_token"])
+
+
+@pytest.fixture
+def owner(api: httpx.Client) -> Account:
+    """A fresh tenant and its logged-in owner."""
+    return register(api)
+
+
+@pytest.fixture
+def operator(api: httpx.Client, server: LiveServer) -> dict[str, str]:
+    """Authorization headers of the platform operator."""
+    tokens = login(api, OPERATOR_EMAIL, server.operator_password)
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Asserts an error envelope with this status and code; returns the error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "meta"}, body
+    assert body["error"]["code"] == code, body
+    assert body["meta"]["request_id"] == response.headers["x-request-id"]
+    return body["error"]

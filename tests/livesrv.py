@@ -1,0 +1,153 @@
+"""A real Tenantry server in a subprocess, on a fresh database, for tests and the contract run."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN_URL = os.environ.get("TENANTRY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+OPERATOR_EMAIL = "operator@tenantry.example.com"
+
+
+def backend() -> str:
+    """Returns the database the tests run on: `sqlite` (default) or `postgres`."""
+    return os.environ.get("TENANTRY_TEST_DB", "sqlite")
+
+
+def postgres_required() -> bool:
+    """True when a missing PostgreSQL must fail the run instead of skipping it (CI)."""
+    return os.environ.get("CI", "").lower() in {"1", "true"} or bool(os.environ.get("TENANTRY_REQUIRE_POSTGRES"))
+
+
+def postgres_reachable() -> bool:
+    """True when the PostgreSQL server for tests accepts connections."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+    except psycopg2.Error:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """Returns a TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FreshDatabase:
+    """A database of its own for one server: a temp SQLite file, or a new PostgreSQL database."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.tmp = tempfile.TemporaryDirectory(prefix="tenantry-test-")
+        self.name = f"tenantry_test_{uuid.uuid4().hex[:12]}"
+        if kind == "postgres":
+            self._admin(f'CREATE DATABASE "{self.name}"')
+            base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+            self.url = f"{base}/{self.name}"
+        else:
+            self.url = f"sqlite:///{self.tmp.name}/tenantry.db"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(POSTGRES_ADMIN_URL, connect_timeout=5)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def drop(self) -> None:
+        """Removes the database."""
+        if self.kind == "postgres":
+            self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.tmp.cleanup()
+
+
+@dataclass
+class LiveServer:
+    """A running `tenantry serve` and what tests need to reach it."""
+
+    url: str
+    env: dict[str, str]
+    process: subprocess.Popen
+    database: FreshDatabase
+    operator_password: str
+    log_path: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        """Returns an HTTP client for the server."""
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        """Stops the server and drops its database."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.database.drop()
+
+    def log(self) -> str:
+        """Returns what the server has written to its log."""
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(kind: str | None = None, workers: int = 1, **env_overrides: str) -> LiveServer:
+    """Starts a server on a fresh database and waits until it is ready."""
+    kind = kind or backend()
+    database = FreshDatabase(kind)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database.url,
+        "TENANTRY_INSTANCE_PATH": database.tmp.name,
+        "TENANTRY_SECRET_KEY": secrets.token_urlsafe(48),
+        "TENANTRY_ENV": "test",
+        "TENANTRY_VALIDATE_RESPONSES": "true",
+        "TENANTRY_LOG_LEVEL": "INFO",
+        **env_overrides,
+    }
+    cli = [sys.executable, "-m", "tenantry.cli"]
+    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT)
+    password = secrets.token_urlsafe(16)
+    subprocess.run([*cli, "admin", "create", "--email", OPERATOR_EMAIL, "--password", password],
+                   env=env, check=True, capture_output=True, cwd=ROOT)
+    log_path = Path(database.tmp.name) / "server.log"
+    with log_path.open("wb") as handle:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+            env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = LiveServer(url, env, process, database, password, log_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not become ready:\n{server.log()}")

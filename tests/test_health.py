@@ -1,0 +1,87 @@
+"""Health, metrics, the published spec, request ids and security headers, on the live server."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.conftest import assert_error
+
+
+def test_health_endpoints_answer_ok(api):
+    for path in ("/health", "/health/live"):
+        response = api.get(path)
+        assert response.status_code == 200
+        assert response.json()["data"] == {"status": "ok"}
+    ready = api.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["data"] == {"status": "ok", "checks": {"database": "ok"}}
+
+
+def test_request_id_is_echoed_when_well_formed_and_generated_otherwise(api):
+    sent = api.get("/health", headers={"X-Request-Id": "client.req-42_A"})
+    assert sent.headers["x-request-id"] == "client.req-42_A"
+    assert sent.json()["meta"]["request_id"] == "client.req-42_A"
+    for bad in ("has space", "x" * 129, "semi;colon"):
+        response = api.get("/health", headers={"X-Request-Id": bad})
+        generated = response.headers["x-request-id"]
+        assert generated != bad and re.fullmatch(r"req_[0-9A-Z]{26}", generated)
+        assert response.json()["meta"]["request_id"] == generated
+    assert api.get("/health").headers["x-request-id"] != api.get("/health").headers["x-request-id"]
+
+
+def test_request_id_appears_in_the_access_log(api, server):
+    api.get("/health", headers={"X-Request-Id": "log-trace-me-123"})
+    lines = [line for line in server.log().splitlines() if "log-trace-me-123" in line]
+    assert lines and '"operation": "health.get_health"' in lines[0] and '"status": 200' in lines[0]
+
+
+def test_security_headers_on_every_response_including_errors(api):
+    for response in (api.get("/health"), api.get("/v1/users"), api.get("/nowhere")):
+        headers = response.headers
+        assert headers["strict-transport-security"].startswith("max-age=")
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_docs_page_has_its_own_csp_with_no_cdn(api):
+    response = api.get("/docs/")
+    assert response.status_code == 200
+    assert "swagger-ui-bundle.js" in response.text
+    assert "http" not in re.sub(r'url: "[^"]*"', "", response.text.split("<body>")[1]).replace("https://", "")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert api.get("/docs/swagger-ui-bundle.js").status_code == 200
+
+
+def test_metrics_count_requests_by_operation_and_status(api):
+    api.get("/health")
+    api.get("/v1/users")
+    text = api.get("/metrics").text
+    assert 'tenantry_requests_total{method="GET",operation="health.get_health",status="200"}' in text
+    assert 'operation="users.list_users",status="401"' in text
+    assert "tenantry_request_duration_seconds_bucket" in text
+    assert "tenantry_requests_in_flight" in text
+
+
+def test_openapi_json_is_the_bundled_spec_with_named_components(api):
+    response = api.get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    assert spec["openapi"] == "3.0.3"
+    assert spec["servers"][0]["url"].startswith("http")
+    assert {"User", "Tenant", "ErrorResponse", "UserEnvelope"} <= set(spec["components"]["schemas"])
+    create = spec["paths"]["/v1/users"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/UserCreate"}
+    assert "$ref" not in str(spec).replace("'$ref': '#/components/", "")
+    assert yaml.safe_load(api.get("/openapi.yaml").text) == spec
+
+
+def test_unknown_route_and_wrong_method_use_the_envelope(api):
+    assert_error(api.get("/v1/nothing-here"), 404, "RESOURCE_NOT_FOUND")
+    response = api.delete("/v1/users")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}

@@ -1,0 +1,41 @@
+"""Settings: no default secrets, a kept instance secret, strict parsing."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from tenantry.settings import Settings, SettingsError
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("TENANTRY_SECRET_KEY", "DATABASE_URL", "TENANTRY_ENV", "TENANTRY_SELF_SIGNUP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TENANTRY_INSTANCE_PATH", str(tmp_path))
+    return tmp_path
+
+
+def test_production_refuses_to_start_without_a_secret(clean_env, monkeypatch):
+    monkeypatch.setenv("TENANTRY_ENV", "production")
+    with pytest.raises(SettingsError, match="TENANTRY_SECRET_KEY"):
+        Settings.from_env()
+
+
+def test_development_generates_and_keeps_a_secret(clean_env):
+    first = Settings.from_env()
+    path = clean_env / "secret_key"
+    assert len(first.secret_key) >= 48 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Settings.from_env().secret_key == first.secret_key
+    assert first.database_url == f"sqlite:///{clean_env / 'tenantry.db'}"
+
+
+def test_short_secret_and_bad_booleans_are_refused(clean_env, monkeypatch):
+    monkeypatch.setenv("TENANTRY_SECRET_KEY", "short")
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings.from_env()
+    monkeypatch.setenv("TENANTRY_SECRET_KEY", "k" * 40)
+    monkeypatch.setenv("TENANTRY_SELF_SIGNUP", "maybe")
+    with pytest.raises(SettingsError, match="TENANTRY_SELF_SIGNUP"):
+        Settings.from_env()
