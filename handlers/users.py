@@ -24,7 +24,9 @@ def _change(user_id: str, body: dict[str, Any], action: str) -> User:
     """Applies `body` to the user once the owner rules allow it."""
     tenant_id = acting_tenant()
     user = User.get_for_tenant(tenant_id, user_id)
-    authorize(action, Resource("user", user.id, tenant_id, {"role": user.role, "new_role": body.get("role")}))
+    changes = tuple(k for k, v in body.items() if getattr(user, k, None) != v)
+    authorize(action, Resource("user", user.id, tenant_id,
+                               {"role": user.role, "new_role": body.get("role"), "changes": changes}))
     password_hash = hash_password(body["password"]) if "password" in body else None
     user.apply_changes({k: v for k, v in body.items() if k != "password"}, password_hash)
     return user

@@ -8,6 +8,9 @@ from typing import Any
 
 from policies.roles import ROLE_RANK, permissions_for
 
+#: Fields of their own account a user may not change through the users API.
+SELF_GUARDED_FIELDS = frozenset({"email", "password", "role", "status"})
+
 
 @dataclass(frozen=True)
 class Subject:
@@ -65,6 +68,12 @@ def _deny_rules(subject: Subject, action: str, resource: Resource | None,
                             ("rule:no-escalation",))
         if action == "user:delete" and resource.id == subject.id:
             return Decision(False, "You cannot delete your own account.", ("rule:no-self-delete",))
+        guarded = SELF_GUARDED_FIELDS & set(attrs.get("changes", ()))
+        if action == "user:update" and resource.id == subject.id and guarded:
+            # An account cannot lock itself out or re-identify itself through the admin API:
+            # another owner or admin changes these.
+            return Decision(False, f"You cannot change your own {', '.join(sorted(guarded))}.",
+                            ("rule:no-self-lockout",))
     if resource.type == "tenant" and "status" in attrs.get("changes", ()) and not subject.is_operator:
         return Decision(False, "Only the platform operator may change a tenant's status.",
                         ("rule:operator-only-status",))

@@ -28,7 +28,7 @@ from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 from models.base import database
 from tenantry.authz import EnforcingResolver
 from tenantry.db import init_database
-from tenantry.errors import ApiError, Detail, error_body
+from tenantry.errors import ApiError, Detail, NotFound, error_body
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
 from tenantry.middleware import RequestContextMiddleware
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     app.add_middleware(
         RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
         metrics=state.metrics, docs_prefix=DOCS_PATH, docs_csp=_docs_csp(),
+        concrete_paths={path: _methods(item) for path, item in spec["paths"].items() if "{" not in path},
     )
     return app
 
@@ -106,8 +107,12 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
     keep_open = state.settings.is_sqlite
 
     @flask_app.before_request
-    def open_database() -> None:
+    def prepare_request() -> None:
         request_id_var.set(request.headers.get("X-Request-Id"))
+        if request.routing_exception is None and not _operation_bound():
+            # Connexion bound no operation (say, a path parameter holding a newline), but
+            # Werkzeug's looser rules matched a route: only what the spec routes is served.
+            raise NotFound("The resource does not exist.")
         database.connect(reuse_if_open=True)
 
     @flask_app.teardown_request
@@ -150,13 +155,27 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
         return envelope(500)
 
 
+def _operation_bound() -> bool:
+    """True when Connexion's context middleware bound an operation to this request."""
+    try:
+        return bool(connexion.context.operation.operation_id)
+    except RuntimeError:
+        return False
+
+
+def _methods(item: dict[str, Any]) -> list[str]:
+    """Returns the HTTP methods a path item declares (with HEAD wherever GET is)."""
+    methods = [m.upper() for m in ("get", "post", "put", "patch", "delete") if m in item]
+    if "GET" in methods:
+        methods.append("HEAD")
+    return methods
+
+
 def _allowed_methods(spec: dict[str, Any]) -> list[tuple[re.Pattern[str], list[str]]]:
     """Returns, for each spec path, a regex matching it and the methods it declares."""
     out = []
     for path, item in spec["paths"].items():
-        methods = [m.upper() for m in ("get", "post", "put", "patch", "delete") if m in item]
-        if "GET" in methods:
-            methods.append("HEAD")
+        methods = _methods(item)
         regex = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"
         out.append((re.compile(regex), methods))
     return out

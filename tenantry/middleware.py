@@ -42,8 +42,12 @@ class RequestContextMiddleware:
     the access log line.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, docs_prefix: str, docs_csp: str) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, docs_prefix: str, docs_csp: str,
+                 concrete_paths: dict[str, list[str]] | None = None) -> None:
         self.app = app
+        # OpenAPI matches a concrete path before a templated one: `PUT /v1/users/batch` is a 405
+        # on /v1/users/batch, not a bad id on /v1/users/{user_id}.
+        self.concrete_paths = concrete_paths or {}
         self.metrics = metrics
         self.docs_prefix = docs_prefix
         self.docs_csp = docs_csp.encode()
@@ -80,8 +84,11 @@ class RequestContextMiddleware:
 
         self.metrics.in_flight.inc()
         try:
+            allowed = self.concrete_paths.get(path)
             if _declared_length(scope) > MAX_BODY_BYTES:
                 await _send_error(send_wrapper, 413, request_id)
+            elif allowed and scope["method"] not in allowed and scope["method"] != "OPTIONS":
+                await _send_error(send_wrapper, 405, request_id, [(b"allow", ", ".join(allowed).encode())])
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
@@ -136,12 +143,11 @@ def _operation_id(scope: Scope) -> str | None:
     return routing.get("operation_id")
 
 
-async def _send_error(send: Send, status: int, request_id: str) -> None:
+async def _send_error(send: Send, status: int, request_id: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps(error_body(status, request_id)).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close")],
-    })
+    base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 413:
+        base.append((b"connection", b"close"))  # the unread body cannot be skipped safely
+    await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
     await send({"type": "http.response.body", "body": body})

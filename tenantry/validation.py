@@ -80,17 +80,6 @@ def _details(validator: Draft4Validator, instance: t.Any, root: str = "") -> lis
     return [describe(error, root) for error in errors]
 
 
-def _nul_fields(value: t.Any, path: tuple[t.Any, ...] = ()) -> list[Detail]:
-    """Returns a detail for every string holding a NUL character, which no database stores."""
-    if isinstance(value, str):
-        return [Detail("must not contain NUL characters", field_path(path) or None)] if "\x00" in value else []
-    if isinstance(value, dict):
-        return [d for key, item in value.items() for d in _nul_fields(item, (*path, key))]
-    if isinstance(value, list):
-        return [d for index, item in enumerate(value) for d in _nul_fields(item, (*path, index))]
-    return []
-
-
 class BodyValidator(JSONRequestBodyValidator):
     """Validates a JSON body and reports every problem with its field."""
 
@@ -109,7 +98,7 @@ class BodyValidator(JSONRequestBodyValidator):
         if body is None and not self._nullable:
             raise RequestValidationProblem("The request body is required.", [Detail("is required", "body")])
         validator = Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-        details = _details(validator, body) + _nul_fields(body)
+        details = _details(validator, body)
         if details:
             raise RequestValidationProblem("The request body is invalid.", details)
         return None
@@ -130,9 +119,13 @@ class ParamsValidator(ParameterValidator):
             "header": request.headers,
             "cookie": request.cookies,
         }
+        seen: set[tuple[str, str]] = set()
         for location, source in sources.items():
             for param in self.parameters.get(location, []):
                 name = param["name"]
+                if (location, name) in seen:  # Connexion lists path-level parameters once per method
+                    continue
+                seen.add((location, name))
                 key = name.replace("-", "_") if location == "path" else name
                 detail = self._check(param, source.get(key), name)
                 if detail:
@@ -147,6 +140,7 @@ class ParamsValidator(ParameterValidator):
         if is_nullable(param) and is_null(value):
             return None
         if isinstance(value, str) and "\x00" in value:
+            # No database stores NUL; every string parameter's pattern excludes it too.
             return Detail("must not contain NUL characters", name)
         schema = param.get("schema", param)
         validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)

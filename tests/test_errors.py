@@ -70,3 +70,9 @@ def test_nul_characters_are_refused_not_a_database_error(api, owner):
     error = assert_error(api.post("/v1/users", json=body, headers=owner.headers), 400, "VALIDATION_ERROR")
     assert error["details"][0]["field"] == "first_name"
     assert_error(api.get("/v1/users?search=a%00b", headers=owner.headers), 400, "VALIDATION_ERROR")
+
+
+def test_a_path_parameter_no_operation_matches_is_404_not_500(api, owner):
+    # Werkzeug's path converter admits a newline where Connexion's router does not.
+    assert_error(api.get("/v1/users/usr%0A", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(api.put("/v1/tenants/%C2%98H%0A", json={}, headers=owner.headers), 404, "RESOURCE_NOT_FOUND")

@@ -85,3 +85,9 @@ def test_unknown_route_and_wrong_method_use_the_envelope(api):
     response = api.delete("/v1/users")
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}
+
+
+def test_a_concrete_path_wins_over_a_templated_one(api, owner):
+    response = api.put("/v1/users/batch", json={}, headers=owner.headers)
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == "POST"

@@ -109,10 +109,17 @@ def test_admin_cannot_create_change_or_delete_owners(api, owner):
     assert promoted.status_code == 200
 
 
-def test_last_owner_stays_and_nobody_deletes_themselves(api, owner):
+def test_nobody_locks_themselves_out_and_the_last_owner_stays(api, owner, operator):
     me = f"/v1/users/{owner.user['id']}"
     assert_error(api.delete(me, headers=owner.headers), 403, "PERMISSION_DENIED")
-    assert_error(api.patch(me, json={"role": "admin"}, headers=owner.headers), 409, "CONFLICT")
+    for change in ({"role": "admin"}, {"status": "suspended"}, {"password": "a-new-password-1"},
+                   {"email": unique_email()}):
+        assert_error(api.patch(me, json=change, headers=owner.headers), 403, "PERMISSION_DENIED")
+    # Restating an unchanged value is not a change.
+    assert api.patch(me, json={"first_name": "Ada", "role": "owner"}, headers=owner.headers).status_code == 200
+    as_operator = {**operator, "X-Tenant-ID": owner.tenant["id"]}
+    assert_error(api.patch(me, json={"role": "admin"}, headers=as_operator), 409, "CONFLICT")
+    assert_error(api.delete(me, headers=as_operator), 409, "CONFLICT")
     second = add_user(api, owner, role="owner")
     assert api.patch(me, json={"role": "admin"}, headers=second.headers).status_code == 200
 
