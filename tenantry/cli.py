@@ -1,4 +1,4 @@
-"""The `tenantry` command: serve, db upgrade, admin create, spec check, spec bundle."""
+"""The `tenantry` command: serve, db upgrade, admin create, spec check, spec diff, spec bundle."""
 
 from __future__ import annotations
 
@@ -132,6 +132,29 @@ def cmd_spec_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_contract(path: str) -> dict:
+    from tenantry.spec import bundle
+
+    file = Path(path)
+    if file.suffix == ".json":
+        return json.loads(file.read_text())
+    return bundle(file)
+
+
+def cmd_spec_diff(args: argparse.Namespace) -> int:
+    """Prints breaking and non-breaking changes from OLD to NEW; exit 1 when any change breaks."""
+    from tenantry.specdiff import diff
+
+    report = diff(_load_contract(args.old), _load_contract(args.new))
+    print(f"breaking changes: {len(report.breaking)}")
+    for line in report.breaking:
+        print(f"  BREAKING {line}")
+    print(f"non-breaking changes: {len(report.non_breaking)}")
+    for line in report.non_breaking:
+        print(f"  {line}")
+    return 1 if report.breaking else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser for the `tenantry` command."""
     parser = argparse.ArgumentParser(prog="tenantry", description="Tenantry: a multi-tenant API server.")
@@ -157,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)
     spec.add_parser("check", help="validate the spec against itself and the handlers").set_defaults(
         func=cmd_spec_check)
+    diff_cmd = spec.add_parser("diff", help="report breaking and non-breaking changes from OLD to NEW")
+    diff_cmd.add_argument("old", help="a bundled .json contract or a root .yaml file")
+    diff_cmd.add_argument("new", help="a bundled .json contract or a root .yaml file")
+    diff_cmd.set_defaults(func=cmd_spec_diff)
     bundle_cmd = spec.add_parser("bundle", help="print the bundled spec")
     bundle_cmd.add_argument("--output", "-o")
     bundle_cmd.set_defaults(func=cmd_spec_bundle)

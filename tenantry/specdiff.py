@@ -1,0 +1,149 @@
+"""`tenantry spec diff OLD NEW`: which changes between two contracts break their clients.
+
+Breaking, by the definition in seed 001: removing an operation, removing a response field (or
+making a required one optional), adding a required request field or parameter, changing a
+field's type, changing an operation's authentication, and changing what an error code means
+(removing a code or changing its status). Everything else that differs (new operations, new
+optional fields, new error codes) is reported as non-breaking.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantry.spec import operations
+
+_CODE_LINE = re.compile(r"^-\s*([A-Z_]+)\s*\((\d{3})\)")
+
+
+@dataclass
+class Report:
+    """The changes found, split by whether they break existing clients."""
+
+    breaking: list[str] = field(default_factory=list)
+    non_breaking: list[str] = field(default_factory=list)
+
+
+class _Resolver:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+
+    def __call__(self, node: Any) -> Any:
+        seen = 0
+        while isinstance(node, dict) and "$ref" in node and seen < 50:
+            parts = node["$ref"].lstrip("#/").split("/")
+            target: Any = self.doc
+            for part in parts:
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            node = target
+            seen += 1
+        return node
+
+
+def _type(schema: dict[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if kind is None and "properties" in schema:
+        return "object"
+    return kind
+
+
+def _compare_schemas(old: Any, new: Any, where: str, direction: str, ro: _Resolver, rn: _Resolver,
+                     report: Report, depth: int = 0) -> None:
+    """Compares a request ("request") or response ("response") schema, property by property."""
+    old, new = ro(old), rn(new)
+    if not isinstance(old, dict) or not isinstance(new, dict) or depth > 12:
+        return
+    if _type(old) and _type(new) and _type(old) != _type(new):
+        report.breaking.append(f"{where}: type changed from {_type(old)} to {_type(new)}")
+        return
+    if _type(old) == "array":
+        _compare_schemas(old.get("items", {}), new.get("items", {}), f"{where}[]", direction, ro, rn, report,
+                         depth + 1)
+        return
+    old_props, new_props = old.get("properties", {}), new.get("properties", {})
+    old_required, new_required = set(old.get("required", [])), set(new.get("required", []))
+    for name in sorted(set(old_props) | set(new_props)):
+        path = f"{where}.{name}"
+        if name not in new_props:
+            (report.breaking if direction == "response" else report.non_breaking).append(
+                f"{path}: {'response field removed' if direction == 'response' else 'request field removed'}")
+            continue
+        if name not in old_props:
+            if direction == "request" and name in new_required:
+                report.breaking.append(f"{path}: new required request field")
+            else:
+                report.non_breaking.append(f"{path}: new {'optional request' if direction == 'request' else 'response'}"
+                                           " field")
+            continue
+        if direction == "request" and name in new_required and name not in old_required:
+            report.breaking.append(f"{path}: request field became required")
+        if direction == "response" and name in old_required and name not in new_required:
+            report.breaking.append(f"{path}: response field is no longer always present")
+        _compare_schemas(old_props[name], new_props[name], path, direction, ro, rn, report, depth + 1)
+
+
+def _json_schema(body: dict[str, Any] | None, ro: _Resolver) -> Any:
+    body = ro(body or {})
+    return body.get("content", {}).get("application/json", {}).get("schema")
+
+
+def _security(doc: dict[str, Any], op: dict[str, Any]) -> list[str]:
+    requirements = op.get("security", doc.get("security", []))
+    return sorted(",".join(sorted(req)) for req in requirements)
+
+
+def _error_codes(doc: dict[str, Any]) -> dict[str, str]:
+    schema = doc.get("components", {}).get("schemas", {}).get("ErrorCode", {})
+    codes = {code: "" for code in schema.get("enum", [])}
+    for line in schema.get("description", "").splitlines():
+        match = _CODE_LINE.match(line.strip())
+        if match and match.group(1) in codes:
+            codes[match.group(1)] = match.group(2)
+    return codes
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> Report:
+    """Returns the breaking and non-breaking changes from the `old` contract to the `new` one."""
+    report = Report()
+    ro, rn = _Resolver(old), _Resolver(new)
+    old_ops = {(m, p): op for m, p, op in operations(old)}
+    new_ops = {(m, p): op for m, p, op in operations(new)}
+    for key in sorted(set(old_ops) - set(new_ops)):
+        report.breaking.append(f"{key[0].upper()} {key[1]}: operation removed")
+    for key in sorted(set(new_ops) - set(old_ops)):
+        report.non_breaking.append(f"{key[0].upper()} {key[1]}: operation added")
+    for key in sorted(set(old_ops) & set(new_ops)):
+        label = f"{key[0].upper()} {key[1]}"
+        old_op, new_op = old_ops[key], new_ops[key]
+        if _security(old, old_op) != _security(new, new_op):
+            report.breaking.append(f"{label}: authentication changed")
+        old_params = {(p["in"], p["name"]): p for p in map(ro, old_op.get("parameters", []))}
+        for param in map(rn, new_op.get("parameters", [])):
+            if param.get("required") and (param["in"], param["name"]) not in old_params:
+                report.breaking.append(f"{label}: new required {param['in']} parameter {param['name']}")
+        old_body, new_body = _json_schema(old_op.get("requestBody"), ro), _json_schema(new_op.get("requestBody"), rn)
+        if old_body is not None and new_body is not None:
+            _compare_schemas(old_body, new_body, f"{label} request", "request", ro, rn, report)
+        elif new_body is not None and ro(new_op.get("requestBody", {})).get("required"):
+            report.breaking.append(f"{label}: now requires a request body")
+        for status, response in old_op.get("responses", {}).items():
+            if not str(status).startswith("2"):
+                continue
+            if status not in new_op.get("responses", {}):
+                report.breaking.append(f"{label}: success response {status} removed")
+                continue
+            old_schema = _json_schema(response, ro)
+            new_schema = _json_schema(new_op["responses"][status], rn)
+            if old_schema is not None and new_schema is not None:
+                _compare_schemas(old_schema, new_schema, f"{label} {status}", "response", ro, rn, report)
+    old_codes, new_codes = _error_codes(old), _error_codes(new)
+    for code in sorted(old_codes):
+        if code not in new_codes:
+            report.breaking.append(f"error code {code}: removed")
+        elif old_codes[code] != new_codes[code]:
+            report.breaking.append(f"error code {code}: status changed from {old_codes[code]} to {new_codes[code]}")
+    for code in sorted(set(new_codes) - set(old_codes)):
+        report.non_breaking.append(f"error code {code}: added")
+    return report

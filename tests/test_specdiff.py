@@ -1,0 +1,103 @@
+"""`tenantry spec diff`: breaking changes are told apart from the rest, and the released contract holds."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tenantry.spec import bundle
+from tenantry.specdiff import diff
+
+ROOT = Path(__file__).resolve().parent.parent
+CURRENT = bundle(ROOT / "openapi" / "openapi.yaml")
+RELEASED = json.loads((ROOT / "openapi" / "released" / "v1.json").read_text())
+
+
+def changed(mutate):
+    new = copy.deepcopy(CURRENT)
+    mutate(new)
+    return diff(CURRENT, new)
+
+
+def test_identical_contracts_differ_in_nothing():
+    report = diff(CURRENT, copy.deepcopy(CURRENT))
+    assert report.breaking == [] and report.non_breaking == []
+
+
+def test_removed_response_field_is_breaking():
+    report = changed(lambda d: d["components"]["schemas"]["User"]["properties"].pop("last_login_at"))
+    assert any("GET /v1/users/{user_id} 200.data.last_login_at: response field removed" in b for b in report.breaking)
+
+
+def test_removed_operation_is_breaking_and_added_one_is_not():
+    def mutate(d):
+        d["paths"]["/v1/users/{user_id}"].pop("delete")
+        d["paths"]["/v1/things"] = {"get": copy.deepcopy(d["paths"]["/health"]["get"])}
+
+    report = changed(mutate)
+    assert "DELETE /v1/users/{user_id}: operation removed" in report.breaking
+    assert "GET /v1/things: operation added" in report.non_breaking
+
+
+def test_required_request_field_is_breaking_optional_is_not():
+    def mutate(d):
+        schema = d["components"]["schemas"]["UserCreate"]
+        schema["properties"]["department"] = {"type": "string", "description": "x"}
+        schema["properties"]["cost_center"] = {"type": "string", "description": "x"}
+        schema["required"].append("department")
+
+    report = changed(mutate)
+    assert any("request.department: new required request field" in b for b in report.breaking)
+    assert any("request.cost_center: new optional request field" in n for n in report.non_breaking)
+
+
+def test_type_change_auth_change_and_error_code_meaning_are_breaking():
+    def mutate(d):
+        d["components"]["schemas"]["Pagination"]["properties"]["total"] = {"type": "string", "description": "x"}
+        d["paths"]["/v1/users"]["get"]["security"] = []
+        codes = d["components"]["schemas"]["ErrorCode"]
+        codes["description"] = codes["description"].replace("CONFLICT (409)", "CONFLICT (422)")
+        codes["enum"].remove("TOKEN_EXPIRED")
+        codes["enum"].append("BRAND_NEW")
+
+    report = changed(mutate)
+    text = "\n".join(report.breaking)
+    assert "meta.pagination.total: type changed from integer to string" in text
+    assert "GET /v1/users: authentication changed" in text
+    assert "error code CONFLICT: status changed from 409 to 422" in text
+    assert "error code TOKEN_EXPIRED: removed" in text
+    assert "error code BRAND_NEW: added" in report.non_breaking
+
+
+def test_cli_exits_1_on_a_breaking_change(tmp_path):
+    broken = copy.deepcopy(CURRENT)
+    broken["components"]["schemas"]["Tenant"]["properties"].pop("settings")
+    (tmp_path / "new.json").write_text(json.dumps(broken))
+    (tmp_path / "old.json").write_text(json.dumps(CURRENT))
+    result = subprocess.run([sys.executable, "-m", "tenantry.cli", "spec", "diff", str(tmp_path / "old.json"),
+                             str(tmp_path / "new.json")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    assert "BREAKING" in result.stdout and "settings: response field removed" in result.stdout
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_working_spec_does_not_break_the_released_contract():
+    report = diff(RELEASED, CURRENT)
+    if not report.breaking:
+        return
+    released, current = RELEASED["info"]["version"], CURRENT["info"]["version"]
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    if _version(current) <= _version(released):
+        pytest.fail("the working spec breaks openapi/released/v1.json without a version bump:\n"
+                    + "\n".join(report.breaking))
+    assert re.search(rf"^## {re.escape(current)}\b", changelog, re.M), (
+        f"CHANGELOG.md has no entry for {current}, which breaks the released contract")
