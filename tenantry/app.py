@@ -113,7 +113,8 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
             # Connexion bound no operation (say, a path parameter holding a newline), but
             # Werkzeug's looser rules matched a route: only what the spec routes is served.
             raise NotFound("The resource does not exist.")
-        database.connect(reuse_if_open=True)
+        # No connect here: Peewee connects on the first query, so /health and /health/live
+        # answer without touching the database.
 
     @flask_app.teardown_request
     def close_database(_exc: BaseException | None) -> None:

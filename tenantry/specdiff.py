@@ -128,6 +128,8 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Report:
             _compare_schemas(old_body, new_body, f"{label} request", "request", ro, rn, report)
         elif new_body is not None and ro(new_op.get("requestBody", {})).get("required"):
             report.breaking.append(f"{label}: now requires a request body")
+        for status in sorted(set(new_op.get("responses", {})) - set(old_op.get("responses", {}))):
+            report.non_breaking.append(f"{label}: response {status} documented")
         for status, response in old_op.get("responses", {}).items():
             if not str(status).startswith("2"):
                 continue

@@ -91,3 +91,36 @@ def test_a_concrete_path_wins_over_a_templated_one(api, owner):
     response = api.put("/v1/users/batch", json={}, headers=owner.headers)
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert response.headers["allow"] == "POST"
+
+
+def test_database_down_is_503_in_the_envelope_and_liveness_stays_up():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.livesrv import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+           "TENANTRY_SECRET_KEY": "k" * 48, "TENANTRY_ENV": "test"}
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "tenantry.asgi:application", "--factory",
+                                "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert_error(httpx.get(f"{url}/health/ready"), 503, "SERVICE_UNAVAILABLE")
+        login = httpx.post(f"{url}/v1/auth/login", json={"email": "a@example.com", "password": "x" * 10})
+        assert_error(login, 503, "SERVICE_UNAVAILABLE")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
