@@ -72,3 +72,14 @@ def add_domain(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], in
     authorize("domain:write", Resource("domain", None, tenant.id, {"sets_verified": "verified" in body}))
     domain, created = Domain.upsert(tenant.id, body["domain"], body.get("is_primary"), body.get("verified"))
     return one(domain.as_dict(), 201 if created else 200)
+
+
+def get_domain(tenant_id: str, domain_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """One of the tenant's domains."""
+    return one(Domain.get_for_tenant(_visible_tenant(tenant_id).id, domain_id).as_dict())
+
+
+def delete_domain(tenant_id: str, domain_id: str) -> Response:
+    """Removes one of the tenant's domains (204)."""
+    Domain.get_for_tenant(_visible_tenant(tenant_id).id, domain_id).delete_instance()
+    return no_content()

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 #: about owners (see evaluator): an admin cannot make, change or delete an owner.
 _TENANT_ADMIN = frozenset({
     "tenant:read", "tenant:update",
-    "domain:read", "domain:write",
+    "domain:read", "domain:write", "domain:delete",
     "user:read", "user:create", "user:update", "user:delete",
 })
 

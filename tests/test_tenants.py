@@ -83,6 +83,16 @@ def test_domains_one_primary_per_tenant_and_one_tenant_per_domain(api, owner):
     assert_error(taken, 409, "CONFLICT")
     assert_error(api.put(path, json={"domain": "c.owner-dom.example.com", "verified": True}, headers=owner.headers),
                  403, "PERMISSION_DENIED")
+    domain_id = first.json()["data"]["id"]
+    assert api.get(f"{path}/{domain_id}", headers=owner.headers).json()["data"]["domain"] == "a.owner-dom.example.com"
+    assert_error(api.get(f"{path}/{domain_id}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(api.delete(f"/v1/tenants/{other.tenant['id']}/domains/{domain_id}", headers=other.headers), 404,
+                 "RESOURCE_NOT_FOUND")
+    assert api.delete(f"{path}/{domain_id}", headers=owner.headers).status_code == 204
+    assert_error(api.get(f"{path}/{domain_id}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+    # Released, the domain can be claimed by another tenant.
+    assert api.put(f"/v1/tenants/{other.tenant['id']}/domains", json={"domain": "a.owner-dom.example.com"},
+                   headers=other.headers).status_code == 201
 
 
 def test_operator_acts_inside_a_tenant_with_x_tenant_id(api, owner, operator):
