@@ -81,3 +81,19 @@ def test_generated_python_client_runs_the_scenario(spec_file, server, tmp_path):
     result, output = run([str(python), "clients/python/scenario.py", server.url])
     assert result.returncode == 0, output
     assert "scenario: ok" in output
+
+
+def test_docs_render_offline_under_their_csp(server, tmp_path):
+    """Headless Chromium, on a machine with no network, renders every operation at /docs."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); /docs is checked without a browser "
+                    "in tests/test_health.py")
+    result, output = run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={tmp_path}", "--virtual-time-budget=8000",
+                          "--dump-dom", f"{server.url}/docs/"])
+    assert result.returncode == 0, output
+    assert 'class="title">Tenantry API' in result.stdout
+    assert 'data-path="/v1/users/{user_id}"' in result.stdout
+    assert "Refused to" not in result.stderr, result.stderr  # no CSP violation was reported
