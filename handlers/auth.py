@@ -7,7 +7,6 @@ from typing import Any
 from flask import Response, current_app, request
 
 from models import Domain, Session, Tenant, User, accounts
-from models.base import utcnow
 from tenantry.authz import current_principal
 from tenantry.envelope import no_content, one
 from tenantry.errors import (
@@ -17,7 +16,7 @@ from tenantry.errors import (
     TenantSuspended,
     UserSuspended,
 )
-from tenantry.security import hash_password, token_service, verify_password
+from tenantry.security import hash_password, needs_rehash, token_service, verify_password
 
 _BAD_LOGIN = "The email or password is incorrect."
 
@@ -67,8 +66,7 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     _check_active(user)
     session, refresh = Session.start(user, current_app.extensions["tenantry"].settings.refresh_token_ttl,
                                      request.remote_addr, request.headers.get("User-Agent"))
-    user.last_login_at = utcnow()
-    user.save(only=[User.last_login_at])
+    user.record_login(hash_password(body["password"]) if needs_rehash(user.password_hash) else None)
     return one(_token_pair(session, refresh, user))
 
 

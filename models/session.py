@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from peewee import JOIN, CharField
 
-from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.base import CompiledSelect, TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.tenant import Tenant
 from models.user import User
 from tenantry.ids import new_id
@@ -51,16 +51,11 @@ class Session(TenantScopedModel):
     @classmethod
     def load_principal(cls, session_id: str, user_id: str) -> tuple[Session, User, Tenant | None] | None:
         """Returns (session, user, tenant) for an access token's claims in one query, or None."""
-        session = (cls.select(cls, User, Tenant)
-                   .join(User, on=(User.id == cls.user_id), attr="user")
-                   .join(Tenant, JOIN.LEFT_OUTER, on=(Tenant.id == User.tenant_id), attr="tenant")
-                   .where(cls.id == session_id, cls.user_id == user_id)
-                   .first())
-        if session is None:
+        rows = _PRINCIPAL.rows(session_id, user_id)
+        if not rows:
             return None
-        user = session.user
-        tenant = getattr(user, "tenant", None)
-        return session, user, tenant if tenant is not None and tenant.id else None
+        tenant = rows[0].get(Tenant)
+        return rows[0][Session], rows[0][User], tenant if tenant is not None and tenant.id else None
 
     @property
     def is_live(self) -> bool:
@@ -126,3 +121,16 @@ class RefreshToken(TenantScopedModel):
     def expired(self) -> bool:
         """True once the token's lifetime is over."""
         return self.expires_at <= utcnow()
+
+
+# Every authenticated request runs this, so its SQL is compiled once (see CompiledSelect).
+_PRINCIPAL = CompiledSelect(
+    lambda session_id, user_id: (
+        Session.select(Session, User, Tenant)
+        .join(User, on=(User.id == Session.user_id))
+        .join(Tenant, JOIN.LEFT_OUTER, on=(Tenant.id == User.tenant_id))
+        .where(Session.id == session_id, Session.user_id == user_id)
+        .limit(1)
+    ),
+    2,
+)

@@ -160,6 +160,15 @@ class User(TenantScopedModel):
         if others == 0:
             raise Conflict(f"The tenant's last active owner cannot be {what}.")
 
+    def record_login(self, new_password_hash: str | None = None) -> None:
+        """Stamps `last_login_at`, and stores a rehashed password when the hash parameters changed."""
+        self.last_login_at = utcnow()
+        fields = [User.last_login_at]
+        if new_password_hash:
+            self.password_hash = new_password_hash
+            fields.append(User.password_hash)
+        self.save(only=fields)
+
     def save_checked(self) -> None:
         """Saves the user, answering Conflict when the email is taken in the tenant."""
         self.updated_at = utcnow()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import connexion
-import jinja2
 import peewee
 import yaml
 from connexion.exceptions import ProblemException
@@ -28,6 +24,7 @@ from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 from models.base import database
 from tenantry.authz import EnforcingResolver
 from tenantry.db import init_database
+from tenantry.docs import DocsApp
 from tenantry.errors import ApiError, Detail, NotFound, error_body
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
@@ -70,11 +67,10 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
 
     app = connexion.FlaskApp(
         __name__,
-        # Nothing is routed that the spec does not declare: no Flask static route.
+        # Nothing is routed that the spec does not declare: no Flask static route. The spec is
+        # served by its own operations and Swagger UI by tenantry.docs, not by Connexion.
         server_args={"static_folder": None},
-        swagger_ui_options=SwaggerUIOptions(
-            swagger_ui=True, swagger_ui_path=DOCS_PATH, spec_path="/openapi.json", serve_spec=False,
-        ),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui=False, serve_spec=False),
     )
     app.add_api(
         spec,
@@ -96,7 +92,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         )
     app.add_middleware(
         RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-        metrics=state.metrics, docs_prefix=DOCS_PATH, docs_csp=_docs_csp(),
+        metrics=state.metrics, docs=DocsApp(DOCS_PATH, "/openapi.json"),
         concrete_paths={path: _methods(item) for path, item in spec["paths"].items() if "{" not in path},
     )
     return app
@@ -236,21 +232,3 @@ def _register_problem_handlers(app: connexion.FlaskApp, spec: dict[str, Any]) ->
     app.add_error_handler(ProblemException, problem)
     app.add_error_handler(StarletteHTTPException, http_exception)
     app.add_error_handler(Exception, unexpected)
-
-
-def _docs_csp() -> str:
-    """Returns a CSP for the Swagger UI page that permits exactly its inline script and style."""
-    import swagger_ui_bundle
-
-    template_dir = Path(swagger_ui_bundle.swagger_ui_path)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), autoescape=True)
-    html = env.get_template("index.j2").render(openapi_spec_url="/openapi.json")
-
-    def hashes(tag: str) -> str:
-        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
-        digests = [base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() for b in blocks]
-        return " ".join(f"'sha256-{d}'" for d in digests)
-
-    return (f"default-src 'none'; script-src 'self' {hashes('script')}; style-src 'self' {hashes('style')}; "
-            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")

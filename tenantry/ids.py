@@ -11,6 +11,10 @@ ULID_PATTERN = "[0-9A-HJKMNP-TV-Z]{26}"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
+# Two Crockford characters per 10-bit chunk: 13 table lookups per id instead of 26 divisions.
+_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
+
+
 def ulid() -> str:
     """Returns a new ULID: 48 bits of milliseconds then 80 random bits, Crockford base32.
 
@@ -18,11 +22,7 @@ def ulid() -> str:
     ordering by creation time, and the random part makes them unguessable.
     """
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)])
 
 
 def new_id(prefix: str) -> str:

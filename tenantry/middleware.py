@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantry.docs import DocsApp
 from tenantry.errors import error_body
 from tenantry.ids import is_valid_request_id, new_request_id
 from tenantry.logs import request_id_var
@@ -42,15 +43,16 @@ class RequestContextMiddleware:
     the access log line.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, docs_prefix: str, docs_csp: str,
+    def __init__(self, app: ASGIApp, metrics: Metrics, docs: DocsApp,
                  concrete_paths: dict[str, list[str]] | None = None) -> None:
         self.app = app
+        self.docs = docs
         # OpenAPI matches a concrete path before a templated one: `PUT /v1/users/batch` is a 405
         # on /v1/users/batch, not a bad id on /v1/users/{user_id}.
         self.concrete_paths = concrete_paths or {}
         self.metrics = metrics
-        self.docs_prefix = docs_prefix
-        self.docs_csp = docs_csp.encode()
+        self.docs_prefix = docs.prefix
+        self.docs_csp = docs.csp.encode()
         self.api_csp = API_CSP.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,7 +69,8 @@ class RequestContextMiddleware:
         # this scope; creating the dict here makes that record visible to us for the metrics.
         scope.setdefault("extensions", {})
         path: str = scope["path"]
-        csp = self.docs_csp if path.startswith(self.docs_prefix) else self.api_csp
+        is_docs = path == self.docs_prefix or path.startswith(self.docs_prefix + "/")
+        csp = self.docs_csp if is_docs else self.api_csp
         status_holder = [500]
         extra = [(b"x-request-id", request_id.encode()), (b"content-security-policy", csp), *_STATIC_HEADERS]
 
@@ -87,6 +90,9 @@ class RequestContextMiddleware:
             allowed = self.concrete_paths.get(path)
             if _declared_length(scope) > MAX_BODY_BYTES:
                 await _send_error(send_wrapper, 413, request_id)
+            elif is_docs:
+                info["operation"] = "docs"
+                await self.docs(scope, receive, send_wrapper)
             elif allowed and scope["method"] not in allowed and scope["method"] != "OPTIONS":
                 await _send_error(send_wrapper, 405, request_id, [(b"allow", ", ".join(allowed).encode())])
             else:
