@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import typing as t
+from typing import Any
 
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem
@@ -18,6 +19,19 @@ from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, Parame
 from jsonschema import Draft4Validator, ValidationError
 
 from tenantry.errors import Detail
+
+# Connexion builds its validator objects on every request; compiling a JSON Schema validator is
+# the expensive part, so each schema's validator is made once and kept (the schemas are the
+# spec's own objects, alive for the life of the app; the entry keeps them alive regardless).
+_COMPILED: dict[tuple[int, type], tuple[Any, Any]] = {}
+
+
+def _validator_for(schema: dict, cls: type) -> Any:
+    entry = _COMPILED.get((id(schema), cls))
+    if entry is None or entry[0] is not schema:
+        entry = (schema, cls(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+        _COMPILED[(id(schema), cls)] = entry
+    return entry[1]
 
 
 class RequestValidationProblem(BadRequestProblem):
@@ -97,8 +111,7 @@ class BodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: t.Any) -> dict | None:
         if body is None and not self._nullable:
             raise RequestValidationProblem("The request body is required.", [Detail("is required", "body")])
-        validator = Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-        details = _details(validator, body)
+        details = _details(_validator_for(self._schema, Draft4RequestValidator), body)
         if details:
             raise RequestValidationProblem("The request body is invalid.", details)
         return None
@@ -143,8 +156,7 @@ class ParamsValidator(ParameterValidator):
             # No database stores NUL; every string parameter's pattern excludes it too.
             return Detail("must not contain NUL characters", name)
         schema = param.get("schema", param)
-        validator = Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-        error = next(iter(validator.iter_errors(value)), None)
+        error = next(iter(_validator_for(schema, Draft4Validator).iter_errors(value)), None)
         if error is None:
             return None
         detail = describe(error)
