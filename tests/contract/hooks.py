@@ -1,4 +1,4 @@
-"""Schemathesis hooks for the contract run: authenticate as the fixture tenant's owner.
+"""Schemathesis hooks for the contract run: authenticate as a fixture account (owner or operator).
 
 Loaded through SCHEMATHESIS_HOOKS; the server, email, password and tenant come from environment
 variables set by test_schemathesis.py.
@@ -18,7 +18,7 @@ def _login() -> str:
     response = httpx.post(
         f"{os.environ['TENANTRY_CONTRACT_URL']}/v1/auth/login",
         json={"email": os.environ["TENANTRY_CONTRACT_EMAIL"], "password": os.environ["TENANTRY_CONTRACT_PASSWORD"],
-              "tenant_id": os.environ["TENANTRY_CONTRACT_TENANT"]},
+              **({"tenant_id": tenant} if (tenant := os.environ.get("TENANTRY_CONTRACT_TENANT")) else {})},
         timeout=30,
     )
     response.raise_for_status()
@@ -26,17 +26,17 @@ def _login() -> str:
 
 
 @schemathesis.auth(refresh_interval=None)
-class OwnerToken:
-    """The owner's bearer token; logout gets a session of its own, so it cannot end the run's."""
+class FixtureToken:
+    """The fixture account's bearer token; logout gets a session of its own, so it cannot end the run's."""
 
     token: str | None = None
 
     def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
         if case.operation.path == LOGOUT:
             return _login()
-        if OwnerToken.token is None:
-            OwnerToken.token = _login()
-        return OwnerToken.token
+        if FixtureToken.token is None:
+            FixtureToken.token = _login()
+        return FixtureToken.token
 
     def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
