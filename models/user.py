@@ -155,9 +155,13 @@ class User(TenantScopedModel):
             self.delete_instance()
 
     def _require_another_owner(self, what: str) -> None:
-        others = (User.for_tenant(self.tenant_id)
-                  .where(User.role == "owner", User.status == "active", User.id != self.id).count())
-        if others == 0:
+        owners = User.for_tenant(self.tenant_id).where(User.role == "owner", User.status == "active")
+        if database.for_update:
+            # Lock the owners' rows so two concurrent demotions cannot each count on the other.
+            # (SQLite has no row locks; its single writer makes the second one fail instead.)
+            owners = owners.for_update()
+        others = [row.id for row in owners.select(User.id) if row.id != self.id]
+        if not others:
             raise Conflict(f"The tenant's last active owner cannot be {what}.")
 
     def record_login(self, new_password_hash: str | None = None) -> None:

@@ -152,3 +152,24 @@ def test_full_journey(api):
     assert api.get("/v1/users", headers=headers).json()["meta"]["pagination"]["total"] == 2
     assert api.post("/v1/auth/logout", headers=headers).status_code == 204
     assert api.get("/v1/users", headers=headers).status_code == 401
+
+
+def test_concurrent_demotions_never_leave_a_tenant_without_an_owner(api, server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(3):
+        first = register(api, tenant_name="Race")
+        second = add_user(api, first, role="owner")
+
+        def demote(actor, target):
+            with server.client() as client:
+                return client.patch(f"/v1/users/{target.user['id']}", json={"role": "admin"},
+                                    headers=actor.headers).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = sorted(pool.map(lambda pair: demote(*pair), [(first, second), (second, first)]))
+        owners = api.get("/v1/users", params={"role": "owner"}, headers=first.headers).json()
+        # One demotion wins; the other is refused (403 once its actor is an admin, 409 for the
+        # last owner), never both applied.
+        assert owners["meta"]["pagination"]["total"] == 1, statuses
+        assert statuses.count(200) == 1, statuses
