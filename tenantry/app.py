@@ -82,19 +82,21 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     )
     _register_problem_handlers(app, spec)
     _configure_flask(app.app, state)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-            allow_origins=list(settings.cors_origins), allow_credentials=False,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID", "X-API-Key"],
-            expose_headers=["X-Request-Id", "Location"],
-        )
+    # Added first so it wraps everything added after it (CORS too): every response, a preflight
+    # included, carries the request id and the security headers.
     app.add_middleware(
         RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
         metrics=state.metrics, docs=DocsApp(DOCS_PATH, "/openapi.json"),
         concrete_paths={path: _methods(item) for path, item in spec["paths"].items() if "{" not in path},
     )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
+            allow_origins=list(settings.cors_origins), allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID"],
+            expose_headers=["X-Request-Id", "Location"],
+        )
     return app
 
 

@@ -124,3 +124,24 @@ def test_database_down_is_503_in_the_envelope_and_liveness_stays_up():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_cors_allows_exactly_the_configured_origins():
+    from tests.livesrv import start_server
+
+    server = start_server(TENANTRY_CORS_ORIGINS="https://app.example.com")
+    try:
+        with server.client() as client:
+            preflight = client.options("/v1/users", headers={
+                "Origin": "https://app.example.com", "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "Authorization"})
+            assert preflight.status_code == 200
+            assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+            assert preflight.headers["x-request-id"]
+            simple = client.get("/health", headers={"Origin": "https://app.example.com"})
+            assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
+            assert "X-Request-Id" in simple.headers["access-control-expose-headers"]
+            other = client.get("/health", headers={"Origin": "https://evil.example.com"})
+            assert "access-control-allow-origin" not in other.headers
+    finally:
+        server.stop()
