@@ -16,7 +16,7 @@ from tenantry.errors import NotFound
 def _visible_tenant(tenant_id: str) -> Tenant:
     """Returns the tenant if the caller may see it: the operator any, others only their own."""
     principal = current_principal()
-    if not principal.is_operator and principal.user.tenant_id != tenant_id:
+    if not principal.is_operator and principal.home_tenant_id != tenant_id:
         raise NotFound("No tenant with this id.")
     return Tenant.get_by_id_or_404(tenant_id)
 

@@ -4,8 +4,9 @@ Pure: no Flask, no database. The core's enforcement point builds a `Subject` fro
 a `Resource` from the loaded row (when the operation targets one), and asks `evaluate`.
 """
 
-from policies.evaluator import Decision, Resource, Subject, evaluate
-from policies.roles import BUILTIN_ROLES, OPERATOR_PERMISSIONS, ROLE_RANK, permissions_for
+from policies.evaluator import Decision, Resource, Subject, can_grant, evaluate
+from policies.permissions import normalize
+from policies.roles import BUILTIN_ROLES, OPERATOR_PERMISSIONS, ROLE_RANK, expand_scopes, permissions_for
 
 __all__ = [
     "BUILTIN_ROLES",
@@ -14,6 +15,9 @@ __all__ = [
     "Decision",
     "Resource",
     "Subject",
+    "can_grant",
     "evaluate",
+    "expand_scopes",
+    "normalize",
     "permissions_for",
 ]

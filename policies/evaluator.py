@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.roles import ROLE_RANK, permissions_for
+from policies.roles import ROLE_RANK, expand_scopes, permissions_for
 
 #: Fields of their own account a user may not change through the users API.
 SELF_GUARDED_FIELDS = frozenset({"email", "password", "role", "status"})
@@ -20,13 +20,24 @@ class Subject:
     tenant_id: str | None
     roles: tuple[str, ...] = ()
     is_operator: bool = False
+    #: For an API key: the permissions its scopes grant, in place of role grants.
+    scopes: frozenset[str] | None = None
 
     @property
     def rank(self) -> int:
-        """The subject's highest role rank; above every role for the operator."""
+        """The subject's highest role rank; above every role for the operator, an admin's for a key."""
         if self.is_operator:
             return 100
+        if self.scopes is not None:
+            return ROLE_RANK["admin"]  # a key may act as an admin at most: it never manages owners
         return max((ROLE_RANK.get(r, 0) for r in self.roles), default=0)
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        """Every permission the subject holds."""
+        if self.scopes is not None:
+            return expand_scopes(self.scopes)
+        return permissions_for(self.roles, self.is_operator)
 
 
 @dataclass(frozen=True)
@@ -94,10 +105,21 @@ def evaluate(subject: Subject, action: str, resource: Resource | None = None,
     denied = _deny_rules(subject, action, resource, context)
     if denied is not None:
         return denied
-    granted = permissions_for(subject.roles, subject.is_operator)
-    if action in granted:
-        source = "operator" if subject.is_operator else next(
-            (f"role:{r}" for r in subject.roles if action in permissions_for([r])), "role"
-        )
+    if action in subject.permissions:
+        if subject.is_operator:
+            source = "operator"
+        elif subject.scopes is not None:
+            source = "scope:admin" if action not in subject.scopes else f"scope:{action}"
+        else:
+            source = next((f"role:{r}" for r in subject.roles if action in permissions_for([r])), "role")
         return Decision(True, f"Granted {action} by {source}.", (source,))
     return Decision(False, f"This credential lacks the permission {action}.")
+
+
+def can_grant(subject: Subject, permissions: frozenset[str]) -> Decision:
+    """Returns whether `subject` may hand out `permissions` (to a key): only what it holds itself."""
+    missing = sorted(expand_scopes(permissions) - subject.permissions)
+    if missing:
+        return Decision(False, f"You cannot grant permissions you do not hold: {', '.join(missing)}.",
+                        ("rule:no-escalation",))
+    return Decision(True, "Every permission is held by the grantor.", ("rule:no-escalation",))

@@ -10,6 +10,7 @@ _TENANT_ADMIN = frozenset({
     "tenant:read", "tenant:update",
     "domain:read", "domain:write", "domain:delete",
     "user:read", "user:create", "user:update", "user:delete",
+    "key:read", "key:create", "key:delete", "key:rotate",
 })
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
@@ -27,11 +28,37 @@ OPERATOR_PERMISSIONS: frozenset[str] = _TENANT_ADMIN | {
 ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
 
 
+def with_aliases(permissions: Iterable[str]) -> frozenset[str]:
+    """Returns `permissions` with their aliases both ways: `<r>:write` is `<r>:create` and `<r>:update`.
+
+    (Seed 001's key scopes say `users:write` for what the operations call `user:create` and
+    `user:update`.)
+    """
+    granted = set(permissions)
+    for permission in list(granted):
+        resource, _, action = permission.partition(":")
+        if action == "write":
+            granted |= {f"{resource}:create", f"{resource}:update"}
+    for permission in list(granted):
+        resource, _, action = permission.partition(":")
+        if action == "create" and f"{resource}:update" in granted:
+            granted.add(f"{resource}:write")
+    return frozenset(granted)
+
+
+def expand_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """Returns the permissions an API key's scopes grant: `admin` stands for all a tenant admin has."""
+    granted: set[str] = set()
+    for scope in scopes:
+        granted |= _TENANT_ADMIN if scope == "admin" else {scope}
+    return with_aliases(granted)
+
+
 def permissions_for(roles: Iterable[str], is_operator: bool = False) -> frozenset[str]:
     """Returns the union of the permissions the roles grant (everything for the operator)."""
     if is_operator:
-        return OPERATOR_PERMISSIONS
+        return with_aliases(OPERATOR_PERMISSIONS)
     granted: set[str] = set()
     for role in roles:
         granted |= BUILTIN_ROLES.get(role, frozenset())
-    return frozenset(granted)
+    return with_aliases(granted)

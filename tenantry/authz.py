@@ -16,10 +16,10 @@ from typing import Any
 
 import connexion
 from connexion.resolver import Resolution, Resolver
-from flask import g, request
+from flask import current_app, g, request
 
-from models import Session, Tenant, User
-from policies import Resource, Subject, evaluate
+from models import ApiKey, Session, Tenant, User
+from policies import Resource, Subject, can_grant, evaluate
 from tenantry.errors import (
     AuthenticationFailed,
     NotFound,
@@ -29,6 +29,7 @@ from tenantry.errors import (
     TenantSuspended,
     UserSuspended,
 )
+from tenantry.net import client_ip, parse_networks
 from tenantry.spec import RESERVED_PERMISSIONS, handler_name
 
 _TENANT_ID_RE = re.compile(r"^ten_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -36,21 +37,34 @@ _TENANT_ID_RE = re.compile(r"^ten_[0-9A-HJKMNP-TV-Z]{26}$")
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller of this request."""
+    """The authenticated caller of this request: a user's session, or an API key."""
 
-    user: User
-    session_id: str
-    tenant_id: str | None  # the tenant acted in: the user's own, or X-Tenant-ID for the operator
+    tenant_id: str | None  # the tenant acted in: the credential's own, or X-Tenant-ID for the operator
+    user: User | None = None
+    session_id: str | None = None
+    key: ApiKey | None = None
+
+    @property
+    def id(self) -> str:
+        """The id of the user or key behind the request."""
+        return self.user.id if self.user is not None else self.key.id  # type: ignore[union-attr]
+
+    @property
+    def home_tenant_id(self) -> str | None:
+        """The credential's own tenant (None for the platform operator)."""
+        return self.user.tenant_id if self.user is not None else self.key.tenant_id  # type: ignore[union-attr]
 
     @property
     def is_operator(self) -> bool:
         """True for the platform operator."""
-        return bool(self.user.is_platform_operator)
+        return self.user is not None and bool(self.user.is_platform_operator)
 
     @property
     def subject(self) -> Subject:
         """The policy subject for this caller."""
-        return Subject(id=self.user.id, tenant_id=self.tenant_id, roles=(self.user.role,),
+        if self.key is not None:
+            return Subject(id=self.key.id, tenant_id=self.tenant_id, scopes=frozenset(self.key.permissions))
+        return Subject(id=self.id, tenant_id=self.tenant_id, roles=(self.user.role,),  # type: ignore[union-attr]
                        is_operator=self.is_operator)
 
 
@@ -77,9 +91,40 @@ def authorize(action: str, resource: Resource | None = None, **context: Any) -> 
         raise PermissionDenied(decision.reason)
 
 
+def authorize_grant(permissions: frozenset[str]) -> None:
+    """Raises PermissionDenied unless the caller holds every one of `permissions` (to hand them out)."""
+    decision = can_grant(current_principal().subject, permissions)
+    if not decision.allowed:
+        raise PermissionDenied(decision.reason)
+
+
+def _key_principal(secret: str) -> Principal:
+    """Turns an API key's secret into a Principal: known, active, allowed from this address."""
+    key = ApiKey.find_live(secret)
+    if key is None or key.status != "active":
+        raise AuthenticationFailed("The API key is unknown, revoked or expired.")
+    settings = current_app.extensions["tenantry"].settings
+    address = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                        parse_networks(settings.trusted_proxies))
+    if not key.admits(address):
+        raise PermissionDenied("This API key may not be used from this address.")
+    tenant = Tenant.get_or_none(Tenant.id == key.tenant_id)
+    if tenant is None:
+        raise AuthenticationFailed("The API key is unknown, revoked or expired.")
+    if tenant.status != "active":
+        raise TenantSuspended()
+    header = request.headers.get("X-Tenant-ID")
+    if header and header != key.tenant_id:
+        raise PermissionDenied("X-Tenant-ID may only name your own tenant.")
+    key.touch()
+    return Principal(tenant_id=key.tenant_id, key=key)
+
+
 def _load_principal() -> Principal:
-    """Turns the verified bearer claims into a Principal, checking the session and account are live."""
+    """Turns the verified credential into a Principal, checking the session and account are live."""
     token_info = connexion.context.context.get("token_info") or {}
+    if token_info.get("kind") == "api_key":
+        return _key_principal(token_info["secret"])
     claims = token_info.get("claims")
     if not claims:
         raise AuthenticationFailed()
@@ -102,7 +147,7 @@ def _load_principal() -> Principal:
             acting = header
         elif header != user.tenant_id:
             raise PermissionDenied("X-Tenant-ID may only name your own tenant.")
-    return Principal(user=user, session_id=session.id, tenant_id=acting)
+    return Principal(tenant_id=acting, user=user, session_id=session.id)
 
 
 def enforce(func: Callable[..., Any], operation_id: str, permission: str) -> Callable[..., Any]:
@@ -118,7 +163,7 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str) -> Cal
             g.principal = principal
             if info is not None:
                 info["tenant_id"] = principal.tenant_id
-                info["user_id"] = principal.user.id
+                info["user_id" if principal.user is not None else "key_id"] = principal.id
             if permission not in RESERVED_PERMISSIONS:
                 authorize(permission)
         return func(*args, **kwargs)

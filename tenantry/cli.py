@@ -102,6 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "tenantry.asgi:application", factory=True, host=args.host, port=args.port, workers=workers,
         log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=10,
+        # uvicorn would trust X-Forwarded-For from 127.0.0.1 by default; the client address is
+        # decided once, by TENANTRY_TRUSTED_PROXIES (tenantry.net), and spoofing cannot pass.
+        proxy_headers=False,
     )
     return 0
 

@@ -114,6 +114,7 @@ class RequestContextMiddleware:
                     "duration_ms": round(elapsed * 1000, 2),
                     "tenant_id": info.get("tenant_id"),
                     "user_id": info.get("user_id"),
+                    "key_id": info.get("key_id"),
                 },
             )
             request_id_var.reset(token)

@@ -8,6 +8,7 @@ thread, where a database query does not stall other requests.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -122,4 +123,19 @@ def bearer_info(token: str) -> dict[str, Any]:
     Pure and fast (an HMAC check), so it is safe on the event loop.
     """
     claims = token_service().verify(token)
-    return {"sub": claims["sub"], "claims": claims}
+    return {"sub": claims["sub"], "kind": "bearer", "claims": claims}
+
+
+_API_KEY_SHAPE = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{40}$")
+
+
+def api_key_info(apikey: str, required_scopes: list[str] | None = None) -> dict[str, Any]:
+    """Connexion's x-apikeyInfoFunc: accepts a well-formed `sk_live_`/`sk_test_` secret.
+
+    Only its shape is checked here, on the event loop; the key is looked up by its hash in the
+    Flask layer (tenantry.authz), in a worker thread, so a slow database never stalls the loop
+    and N concurrent key requests run side by side.
+    """
+    if not _API_KEY_SHAPE.match(apikey or ""):
+        raise BearerProblem("AUTHENTICATION_FAILED", "The API key is invalid.")
+    return {"sub": apikey[:12], "kind": "api_key", "secret": apikey}

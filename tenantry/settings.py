@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenantry.net import parse_networks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,6 +61,7 @@ class Settings:
     log_level: str = "INFO"
     validate_responses: bool = False
     db_pool_size: int = 20
+    trusted_proxies: tuple[str, ...] = ()
     spec_path: Path = ROOT / "openapi" / "openapi.yaml"
 
     @property
@@ -90,6 +93,7 @@ class Settings:
             "log_level": os.environ.get("TENANTRY_LOG_LEVEL", "INFO").upper(),
             "validate_responses": _bool("TENANTRY_VALIDATE_RESPONSES", False),
             "db_pool_size": _int("TENANTRY_DB_POOL_SIZE", 20),
+            "trusted_proxies": _list("TENANTRY_TRUSTED_PROXIES"),
         }
         values.update(overrides)
         if not values["database_url"]:
@@ -98,6 +102,10 @@ class Settings:
             if env == "production":
                 raise SettingsError("TENANTRY_SECRET_KEY must be set when TENANTRY_ENV=production")
             values["secret_key"] = _instance_secret(instance)
+        try:
+            parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise SettingsError(f"TENANTRY_TRUSTED_PROXIES: {exc}") from None
         if len(str(values["secret_key"])) < 32:
             raise SettingsError("TENANTRY_SECRET_KEY must be at least 32 characters")
         return cls(**values)  # type: ignore[arg-type]

@@ -117,8 +117,16 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Report:
     for key in sorted(set(old_ops) & set(new_ops)):
         label = f"{key[0].upper()} {key[1]}"
         old_op, new_op = old_ops[key], new_ops[key]
-        if _security(old, old_op) != _security(new, new_op):
-            report.breaking.append(f"{label}: authentication changed")
+        old_auth, new_auth = set(_security(old, old_op)), set(_security(new, new_op))
+        if old_auth != new_auth:
+            # Dropping an accepted scheme (making the operation public included) or securing a
+            # public operation changes authentication; accepting one more scheme only widens it.
+            old_public = not old_auth or "" in old_auth
+            new_public = not new_auth or "" in new_auth
+            if (old_auth - new_auth) or (old_public and not new_public):
+                report.breaking.append(f"{label}: authentication changed")
+            else:
+                report.non_breaking.append(f"{label}: authentication widened")
         old_params = {(p["in"], p["name"]): p for p in map(ro, old_op.get("parameters", []))}
         for param in map(rn, new_op.get("parameters", [])):
             if param.get("required") and (param["in"], param["name"]) not in old_params:

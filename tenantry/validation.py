@@ -109,6 +109,8 @@ class BodyValidator(JSONRequestBodyValidator):
             ) from None
 
     def _validate(self, body: t.Any) -> dict | None:
+        if body is None and not self._required:
+            return None  # an optional body that was not sent
         if body is None and not self._nullable:
             raise RequestValidationProblem("The request body is required.", [Detail("is required", "body")])
         details = _details(_validator_for(self._schema, Draft4RequestValidator), body)

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,14 +112,18 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(kind: str | None = None, workers: int = 1, **env_overrides: str) -> LiveServer:
-    """Starts a server on a fresh database and waits until it is ready."""
+def start_server(kind: str | None = None, workers: int = 1, url_transform: Callable[[str], str] | None = None,
+                 **env_overrides: str) -> LiveServer:
+    """Starts a server on a fresh database and waits until it is ready.
+
+    `url_transform` rewrites the database URL the server uses (to route it through a proxy).
+    """
     kind = kind or backend()
     database = FreshDatabase(kind)
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": database.url,
+        "DATABASE_URL": url_transform(database.url) if url_transform else database.url,
         "TENANTRY_INSTANCE_PATH": database.tmp.name,
         "TENANTRY_SECRET_KEY": secrets.token_urlsafe(48),
         "TENANTRY_ENV": "test",
@@ -151,3 +156,54 @@ def start_server(kind: str | None = None, workers: int = 1, **env_overrides: str
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+class LatencyProxy:
+    """A TCP proxy on 127.0.0.1 that delays every chunk it forwards: a slow network to a real database."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import asyncio
+        import threading
+
+        self.delay = delay
+        self.target_port = target_port
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    await asyncio.sleep(self.delay)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(client_reader, client_writer):
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+
+        async def serve():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            await self.server.serve_forever()
+
+        def run() -> None:
+            try:
+                self.loop.run_until_complete(serve())
+            except asyncio.CancelledError:
+                pass  # close() ended serve_forever
+            finally:
+                self.loop.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def close(self) -> None:
+        """Stops the proxy and waits for its thread."""
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.thread.join(5)

@@ -101,3 +101,22 @@ def test_working_spec_does_not_break_the_released_contract():
                     + "\n".join(report.breaking))
     assert re.search(rf"^## {re.escape(current)}\b", changelog, re.M), (
         f"CHANGELOG.md has no entry for {current}, which breaks the released contract")
+
+
+def test_accepting_one_more_scheme_is_not_breaking_but_dropping_one_is():
+    def widen(d):
+        d["paths"]["/v1/users"]["get"]["security"] = [{"bearerAuth": []}, {"otherAuth": []}]
+
+    def narrow(d):
+        d["paths"]["/v1/users"]["get"]["security"] = [{"otherAuth": []}]
+
+    def secure_public(d):
+        d["paths"]["/health"]["get"]["security"] = [{"bearerAuth": []}]
+
+    base = copy.deepcopy(CURRENT)
+    base["paths"]["/v1/users"]["get"]["security"] = [{"bearerAuth": []}]
+    widened, narrowed, secured = (copy.deepcopy(base) for _ in range(3))
+    widen(widened), narrow(narrowed), secure_public(secured)
+    assert "GET /v1/users: authentication widened" in diff(base, widened).non_breaking
+    assert "GET /v1/users: authentication changed" in diff(base, narrowed).breaking
+    assert "GET /health: authentication changed" in diff(base, secured).breaking

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies import Resource, Subject, evaluate
+from policies import Resource, Subject, can_grant, evaluate, normalize
 
 OWNER = Subject("usr_owner", "ten_a", ("owner",))
 ADMIN = Subject("usr_admin", "ten_a", ("admin",))
@@ -64,3 +64,42 @@ def test_decisions(subject, action, resource, allowed, decided_by):
 def test_default_deny_names_the_missing_permission():
     decision = evaluate(MEMBER, "booking:cancel")
     assert not decision.allowed and "booking:cancel" in decision.reason
+
+
+KEY_READ = Subject("key_r", "ten_a", scopes=frozenset({"user:read"}))
+KEY_WRITE = Subject("key_w", "ten_a", scopes=frozenset({"user:write"}))
+KEY_ADMIN = Subject("key_a", "ten_a", scopes=frozenset({"admin"}))
+
+SCOPE_CASES = [
+    (KEY_READ, "user:read", True),
+    (KEY_READ, "user:create", False),
+    (KEY_WRITE, "user:create", True),
+    (KEY_WRITE, "user:update", True),
+    (KEY_WRITE, "user:delete", False),
+    (KEY_ADMIN, "key:create", True),
+    (KEY_ADMIN, "tenant:delete", False),
+]
+
+
+@pytest.mark.parametrize(("subject", "action", "allowed"), SCOPE_CASES)
+def test_key_scopes(subject, action, allowed):
+    assert evaluate(subject, action).allowed is allowed
+
+
+def test_a_key_never_manages_owners():
+    assert not evaluate(KEY_ADMIN, "user:delete", Resource("user", "usr_x", "ten_a", {"role": "owner"})).allowed
+
+
+@pytest.mark.parametrize(("spelling", "canonical"), [
+    ("users:read", "user:read"), ("booking.cancel", "booking:cancel"), ("policies:write", "policy:write"),
+    ("Admin", "admin"), ("user:read", "user:read"), ("addresses:read", "address:read"),
+])
+def test_permission_spellings_normalise(spelling, canonical):
+    assert normalize(spelling) == canonical
+
+
+def test_grants_are_limited_to_what_the_grantor_holds():
+    assert can_grant(ADMIN, frozenset({"user:write", "key:read"})).allowed
+    assert not can_grant(MEMBER, frozenset({"user:write"})).allowed
+    assert not can_grant(KEY_READ, frozenset({"admin"})).allowed
+    assert not can_grant(OWNER, frozenset({"booking:cancel"})).allowed

@@ -1,0 +1,50 @@
+"""Keys: scoped API keys for server-to-server calls."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from flask import Response
+
+from models import ApiKey
+from policies import normalize
+from tenantry.authz import acting_tenant, authorize_grant, current_principal
+from tenantry.envelope import no_content, one, page
+from tenantry.times import parse_rfc3339
+
+
+def list_keys(limit: int = 20, offset: int = 0) -> dict[str, Any]:
+    """The tenant's keys, newest first, without secrets."""
+    return page(ApiKey.for_tenant(acting_tenant()).order_by(ApiKey.id.desc()), limit, offset, ApiKey.as_dict)
+
+
+def create_key(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A new key and its secret, shown once (201)."""
+    tenant_id = acting_tenant()
+    permissions = list(dict.fromkeys(normalize(p) for p in body["permissions"]))
+    authorize_grant(frozenset(permissions))
+    networks = [str(ipaddress.ip_network(cidr, strict=False)) for cidr in body.get("allowed_ips", [])]
+    expires_at = parse_rfc3339(body["expires_at"]) if "expires_at" in body else None
+    key, secret = ApiKey.issue(tenant_id, body["name"], permissions, body.get("mode", "live"), networks,
+                               expires_at, current_principal().id)
+    return one({"key": key.as_dict(), "secret": secret}, 201, location=f"/v1/keys/{key.id}")
+
+
+def get_key(key_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """One key, without its secret."""
+    return one(ApiKey.get_for_tenant(acting_tenant(), key_id).as_dict())
+
+
+def revoke_key(key_id: str) -> Response:
+    """Revokes the key; again is harmless (204)."""
+    ApiKey.get_for_tenant(acting_tenant(), key_id).revoke()
+    return no_content()
+
+
+def rotate_key(key_id: str, body: Any = None) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A new secret for the key, shown once; the old one lasts the grace period."""
+    options = body if isinstance(body, dict) else {}  # no body sent: Connexion passes its raw bytes
+    key = ApiKey.get_for_tenant(acting_tenant(), key_id)
+    secret = key.rotate(options.get("grace_period_seconds", 0))
+    return one({"key": key.as_dict(), "secret": secret})

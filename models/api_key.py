@@ -1,0 +1,159 @@
+"""Scoped API keys: only a SHA-256 of the secret and a short display prefix are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+import string
+from datetime import datetime, timedelta
+from typing import Any
+
+from peewee import CharField
+
+from models.base import CompiledSelect, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
+from tenantry.errors import Conflict, format_datetime
+from tenantry.ids import new_id
+
+_ALPHABET = string.ascii_letters + string.digits
+SECRET_LENGTH = 40  # 40 characters of base 62: about 238 bits
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> str:
+    """Returns the SHA-256 hex digest a key is stored and looked up by (the secret is random, so no salt)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_secret(mode: str) -> str:
+    return f"sk_{mode}_" + "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
+
+
+class ApiKey(TenantScopedModel):
+    """A tenant's API key: its scopes, address ranges, expiry and revocation."""
+
+    label = "API key"
+
+    id = CharField(primary_key=True, max_length=30)
+    tenant_id = CharField(max_length=30)
+    name = CharField(max_length=100)
+    prefix = CharField(max_length=16)
+    secret_hash = CharField(max_length=64, unique=True)
+    previous_secret_hash = CharField(max_length=64, null=True, unique=True)
+    previous_expires_at = UTCDateTimeField(null=True)
+    mode = CharField(max_length=8)
+    permissions = JSONField()
+    allowed_ips = JSONField()
+    expires_at = UTCDateTimeField(null=True)
+    created_by = CharField(max_length=30, null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    last_used_at = UTCDateTimeField(null=True)
+    revoked_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_key"
+
+    @classmethod
+    def issue(cls, tenant_id: str, name: str, permissions: list[str], mode: str, allowed_ips: list[str],
+              expires_at: datetime | None, created_by: str | None) -> tuple[ApiKey, str]:
+        """Creates a key; returns it and its secret, which is not kept and cannot be shown again."""
+        secret = _new_secret(mode)
+        key = cls.create(id=new_id("key"), tenant_id=tenant_id, name=name, prefix=secret[:12],
+                         secret_hash=hash_secret(secret), mode=mode, permissions=permissions,
+                         allowed_ips=allowed_ips, expires_at=expires_at, created_by=created_by)
+        return key, secret
+
+    @classmethod
+    def find_live(cls, secret: str) -> ApiKey | None:
+        """Returns the key whose current secret, or previous secret within its grace period, is `secret`.
+
+        Revoked and expired keys are returned too (the caller refuses them with the reason);
+        None means no key has this secret.
+        """
+        digest = hash_secret(secret)
+        rows = _BY_SECRET.rows(digest, digest)
+        if not rows:
+            return None
+        key = rows[0][ApiKey]
+        if key.secret_hash != digest and (key.previous_expires_at is None or key.previous_expires_at <= utcnow()):
+            return None
+        return key
+
+    @property
+    def status(self) -> str:
+        """`revoked`, `expired` or `active`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            return "expired"
+        return "active"
+
+    def admits(self, address: str | None) -> bool:
+        """True when the key may be used from `address` (any address when it has no ranges)."""
+        if not self.allowed_ips:
+            return True
+        if not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in self.allowed_ips)
+
+    def touch(self) -> None:
+        """Records a use, writing at most once a minute per key rather than on every request."""
+        now = utcnow()
+        if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
+            return
+        (ApiKey.update(last_used_at=now)
+         .where(ApiKey.id == self.id,
+                ApiKey.last_used_at.is_null() | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION))
+         .execute())
+
+    def revoke(self) -> None:
+        """Revokes the key (again is harmless: the first revocation time stays)."""
+        if self.revoked_at is None:
+            self.revoked_at = utcnow()
+            ApiKey.update(revoked_at=self.revoked_at).where(
+                ApiKey.id == self.id, ApiKey.revoked_at.is_null()).execute()
+
+    def rotate(self, grace_seconds: int) -> str:
+        """Gives the key a new secret; the old one works `grace_seconds` longer. Returns the new secret."""
+        if self.status != "active":
+            raise Conflict(f"A {self.status} key cannot be rotated.")
+        secret = _new_secret(self.mode)
+        with database.atomic():
+            if grace_seconds > 0:
+                self.previous_secret_hash = self.secret_hash
+                self.previous_expires_at = utcnow() + timedelta(seconds=grace_seconds)
+            else:
+                self.previous_secret_hash = None
+                self.previous_expires_at = None
+            self.secret_hash = hash_secret(secret)
+            self.prefix = secret[:12]
+            self.save()
+        return secret
+
+    def as_dict(self) -> dict[str, Any]:
+        """Returns the key as the API shows it: never its secret or hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "mode": self.mode,
+            "permissions": list(self.permissions),
+            "allowed_ips": list(self.allowed_ips),
+            "expires_at": format_datetime(self.expires_at) if self.expires_at else None,
+            "created_at": format_datetime(self.created_at),
+            "last_used_at": format_datetime(self.last_used_at) if self.last_used_at else None,
+            "revoked_at": format_datetime(self.revoked_at) if self.revoked_at else None,
+            "status": self.status,
+        }
+
+
+# Every key-authenticated request runs this, so its SQL is compiled once (see CompiledSelect).
+_BY_SECRET = CompiledSelect(
+    lambda current, previous: ApiKey.select().where(
+        (ApiKey.secret_hash == current) | (ApiKey.previous_secret_hash == previous)).limit(1),
+    2,
+)

@@ -1,0 +1,41 @@
+"""RFC 3339 timestamps in, naive UTC datetimes out."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Returns `value` (an RFC 3339 date-time) as naive UTC.
+
+    Everything RFC 3339 allows is accepted, including what Python's datetime cannot hold: a leap
+    second counts as :59, and a moment outside years 1..9999 clamps to the nearest end. Raises
+    ValueError for anything that is not RFC 3339.
+    """
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, offset = match.group(7), match.group(8)
+    if year == 0:
+        return datetime.min
+    micro = int((fraction or ".0")[1:7].ljust(6, "0"))
+    base = datetime(year, month, day, hour, minute, min(second, 59), micro)
+    delta = timedelta()
+    if offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        delta = sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+    try:
+        return base - delta
+    except OverflowError:
+        return datetime.min if delta > timedelta() else datetime.max
+
+
+def now_utc() -> datetime:
+    """Returns the current time as naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)

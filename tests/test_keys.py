@@ -1,0 +1,171 @@
+"""Scoped API keys: one-time secrets, scopes, revocation, expiry, IP ranges and rotation."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.conftest import PASSWORD, add_user, assert_error, register, unique_email
+from tests.livesrv import start_server
+
+
+def make_key(api, owner, **body):
+    body = {"name": "sync", "permissions": ["users:read"], **body}
+    response = api.post("/v1/keys", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def new_user():
+    return {"email": unique_email(), "password": PASSWORD, "first_name": "K", "last_name": "Ey"}
+
+
+def test_secret_is_shown_once_and_stored_only_as_a_hash(api, owner):
+    data = make_key(api, owner, mode="test")
+    secret, key = data["secret"], data["key"]
+    assert secret.startswith("sk_test_") and len(secret) == 48
+    assert key["prefix"] == secret[:12] and key["permissions"] == ["user:read"] and key["status"] == "active"
+    shown = api.get(f"/v1/keys/{key['id']}", headers=owner.headers).json()["data"]
+    listed = api.get("/v1/keys", headers=owner.headers).json()["data"]
+    assert secret not in str(shown) and secret not in str(listed) and shown["id"] == key["id"]
+    assert make_key(api, owner)["secret"].startswith("sk_live_")
+
+
+def test_a_read_scope_lists_users_and_is_refused_writes_naming_the_scope(api, owner):
+    secret = make_key(api, owner)["secret"]
+    headers = {"X-API-Key": secret}
+    listed = api.get("/v1/users", headers=headers)
+    assert listed.status_code == 200 and listed.json()["data"][0]["id"] == owner.user["id"]
+    error = assert_error(api.post("/v1/users", json=new_user(), headers=headers), 403, "PERMISSION_DENIED")
+    assert "user:create" in error["message"]
+    assert_error(api.get("/v1/keys", headers=headers), 403, "PERMISSION_DENIED")
+    # An API key has no account: the bearer-only operations do not accept it.
+    assert_error(api.get("/v1/auth/me", headers=headers), 401, "AUTHENTICATION_FAILED")
+
+
+def test_admin_scope_and_seed_spellings_are_normalised(api, owner):
+    data = make_key(api, owner, permissions=["admin", "users:write", "user.read"])
+    assert data["key"]["permissions"] == ["admin", "user:write", "user:read"]
+    headers = {"X-API-Key": data["secret"]}
+    assert api.post("/v1/users", json=new_user(), headers=headers).status_code == 201
+    assert api.get("/v1/keys", headers=headers).status_code == 200
+
+
+def test_nobody_grants_a_permission_they_do_not_hold(api, owner):
+    member = add_user(api, owner, role="member")
+    assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["user:read"]}, headers=member.headers),
+                 403, "PERMISSION_DENIED")
+    reader = {"X-API-Key": make_key(api, owner, permissions=["user:read", "key:create"])["secret"]}
+    error = assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["user:delete"]}, headers=reader),
+                         403, "PERMISSION_DENIED")
+    assert "user:delete" in error["message"]
+    assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["booking:cancel"]}, headers=owner.headers),
+                 403, "PERMISSION_DENIED")
+
+
+def test_revoked_expired_and_unknown_keys_are_401(api, owner):
+    data = make_key(api, owner)
+    headers = {"X-API-Key": data["secret"]}
+    assert api.get("/v1/users", headers=headers).status_code == 200
+    assert api.delete(f"/v1/keys/{data['key']['id']}", headers=owner.headers).status_code == 204
+    assert api.delete(f"/v1/keys/{data['key']['id']}", headers=owner.headers).status_code == 204  # harmless again
+    assert_error(api.get("/v1/users", headers=headers), 401, "AUTHENTICATION_FAILED")
+    assert api.get(f"/v1/keys/{data['key']['id']}", headers=owner.headers).json()["data"]["status"] == "revoked"
+    expired = make_key(api, owner, expires_at="2020-01-01T00:00:00Z")
+    assert expired["key"]["status"] == "expired"
+    assert_error(api.get("/v1/users", headers={"X-API-Key": expired["secret"]}), 401, "AUTHENTICATION_FAILED")
+    assert_error(api.get("/v1/users", headers={"X-API-Key": "sk_live_" + "A" * 40}), 401, "AUTHENTICATION_FAILED")
+    assert_error(api.get("/v1/users", headers={"X-API-Key": "not-a-key"}), 401, "AUTHENTICATION_FAILED")
+
+
+def test_a_key_from_outside_its_ranges_is_403_and_a_spoofed_forwarded_for_does_not_help(api, owner):
+    outside = {"X-API-Key": make_key(api, owner, allowed_ips=["203.0.113.0/24"])["secret"]}
+    assert_error(api.get("/v1/users", headers=outside), 403, "PERMISSION_DENIED")
+    spoofed = {**outside, "X-Forwarded-For": "203.0.113.7"}
+    assert_error(api.get("/v1/users", headers=spoofed), 403, "PERMISSION_DENIED")
+    inside = {"X-API-Key": make_key(api, owner, allowed_ips=["127.0.0.0/8", "::1"])["secret"]}
+    assert api.get("/v1/users", headers=inside).status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_address_counts():
+    server = start_server(TENANTRY_TRUSTED_PROXIES="127.0.0.1/32")
+    try:
+        with server.client() as client:
+            owner = register(client)
+            key = {"X-API-Key": make_key(client, owner, allowed_ips=["203.0.113.0/24"])["secret"]}
+            assert client.get("/v1/users", headers={**key, "X-Forwarded-For": "203.0.113.7"}).status_code == 200
+            # The client's own prefix cannot smuggle an address past the real one.
+            smuggled = {**key, "X-Forwarded-For": "203.0.113.7, 198.51.100.1"}
+            assert_error(client.get("/v1/users", headers=smuggled), 403, "PERMISSION_DENIED")
+    finally:
+        server.stop()
+
+
+def test_rotation_with_and_without_grace(api, owner):
+    data = make_key(api, owner)
+    key_id, old = data["key"]["id"], data["secret"]
+    rotated = api.post(f"/v1/keys/{key_id}/rotate", json={"grace_period_seconds": 3600}, headers=owner.headers)
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["data"]["secret"]
+    assert new != old and rotated.json()["data"]["key"]["prefix"] == new[:12]
+    for secret in (old, new):
+        assert api.get("/v1/users", headers={"X-API-Key": secret}).status_code == 200
+    again = api.post(f"/v1/keys/{key_id}/rotate", headers=owner.headers).json()["data"]["secret"]
+    for secret in (old, new):
+        assert_error(api.get("/v1/users", headers={"X-API-Key": secret}), 401, "AUTHENTICATION_FAILED")
+    assert api.get("/v1/users", headers={"X-API-Key": again}).status_code == 200
+    api.delete(f"/v1/keys/{key_id}", headers=owner.headers)
+    assert_error(api.post(f"/v1/keys/{key_id}/rotate", headers=owner.headers), 409, "CONFLICT")
+
+
+def test_another_tenants_key_is_404_and_a_key_stays_in_its_tenant(api, owner):
+    data = make_key(api, owner, permissions=["admin"])
+    other = register(api, tenant_name="Other")
+    assert_error(api.get(f"/v1/keys/{data['key']['id']}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(api.delete(f"/v1/keys/{data['key']['id']}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
+    headers = {"X-API-Key": data["secret"], "X-Tenant-ID": other.tenant["id"]}
+    assert_error(api.get("/v1/users", headers=headers), 403, "PERMISSION_DENIED")
+    assert_error(api.get(f"/v1/users/{other.user['id']}", headers={"X-API-Key": data["secret"]}), 404,
+                 "RESOURCE_NOT_FOUND")
+
+
+def test_last_used_at_is_kept_without_a_write_per_request(api, owner):
+    data = make_key(api, owner)
+    assert data["key"]["last_used_at"] is None
+    for _ in range(3):
+        api.get("/v1/users", headers={"X-API-Key": data["secret"]})
+    shown = api.get(f"/v1/keys/{data['key']['id']}", headers=owner.headers).json()["data"]
+    assert shown["last_used_at"] is not None
+
+
+def test_key_lookups_do_not_serialise_requests_on_a_slow_database():
+    """With 40 ms added to every database round trip, 8 concurrent key requests take about as long as one."""
+    import pytest
+
+    from tests.livesrv import LatencyProxy, backend, postgres_reachable
+
+    if backend() != "postgres" or not postgres_reachable():
+        pytest.skip("needs PostgreSQL behind a latency proxy; runs in the postgres environment")
+    proxy = LatencyProxy(5432, delay=0.04)
+    server = start_server(url_transform=lambda url: url.replace(":5432/", f":{proxy.port}/"))
+    try:
+        with server.client() as client:
+            owner = register(client)
+            secret = make_key(client, owner)["secret"]
+
+            def call(_):
+                with server.client() as each:
+                    start = time.perf_counter()
+                    assert each.get("/v1/users", headers={"X-API-Key": secret}).status_code == 200
+                    return time.perf_counter() - start
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(call, range(8)))  # every server thread opens its connection
+            single = min(call(0) for _ in range(2))
+            with ThreadPoolExecutor(8) as pool:
+                durations = list(pool.map(call, range(8)))
+        # Serialised, the eighth request would wait for the seven before it (~8x one).
+        assert max(durations) < single * 3, (single, durations)
+    finally:
+        server.stop()
+        proxy.close()
