@@ -32,6 +32,8 @@ class FixtureToken:
     token: str | None = None
 
     def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
+        if os.environ.get("TENANTRY_CONTRACT_API_KEY"):
+            return os.environ["TENANTRY_CONTRACT_API_KEY"]
         if case.operation.path == LOGOUT:
             return _login()
         if FixtureToken.token is None:
@@ -39,4 +41,7 @@ class FixtureToken:
         return FixtureToken.token
 
     def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+        if data.startswith("sk_"):
+            case.headers = {**(case.headers or {}), "X-API-Key": data}
+        else:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}

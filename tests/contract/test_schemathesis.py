@@ -22,7 +22,8 @@ pytestmark = pytest.mark.contract
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_schemathesis(server, email: str, password: str, tenant_id: str | None, *extra: str) -> str:
+def run_schemathesis(server, email: str, password: str, tenant_id: str | None, *extra: str,
+                     api_key: str | None = None) -> str:
     """Runs Schemathesis as the given account; returns its output, asserting it found no failure."""
     env = {
         **os.environ,
@@ -33,6 +34,9 @@ def run_schemathesis(server, email: str, password: str, tenant_id: str | None, *
         "PYTHONPATH": str(ROOT),
     }
     env.pop("TENANTRY_CONTRACT_TENANT", None)
+    env.pop("TENANTRY_CONTRACT_API_KEY", None)
+    if api_key:
+        env["TENANTRY_CONTRACT_API_KEY"] = api_key
     if tenant_id:
         env["TENANTRY_CONTRACT_TENANT"] = tenant_id
     examples = os.environ.get("TENANTRY_CONTRACT_EXAMPLES", "40")
@@ -71,3 +75,15 @@ def test_schemathesis_as_the_platform_operator_finds_no_failure(server):
     output = run_schemathesis(server, OPERATOR_EMAIL, server.operator_password, None, "--include-tag", "tenants")
     generated = re.search(r"(\d+) generated", output)
     assert generated and int(generated.group(1)) > 300, output[-3000:]
+
+
+def test_schemathesis_with_an_api_key_finds_no_failure(server, api):
+    """The second security scheme: users and keys operations authenticated by an `admin` key."""
+    owner = register(api, tenant_name="Contract Key Fixture")
+    created = api.post("/v1/keys", json={"name": "contract", "permissions": ["admin"]}, headers=owner.headers)
+    assert created.status_code == 201, created.text
+    output = run_schemathesis(server, owner.email, owner.password, owner.tenant["id"],
+                              "--include-tag", "users", "--include-tag", "keys",
+                              api_key=created.json()["data"]["secret"])
+    generated = re.search(r"(\d+) generated", output)
+    assert generated and int(generated.group(1)) > 500, output[-3000:]
