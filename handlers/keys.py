@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from flask import Response
 
 from models import ApiKey
+from models.api_key import normalize_ranges
 from policies import normalize
 from tenantry.authz import acting_tenant, authorize_grant, current_principal
 from tenantry.envelope import no_content, one, page
@@ -24,7 +24,7 @@ def create_key(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str
     tenant_id = acting_tenant()
     permissions = list(dict.fromkeys(normalize(p) for p in body["permissions"]))
     authorize_grant(frozenset(permissions))
-    networks = [str(ipaddress.ip_network(cidr, strict=False)) for cidr in body.get("allowed_ips", [])]
+    networks = normalize_ranges(body.get("allowed_ips", []))
     expires_at = parse_rfc3339(body["expires_at"]) if "expires_at" in body else None
     key, secret = ApiKey.issue(tenant_id, body["name"], permissions, body.get("mode", "live"), networks,
                                expires_at, current_principal().id)

@@ -12,7 +12,7 @@ from typing import Any
 from peewee import CharField
 
 from models.base import CompiledSelect, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
-from tenantry.errors import Conflict, format_datetime
+from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
 from tenantry.ids import new_id
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -23,6 +23,19 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 def hash_secret(secret: str) -> str:
     """Returns the SHA-256 hex digest a key is stored and looked up by (the secret is random, so no salt)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def normalize_ranges(ranges: list[str]) -> list[str]:
+    """Returns the CIDR ranges in canonical form (`10.0.0.1/8` -> `10.0.0.0/8`), or raises ValidationFailed."""
+    out, details = [], []
+    for index, cidr in enumerate(ranges):
+        try:
+            out.append(str(ipaddress.ip_network(cidr, strict=False)))
+        except ValueError:
+            details.append(Detail("is not an address range in CIDR notation", f"allowed_ips[{index}]"))
+    if details:
+        raise ValidationFailed("The request body is invalid.", details)
+    return list(dict.fromkeys(out))
 
 
 def _new_secret(mode: str) -> str:
