@@ -6,11 +6,12 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from models import Domain, Session, Tenant, User, accounts
+from models import Domain, Session, Tenant, User, accounts, mfa
 from tenantry.authz import current_principal
 from tenantry.envelope import no_content, one
 from tenantry.errors import (
     AuthenticationFailed,
+    MfaChannelUnavailable,
     SignupDisabled,
     TenantRequired,
     TenantSuspended,
@@ -64,6 +65,7 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         raise TenantRequired("This email has accounts in several tenants; name one with tenant_id.")
     user = matches[0]
     _check_active(user)
+    mfa.check_login(user, body.get("mfa_code"))
     session, refresh = Session.start(user, current_app.extensions["tenantry"].settings.refresh_token_ttl,
                                      request.remote_addr, request.headers.get("User-Agent"))
     user.record_login(hash_password(body["password"]) if needs_rehash(user.password_hash) else None)
@@ -87,3 +89,22 @@ def logout() -> Response:
 def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
     """The caller's own account."""
     return one(current_principal().user.as_dict())
+
+
+def setup_mfa(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A pending TOTP secret for the caller (422 for channels that do not exist yet)."""
+    if body["type"] != "totp":
+        raise MfaChannelUnavailable(f"{body['type']} has no delivery channel yet; use totp.")
+    secret, uri = mfa.start_totp(current_principal().user)
+    return one({"type": "totp", "secret": secret, "otpauth_uri": uri})
+
+
+def verify_mfa(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Turns MFA on with a first code; answers the recovery codes once."""
+    return one({"recovery_codes": mfa.verify_and_enable(current_principal().user, body["code"])})
+
+
+def disable_mfa(body: dict[str, Any]) -> Response:
+    """Turns MFA off, given a current code (204)."""
+    mfa.disable(current_principal().user, body["code"])
+    return no_content()

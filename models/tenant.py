@@ -67,11 +67,12 @@ class Tenant(BaseModel):
     def delete_everything(self) -> None:
         """Deletes the tenant and every row that belongs to it, in one transaction."""
         from models.api_key import ApiKey
+        from models.mfa import RecoveryCode
         from models.session import RefreshToken, Session
         from models.user import User
 
         with database.atomic():
-            for model in (ApiKey, RefreshToken, Session, User, Domain):
+            for model in (ApiKey, RecoveryCode, RefreshToken, Session, User, Domain):
                 model.delete().where(model.tenant_id == self.id).execute()
             self.delete_instance()
 

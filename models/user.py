@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peewee import BooleanField, CharField, IntegrityError, ModelSelect, fn
+from peewee import BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, ModelSelect, TextField, fn
 
 from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
 from tenantry.errors import Conflict, Detail, format_datetime
@@ -36,6 +36,12 @@ class User(TenantScopedModel):
     created_at = UTCDateTimeField(default=utcnow)
     updated_at = UTCDateTimeField(default=utcnow)
     last_login_at = UTCDateTimeField(null=True)
+    mfa_enabled = BooleanField(default=False)
+    mfa_secret = TextField(null=True)  # sealed (tenantry.security.SecretBox), never plaintext
+    mfa_pending_secret = TextField(null=True)
+    mfa_last_step = BigIntegerField(null=True)
+    mfa_failures = IntegerField(default=0)
+    mfa_locked_until = UTCDateTimeField(null=True)
 
     class Meta:
         table_name = "user_account"
@@ -149,6 +155,9 @@ class User(TenantScopedModel):
         with database.atomic():
             if self.role == "owner" and self.status == "active":
                 self._require_another_owner("deleted")
+            from models.mfa import RecoveryCode
+
+            RecoveryCode.delete().where(RecoveryCode.user_id == self.id).execute()
             sessions = Session.select(Session.id).where(Session.user_id == self.id)
             RefreshToken.delete().where(RefreshToken.session_id.in_(sessions)).execute()
             Session.delete().where(Session.user_id == self.id).execute()

@@ -29,7 +29,7 @@ from tenantry.errors import ApiError, Detail, NotFound, error_body
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
 from tenantry.middleware import RequestContextMiddleware
-from tenantry.security import TokenService, install_token_service
+from tenantry.security import SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
 from tenantry.spec import bundle
 from tenantry.validation import RequestValidationProblem, validator_map
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     init_database(settings.database_url, settings.db_pool_size)
-    install_token_service(TokenService(settings.secret_key, settings.access_token_ttl))
+    install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
     state = Tenantry(settings=settings, metrics=Metrics(), spec=spec,
                      spec_json=json.dumps(spec, indent=2), spec_yaml=yaml.safe_dump(spec, sort_keys=False))

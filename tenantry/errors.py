@@ -66,6 +66,14 @@ class SessionRevoked(AuthenticationFailed):
     code, default_message = "SESSION_REVOKED", "The session was logged out or revoked."
 
 
+class MfaRequired(AuthenticationFailed):
+    code, default_message = "MFA_REQUIRED", "This account has MFA on; send mfa_code."
+
+
+class MfaInvalidCode(AuthenticationFailed):
+    code, default_message = "MFA_INVALID_CODE", "The MFA code is wrong, expired or was used already."
+
+
 class PermissionDenied(ApiError):
     status, code, default_message = 403, "PERMISSION_DENIED", "You do not have permission to do this."
 
@@ -102,6 +110,18 @@ class UnsupportedMediaType(ApiError):
     status, code, default_message = 415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."
 
 
+class MfaChannelUnavailable(ApiError):
+    status, code = 422, "MFA_CHANNEL_UNAVAILABLE"
+    default_message = "This kind of second factor has no delivery channel yet; use totp."
+
+
+class TooManyAttempts(ApiError):
+    status, code, default_message = 429, "RATE_LIMIT_EXCEEDED", "Too many attempts; retry later."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
 class ServiceUnavailable(ApiError):
     status, code, default_message = 503, "SERVICE_UNAVAILABLE", "The service is unavailable."
 
@@ -117,6 +137,7 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     409: ("CONFLICT", "The request conflicts with the current state."),
     413: ("PAYLOAD_TOO_LARGE", "The request body is too large."),
     415: ("UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."),
+    422: ("VALIDATION_ERROR", "The request cannot be carried out as asked."),
     429: ("RATE_LIMIT_EXCEEDED", "Too many requests; retry later."),
     500: ("INTERNAL_ERROR", "An internal error occurred."),
     503: ("SERVICE_UNAVAILABLE", "The service is unavailable."),

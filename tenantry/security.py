@@ -8,15 +8,21 @@ thread, where a database query does not stall other requests.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from connexion.exceptions import OAuthProblem
+from cryptography.fernet import Fernet
 
 from tenantry.ids import new_id
 
@@ -101,13 +107,58 @@ class TokenService:
         return claims
 
 
+class SecretBox:
+    """Encrypts small secrets at rest (TOTP seeds) with a key derived from the server's secret key."""
+
+    def __init__(self, secret_key: str) -> None:
+        digest = hashlib.sha256(b"tenantry:mfa-secrets:" + secret_key.encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+
+    def seal(self, plaintext: str) -> str:
+        """Returns `plaintext` encrypted and authenticated."""
+        return self._fernet.encrypt(plaintext.encode()).decode()
+
+    def open(self, token: str) -> str:
+        """Returns the plaintext of a sealed value; raises InvalidToken when it was tampered with."""
+        return self._fernet.decrypt(token.encode()).decode()
+
+
+TOTP_WINDOW = 1  # accept the previous, current and next 30 s step (clock drift)
+
+
+def totp_step(secret: str, code: str, after_step: int | None) -> int | None:
+    """Returns the time step whose TOTP code is `code`, if it is later than `after_step`.
+
+    Checks the steps around now in constant time each; a code of a step at or before
+    `after_step` is refused, so an accepted code never works twice (RFC 6238, section 5.2).
+    """
+    totp = pyotp.TOTP(secret)
+    now = totp.timecode(datetime.now(UTC))
+    for step in range(now - TOTP_WINDOW, now + TOTP_WINDOW + 1):
+        if after_step is not None and step <= after_step:
+            continue
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
 _service: TokenService | None = None
+_box: SecretBox | None = None
 
 
-def install_token_service(service: TokenService) -> None:
-    """Makes `service` the one `bearer_info` verifies with; the app factory calls this once."""
-    global _service
+def install_token_service(service: TokenService, box: SecretBox | None = None) -> None:
+    """Makes `service` the one `bearer_info` verifies with, and `box` the secret box; create_app calls this once."""
+    # Module globals because Connexion resolves security functions by import path only.
+    global _service, _box
     _service = service
+    _box = box
+
+
+def secret_box() -> SecretBox:
+    """Returns the installed secret box."""
+    if _box is None:
+        raise RuntimeError("create_app() has not installed a secret box")
+    return _box
 
 
 def token_service() -> TokenService:

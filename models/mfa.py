@@ -1,0 +1,132 @@
+"""TOTP multi-factor authentication for a user: setup, verification, login codes, recovery codes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from urllib.parse import quote
+
+import pyotp
+from peewee import CharField
+
+from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.user import User
+from tenantry.errors import Conflict, MfaInvalidCode, MfaRequired, TooManyAttempts
+from tenantry.ids import new_id
+from tenantry.security import secret_box, totp_step
+
+ISSUER = "Tenantry"
+MAX_FAILURES = 5
+LOCKOUT = timedelta(minutes=5)
+RECOVERY_CODES = 10
+_RECOVERY_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+
+
+def _hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+class RecoveryCode(TenantScopedModel):
+    """A one-time recovery code, stored as its SHA-256 (it is random, so no salt is needed)."""
+
+    label = "recovery code"
+
+    id = CharField(primary_key=True, max_length=30)
+    tenant_id = CharField(max_length=30, null=True)
+    user_id = CharField(max_length=30)
+    code_hash = CharField(max_length=64, unique=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    used_at = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "mfa_recovery_code"
+
+
+def start_totp(user: User) -> tuple[str, str]:
+    """Gives `user` a pending TOTP secret; returns it and its otpauth:// URI. Conflict when MFA is on."""
+    if user.mfa_enabled:
+        raise Conflict("MFA is on already; turn it off first to set it up again.")
+    secret = pyotp.random_base32(32)
+    user.mfa_pending_secret = secret_box().seal(secret)
+    user.save(only=[User.mfa_pending_secret])
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
+    return secret, uri.replace(quote(user.email), quote(user.email, safe=""))
+
+
+def _guard(user: User) -> None:
+    if user.mfa_locked_until is not None and user.mfa_locked_until > utcnow():
+        raise TooManyAttempts(int((user.mfa_locked_until - utcnow()).total_seconds()) + 1,
+                              "Too many wrong MFA codes; retry later.")
+
+
+def _fail(user: User) -> None:
+    """Counts a wrong code, pausing MFA attempts after MAX_FAILURES in a row; raises MfaInvalidCode."""
+    failures = user.mfa_failures + 1
+    locked = utcnow() + LOCKOUT if failures >= MAX_FAILURES else None
+    User.update(mfa_failures=0 if locked else failures, mfa_locked_until=locked).where(User.id == user.id).execute()
+    raise MfaInvalidCode()
+
+
+def _accept_step(user: User, step: int) -> bool:
+    """Records `step` as used; False when a concurrent request used it (or a later one) first."""
+    updated = (User.update(mfa_last_step=step, mfa_failures=0, mfa_locked_until=None)
+               .where(User.id == user.id, User.mfa_last_step.is_null() | (User.mfa_last_step < step))
+               .execute())
+    return updated == 1
+
+
+def verify_and_enable(user: User, code: str) -> list[str]:
+    """Turns MFA on when `code` matches the pending secret; returns the new recovery codes (shown once)."""
+    if user.mfa_enabled or not user.mfa_pending_secret:
+        raise Conflict("There is no pending MFA setup; start one with POST /v1/auth/mfa/setup.")
+    _guard(user)
+    secret = secret_box().open(user.mfa_pending_secret)
+    step = totp_step(secret, code, user.mfa_last_step)
+    if step is None:
+        _fail(user)
+    codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10)) for _ in range(RECOVERY_CODES)]
+    codes = [f"{c[:5]}-{c[5:]}" for c in codes]
+    with database.atomic():
+        if not _accept_step(user, step):  # type: ignore[arg-type]
+            raise MfaInvalidCode()
+        RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
+        for code_ in codes:
+            RecoveryCode.create(id=new_id("rcv"), tenant_id=user.tenant_id, user_id=user.id, code_hash=_hash(code_))
+        User.update(mfa_enabled=True, mfa_secret=user.mfa_pending_secret, mfa_pending_secret=None).where(
+            User.id == user.id).execute()
+    return codes
+
+
+def check_login(user: User, code: str | None) -> None:
+    """Passes when `user` has MFA off, or `code` is a fresh TOTP code or an unused recovery code."""
+    if not user.mfa_enabled:
+        return
+    if not code:
+        raise MfaRequired()
+    _guard(user)
+    if "-" in code:
+        with database.atomic():
+            used = (RecoveryCode.update(used_at=utcnow())
+                    .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == _hash(code),
+                           RecoveryCode.used_at.is_null())
+                    .execute())
+        if used != 1:
+            _fail(user)
+        return
+    step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
+    if step is None or not _accept_step(user, step):
+        _fail(user)
+
+
+def disable(user: User, code: str) -> None:
+    """Turns MFA off given a fresh TOTP code, deleting the secret and recovery codes."""
+    if not user.mfa_enabled:
+        raise Conflict("MFA is not on.")
+    _guard(user)
+    step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
+    if step is None or not _accept_step(user, step):
+        _fail(user)
+    with database.atomic():
+        RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
+        User.update(mfa_enabled=False, mfa_secret=None, mfa_pending_secret=None).where(User.id == user.id).execute()
