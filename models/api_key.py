@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import secrets
 import string
@@ -14,15 +13,11 @@ from peewee import CharField
 from models.base import CompiledSelect, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
 from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
 from tenantry.ids import new_id
+from tenantry.security import lookup_hash
 
 _ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 40  # 40 characters of base 62: about 238 bits
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def hash_secret(secret: str) -> str:
-    """Returns the SHA-256 hex digest a key is stored and looked up by (the secret is random, so no salt)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def normalize_ranges(ranges: list[str]) -> list[str]:
@@ -72,7 +67,7 @@ class ApiKey(TenantScopedModel):
         """Creates a key; returns it and its secret, which is not kept and cannot be shown again."""
         secret = _new_secret(mode)
         key = cls.create(id=new_id("key"), tenant_id=tenant_id, name=name, prefix=secret[:12],
-                         secret_hash=hash_secret(secret), mode=mode, permissions=permissions,
+                         secret_hash=lookup_hash(secret), mode=mode, permissions=permissions,
                          allowed_ips=allowed_ips, expires_at=expires_at, created_by=created_by)
         return key, secret
 
@@ -83,7 +78,7 @@ class ApiKey(TenantScopedModel):
         Revoked and expired keys are returned too (the caller refuses them with the reason);
         None means no key has this secret.
         """
-        digest = hash_secret(secret)
+        digest = lookup_hash(secret)
         rows = _BY_SECRET.rows(digest, digest)
         if not rows:
             return None
@@ -142,7 +137,7 @@ class ApiKey(TenantScopedModel):
             else:
                 self.previous_secret_hash = None
                 self.previous_expires_at = None
-            self.secret_hash = hash_secret(secret)
+            self.secret_hash = lookup_hash(secret)
             self.prefix = secret[:12]
             self.save()
         return secret

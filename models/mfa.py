@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import timedelta
 from urllib.parse import quote
@@ -14,17 +13,13 @@ from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.user import User
 from tenantry.errors import Conflict, MfaInvalidCode, MfaRequired, TooManyAttempts
 from tenantry.ids import new_id
-from tenantry.security import secret_box, totp_step
+from tenantry.security import lookup_hash, secret_box, totp_step
 
 ISSUER = "Tenantry"
 MAX_FAILURES = 5
 LOCKOUT = timedelta(minutes=5)
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
-
-
-def _hash(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
 
 
 class RecoveryCode(TenantScopedModel):
@@ -92,7 +87,8 @@ def verify_and_enable(user: User, code: str) -> list[str]:
             raise MfaInvalidCode()
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
         for code_ in codes:
-            RecoveryCode.create(id=new_id("rcv"), tenant_id=user.tenant_id, user_id=user.id, code_hash=_hash(code_))
+            RecoveryCode.create(id=new_id("rcv"), tenant_id=user.tenant_id, user_id=user.id,
+                                code_hash=lookup_hash(code_))
         User.update(mfa_enabled=True, mfa_secret=user.mfa_pending_secret, mfa_pending_secret=None).where(
             User.id == user.id).execute()
     return codes
@@ -108,7 +104,7 @@ def check_login(user: User, code: str | None) -> None:
     if "-" in code:
         with database.atomic():
             used = (RecoveryCode.update(used_at=utcnow())
-                    .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == _hash(code),
+                    .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == lookup_hash(code),
                            RecoveryCode.used_at.is_null())
                     .execute())
         if used != 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import timedelta
 
@@ -12,11 +11,7 @@ from models.base import CompiledSelect, TenantScopedModel, UTCDateTimeField, dat
 from models.tenant import Tenant
 from models.user import User
 from tenantry.ids import new_id
-
-
-def hash_token(token: str) -> str:
-    """Returns the SHA-256 hex digest a refresh token is stored and looked up by."""
-    return hashlib.sha256(token.encode()).hexdigest()
+from tenantry.security import lookup_hash
 
 
 class Session(TenantScopedModel):
@@ -100,13 +95,13 @@ class RefreshToken(TenantScopedModel):
         """Returns a new refresh token for the session; only its hash is stored."""
         token = "rt_" + secrets.token_urlsafe(32)
         cls.create(id=new_id("rtk"), tenant_id=session.tenant_id, session_id=session.id,
-                   token_hash=hash_token(token), expires_at=session.expires_at)
+                   token_hash=lookup_hash(token), expires_at=session.expires_at)
         return token
 
     @classmethod
     def find(cls, token: str) -> RefreshToken | None:
         """Returns the stored token matching `token`, if any."""
-        return cls.get_or_none(cls.token_hash == hash_token(token))
+        return cls.get_or_none(cls.token_hash == lookup_hash(token))
 
     def spend(self) -> bool:
         """Marks the token used; returns False when it was already used (a replay or a race)."""

@@ -36,6 +36,16 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _DUMMY_HASH = _hasher.hash("tenantry-dummy-password-for-timing")
 
 
+def lookup_hash(secret: str) -> str:
+    """Returns the SHA-256 hex digest a random secret (refresh token, API key, recovery code) is stored by.
+
+    These secrets carry 128+ random bits, so a fast unsalted hash is safe and lets the database
+    find the row by the digest (an index lookup, no per-row comparison of secrets). Passwords,
+    which people choose, use argon2id instead.
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def hash_password(password: str) -> str:
     """Returns the argon2id hash of `password`."""
     return _hasher.hash(password)
