@@ -132,10 +132,16 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         **env_overrides,
     }
     cli = [sys.executable, "-m", "tenantry.cli"]
-    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT)
     password = secrets.token_urlsafe(16)
-    subprocess.run([*cli, "admin", "create", "--email", OPERATOR_EMAIL, "--password", password],
-                   env=env, check=True, capture_output=True, cwd=ROOT)
+    try:
+        subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT)
+        # `--password=...`: a generated password may start with "-", which argparse would
+        # otherwise read as an option.
+        subprocess.run([*cli, "admin", "create", f"--email={OPERATOR_EMAIL}", f"--password={password}"],
+                       env=env, check=True, capture_output=True, cwd=ROOT)
+    except subprocess.CalledProcessError:
+        database.drop()  # nothing is left behind when the server cannot be set up
+        raise
     log_path = Path(database.tmp.name) / "server.log"
     with log_path.open("wb") as handle:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
