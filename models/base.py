@@ -42,6 +42,14 @@ class JSONField(TextField):
         return None if value is None else json.loads(value)
 
 
+class OrderedJSONField(JSONField):
+    """A JSON document whose object keys keep the order they were written in (policy conditions)."""
+
+    def db_value(self, value: Any) -> str | None:
+        """Returns the JSON text for `value`, keys in their given order."""
+        return None if value is None else json.dumps(value)
+
+
 class CompiledSelect:
     """A select whose SQL is compiled once per database; each run only binds new parameters.
 

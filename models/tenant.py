@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peewee import BooleanField, CharField, IntegrityError, fn
+from peewee import BooleanField, CharField, IntegerField, IntegrityError, fn
 
 from models.base import BaseModel, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
 from tenantry.errors import Conflict, Detail, NotFound, format_datetime
@@ -20,6 +20,7 @@ class Tenant(BaseModel):
     name = CharField(max_length=200)
     status = CharField(max_length=20, default="active")
     settings = JSONField(default=dict)
+    authz_version = IntegerField(default=0)  # bumped by every role/policy change (models.access)
     created_at = UTCDateTimeField(default=utcnow)
     updated_at = UTCDateTimeField(default=utcnow)
 
@@ -28,9 +29,14 @@ class Tenant(BaseModel):
 
     @classmethod
     def create_tenant(cls, name: str, status: str = "active", settings: dict[str, str] | None = None) -> Tenant:
-        """Returns a new tenant, with default settings filled in."""
-        return cls.create(id=new_id("ten"), name=name, status=status,
-                          settings={**DEFAULT_SETTINGS, **(settings or {})})
+        """Returns a new tenant, with default settings filled in and its built-in roles, in one transaction."""
+        from models.access import Role
+
+        with database.atomic():
+            tenant = cls.create(id=new_id("ten"), name=name, status=status,
+                                settings={**DEFAULT_SETTINGS, **(settings or {})})
+            Role.seed_builtin(tenant.id)
+        return tenant
 
     @classmethod
     def get_by_id_or_404(cls, tenant_id: str) -> Tenant:
@@ -61,18 +67,21 @@ class Tenant(BaseModel):
             base = DEFAULT_SETTINGS if replace_settings else {**DEFAULT_SETTINGS, **(self.settings or {})}
             self.settings = {**base, **settings}
         self.updated_at = utcnow()
-        self.save()
+        # Never `authz_version`: a concurrent role or policy change may have bumped it since this row was read.
+        self.save(only=[Tenant.name, Tenant.status, Tenant.settings, Tenant.updated_at])
         return self
 
     def delete_everything(self) -> None:
         """Deletes the tenant and every row that belongs to it, in one transaction."""
+        from models.access import Permission, Policy, Role, UserRole
         from models.api_key import ApiKey
         from models.mfa import RecoveryCode
         from models.session import RefreshToken, Session
         from models.user import User
 
         with database.atomic():
-            for model in (ApiKey, RecoveryCode, RefreshToken, Session, User, Domain):
+            owned = (ApiKey, RecoveryCode, RefreshToken, Session, UserRole, Role, Permission, Policy, User, Domain)
+            for model in owned:
                 model.delete().where(model.tenant_id == self.id).execute()
             self.delete_instance()
 

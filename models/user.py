@@ -155,8 +155,10 @@ class User(TenantScopedModel):
         with database.atomic():
             if self.role == "owner" and self.status == "active":
                 self._require_another_owner("deleted")
+            from models.access import UserRole
             from models.mfa import RecoveryCode
 
+            UserRole.remove_user(self.tenant_id, self.id)
             RecoveryCode.delete().where(RecoveryCode.user_id == self.id).execute()
             sessions = Session.select(Session.id).where(Session.user_id == self.id)
             RefreshToken.delete().where(RefreshToken.session_id.in_(sessions)).execute()

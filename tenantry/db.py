@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -57,14 +58,14 @@ def init_database(url: str, pool_size: int = 20) -> Database:
     return db
 
 
-def _migrations() -> list[tuple[str, list[str]]]:
+def _migrations() -> list[tuple[str, list[str], Callable[[Database], None] | None]]:
     import models.migrations as package
 
     found = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         if info.name.startswith("m") and info.name[1:5].isdigit():
             module = importlib.import_module(f"models.migrations.{info.name}")
-            found.append((info.name, list(module.STATEMENTS)))
+            found.append((info.name, list(module.STATEMENTS), getattr(module, "after", None)))
     return found
 
 
@@ -86,12 +87,14 @@ def upgrade() -> list[str]:
                 "version VARCHAR(64) PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
             )
             done = {row[0] for row in db.execute_sql("SELECT version FROM schema_migrations").fetchall()}
-            for name, statements in _migrations():
+            for name, statements, after in _migrations():
                 if name in done:
                     continue
                 with db.atomic():
                     for statement in statements:
                         db.execute_sql(statement)
+                    if after is not None:
+                        after(db)  # a data step, in the same transaction as the schema change
                     db.execute_sql(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)"
                         if is_pg else "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
