@@ -4,7 +4,18 @@ Pure: no Flask, no database. The core's enforcement point builds a `Subject` fro
 a `Resource` from the loaded row (when the operation targets one), and asks `evaluate`.
 """
 
-from policies.evaluator import Decision, Resource, Subject, can_grant, evaluate
+from policies.conditions import ConditionError, EvaluationError
+from policies.evaluator import (
+    CompiledPolicy,
+    Decision,
+    PolicyOutcome,
+    Resource,
+    Subject,
+    can_grant,
+    evaluate,
+    judge,
+    may_allow,
+)
 from policies.permissions import normalize
 from policies.roles import BUILTIN_ROLES, OPERATOR_PERMISSIONS, ROLE_RANK, expand_scopes, permissions_for
 
@@ -12,12 +23,18 @@ __all__ = [
     "BUILTIN_ROLES",
     "OPERATOR_PERMISSIONS",
     "ROLE_RANK",
+    "CompiledPolicy",
+    "ConditionError",
     "Decision",
+    "EvaluationError",
+    "PolicyOutcome",
     "Resource",
     "Subject",
     "can_grant",
     "evaluate",
     "expand_scopes",
+    "judge",
+    "may_allow",
     "normalize",
     "permissions_for",
 ]

@@ -11,6 +11,9 @@ _TENANT_ADMIN = frozenset({
     "domain:read", "domain:write", "domain:delete",
     "user:read", "user:create", "user:update", "user:delete",
     "key:read", "key:create", "key:delete", "key:rotate",
+    "permission:read", "permission:create", "permission:delete",
+    "role:read", "role:create", "role:update", "role:delete", "role:assign",
+    "policy:read", "policy:create", "policy:update", "policy:delete",
 })
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
@@ -46,11 +49,12 @@ def with_aliases(permissions: Iterable[str]) -> frozenset[str]:
     return frozenset(granted)
 
 
-def expand_scopes(scopes: Iterable[str]) -> frozenset[str]:
-    """Returns the permissions an API key's scopes grant: `admin` stands for all a tenant admin has."""
+def expand_scopes(scopes: Iterable[str], admin: frozenset[str] | None = None) -> frozenset[str]:
+    """Returns the permissions an API key's scopes grant: `admin` stands for all a tenant admin has
+    (`admin`, when given: what the admin role grants in the key's tenant, its own permissions included)."""
     granted: set[str] = set()
     for scope in scopes:
-        granted |= _TENANT_ADMIN if scope == "admin" else {scope}
+        granted |= (admin if admin is not None else _TENANT_ADMIN) if scope == "admin" else {scope}
     return with_aliases(granted)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from policies import Resource, Subject, can_grant, evaluate, normalize
+from policies import CompiledPolicy, Resource, Subject, can_grant, evaluate, may_allow, normalize
 
 OWNER = Subject("usr_owner", "ten_a", ("owner",))
 ADMIN = Subject("usr_admin", "ten_a", ("admin",))
@@ -103,3 +105,95 @@ def test_grants_are_limited_to_what_the_grantor_holds():
     assert not can_grant(MEMBER, frozenset({"user:write"})).allowed
     assert not can_grant(KEY_READ, frozenset({"admin"})).allowed
     assert not can_grant(OWNER, frozenset({"booking:cancel"})).allowed
+
+
+# ABAC: tenant policies beside role grants and key scopes.
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+CONTEXT = {"now": NOW, "ip": "203.0.113.7", "mode": "live"}
+GRANTS = {"PremiumCustomer": frozenset({"booking:create"}), "member": frozenset({"user:read"}),
+          "owner": frozenset({"user:read", "user:delete", "booking:cancel"})}
+
+
+def policy(name, action, effect, *conditions, resource=None):
+    kind, _, verb = action.partition(":")
+    return CompiledPolicy.compile(f"pol_{name}", name, kind, verb, effect, list(conditions))
+
+
+def person(*roles, **attributes):
+    return Subject("usr_p", "ten_a", tuple(roles), role_grants=GRANTS, attributes=attributes)
+
+
+def booking(hours):
+    return Resource("booking", "bkg_1", "ten_a", {"scheduled_time": (NOW + timedelta(hours=hours)).isoformat()})
+
+
+SEED = policy("seed", "booking:cancel", "allow",
+              {"user.role": "PremiumCustomer", "booking.scheduled_time": "> now() + 24h"})
+DENY_ADMINS = policy("keep-admins", "user:delete", "deny", "resource.role == 'admin'")
+DENY_BROKEN = policy("broken", "user:delete", "deny", "resource.missing == 1")
+ALLOW_BROKEN = policy("broken-allow", "booking:cancel", "allow", "resource.missing == 1")
+DENY_TEST_MODE = policy("no-test", "user:read", "deny", "context.mode == 'test'")
+ALLOW_KEYS = policy("keys", "user:delete", "allow", "subject.type == 'key'")
+
+POLICY_CASES = [
+    # subject, action, resource, policies, allowed, decided_by (a member, or None), first failed condition
+    (person("PremiumCustomer"), "booking:cancel", booking(25), [SEED], True, "policy:pol_seed", None),
+    (person("PremiumCustomer"), "booking:cancel", booking(23), [SEED], False, None,
+     "resource.scheduled_time > now() + 24h"),
+    (person("Basic"), "booking:cancel", booking(25), [SEED], False, None, "subject.role == 'PremiumCustomer'"),
+    (person("PremiumCustomer"), "booking:cancel", Resource("booking", "bkg_1", "ten_a", {}), [SEED], False, None,
+     "resource.scheduled_time > now() + 24h"),  # the attribute is missing: an allow does not apply
+    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "admin"}), [DENY_ADMINS], False,
+     "policy:pol_keep-admins", None),  # a deny overrides the role grant
+    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "member"}), [DENY_ADMINS], True,
+     "role:owner", "resource.role == 'admin'"),
+    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "member"}), [DENY_BROKEN], False,
+     "policy:pol_broken", None),  # fail closed
+    (person("owner"), "booking:cancel", booking(25), [ALLOW_BROKEN], True, "role:owner", "resource.missing == 1"),
+    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "admin"}), [SEED], True,
+     "role:owner", None),  # policies on other actions take no part
+    (person("member"), "user:read", None, [DENY_TEST_MODE], True, "role:member", "context.mode == 'test'"),
+    (OPERATOR, "user:delete", Resource("user", "usr_x", "ten_a", {"role": "admin"}), [DENY_ADMINS], True,
+     "operator", None),  # the platform operator is above a tenant's policies
+    (Subject("key_r", "ten_a", scopes=frozenset({"user:read"})), "user:delete", None, [ALLOW_KEYS], False, None,
+     None),  # an allow never widens a key's scopes
+]
+
+
+@pytest.mark.parametrize(("subject", "action", "resource", "policies", "allowed", "decided_by", "failed"),
+                         POLICY_CASES)
+def test_policy_decisions(subject, action, resource, policies, allowed, decided_by, failed):
+    decision = evaluate(subject, action, resource, CONTEXT, policies)
+    assert decision.allowed is allowed, decision
+    if decided_by:
+        assert decided_by in decision.decided_by, decision
+    if failed:
+        assert any(o.failed_condition == failed for o in decision.outcomes), decision.outcomes
+
+
+def test_order_does_not_matter_and_any_deny_wins():
+    allow = policy("allow", "user:delete", "allow")
+    deny = policy("deny", "user:delete", "deny")
+    for order in ([allow, deny], [deny, allow]):
+        decision = evaluate(person("member"), "user:delete", None, CONTEXT, order)
+        assert not decision.allowed and decision.decided_by == ("policy:pol_deny",)
+    assert evaluate(person("member"), "user:delete", None, CONTEXT, [allow]).decided_by == ("policy:pol_allow",)
+
+
+def test_a_deny_on_a_test_mode_key():
+    key = Subject("key_t", "ten_a", scopes=frozenset({"user:read"}))
+    assert not evaluate(key, "user:read", None, {**CONTEXT, "mode": "test"}, [DENY_TEST_MODE]).allowed
+    assert evaluate(key, "user:read", None, CONTEXT, [DENY_TEST_MODE]).allowed
+
+
+def test_may_allow_is_false_only_when_nothing_could_allow():
+    assert may_allow(person("member"), "user:read")
+    assert not may_allow(person("member"), "booking:cancel")
+    assert may_allow(person("member"), "booking:cancel", [SEED])
+    assert not may_allow(Subject("key_r", "ten_a", scopes=frozenset({"user:read"})), "user:delete", [ALLOW_KEYS])
+
+
+def test_custom_role_grants_replace_the_builtin_table():
+    owner = Subject("usr_o", "ten_a", ("owner",), role_grants={"owner": frozenset({"booking:cancel"})})
+    assert evaluate(owner, "booking:cancel").allowed
+    assert can_grant(owner, frozenset({"booking:cancel"})).allowed
