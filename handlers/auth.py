@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, current_app, request
 
 from models import Domain, Session, Tenant, User, accounts, mfa
+from tenantry.access import user_view
 from tenantry.authz import current_principal
 from tenantry.envelope import no_content, one
 from tenantry.errors import (
@@ -29,7 +30,7 @@ def _token_pair(session: Session, refresh_token: str, user: User) -> dict[str, A
         "refresh_token": refresh_token,
         "token_type": "Bearer",
         "expires_in": service.access_ttl,
-        "user": user.as_dict(),
+        "user": user_view(user),
     }
 
 
@@ -48,7 +49,7 @@ def register(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]
     owner = User.build(None, body["email"], hash_password(body["password"]),
                        body["first_name"], body["last_name"], role="owner")
     tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner)
-    return one({"user": user.as_dict(), "tenant": tenant.as_dict()}, 201)
+    return one({"user": user_view(user), "tenant": tenant.as_dict()}, 201)
 
 
 def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -88,7 +89,7 @@ def logout() -> Response:
 
 def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
     """The caller's own account."""
-    return one(current_principal().user.as_dict())
+    return one(user_view(current_principal().user, current_principal().access))
 
 
 def setup_mfa(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:

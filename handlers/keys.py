@@ -9,7 +9,7 @@ from flask import Response
 from models import ApiKey
 from models.api_key import normalize_ranges
 from policies import normalize
-from tenantry.authz import acting_tenant, authorize_grant, current_principal
+from tenantry.authz import acting_tenant, authorize_grant, current_principal, target
 from tenantry.envelope import no_content, one, page
 from tenantry.times import parse_rfc3339
 
@@ -33,18 +33,18 @@ def create_key(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str
 
 def get_key(key_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """One key, without its secret."""
-    return one(ApiKey.get_for_tenant(acting_tenant(), key_id).as_dict())
+    return one(target().as_dict())
 
 
 def revoke_key(key_id: str) -> Response:
     """Revokes the key; again is harmless (204)."""
-    ApiKey.get_for_tenant(acting_tenant(), key_id).revoke()
+    target().revoke()
     return no_content()
 
 
 def rotate_key(key_id: str, body: Any = None) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A new secret for the key, shown once; the old one lasts the grace period."""
     options = body if isinstance(body, dict) else {}  # no body sent: Connexion passes its raw bytes
-    key = ApiKey.get_for_tenant(acting_tenant(), key_id)
+    key = target()
     secret = key.rotate(options.get("grace_period_seconds", 0))
     return one({"key": key.as_dict(), "secret": secret})

@@ -2,8 +2,12 @@
 
 Every operation declares `x-permission` in the spec. The resolver wraps each handler so that,
 before it runs, the credential is turned into a `Principal` (session live, user and tenant
-active), the acting tenant is fixed, and the policy evaluator decides on the permission. Handlers
-ask for a finer decision on a loaded row with `authorize(action, resource)`.
+active), the acting tenant is fixed, and the policy evaluator decides on the permission with the
+tenant's role grants and enabled policies. Where the operation targets one resource (a path
+parameter `<resource>_id` for the permission's resource), that row is loaded here, in the
+tenant, and the decision sees its attributes; the handler gets it from `target()`. A create
+operation's decision sees the request body as the resource to be. Handlers ask for a finer
+decision (with attributes only they know) through `authorize(action, resource)`.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import connexion
 from connexion.resolver import Resolution, Resolver
 from flask import current_app, g, request
 
-from models import ApiKey, Session, Tenant, User
-from policies import Resource, Subject, can_grant, evaluate
+from models import ApiKey, Domain, Policy, Role, Session, Tenant, User
+from policies import Decision, Resource, Subject, can_grant, evaluate, may_allow
+from tenantry.access import TenantAccess, access_for
 from tenantry.errors import (
     AuthenticationFailed,
+    MfaEnrollmentRequired,
     NotFound,
     PermissionDenied,
     SessionRevoked,
@@ -43,6 +51,7 @@ class Principal:
     user: User | None = None
     session_id: str | None = None
     key: ApiKey | None = None
+    tenant: Tenant | None = None  # the row of the tenant acted in (None for the operator outside one)
 
     @property
     def id(self) -> str:
@@ -59,13 +68,25 @@ class Principal:
         """True for the platform operator."""
         return self.user is not None and bool(self.user.is_platform_operator)
 
-    @property
+    @cached_property
+    def access(self) -> TenantAccess | None:
+        """The acting tenant's access snapshot (roles, grants, policies), or None outside a tenant."""
+        return access_for(self.tenant) if self.tenant is not None else None
+
+    @cached_property
     def subject(self) -> Subject:
-        """The policy subject for this caller."""
+        """The policy subject for this caller, with the tenant's grants and the caller's attributes."""
+        access = self.access
+        grants = access.role_grants if access is not None else {}
         if self.key is not None:
-            return Subject(id=self.key.id, tenant_id=self.tenant_id, scopes=frozenset(self.key.permissions))
-        return Subject(id=self.id, tenant_id=self.tenant_id, roles=(self.user.role,),  # type: ignore[union-attr]
-                       is_operator=self.is_operator)
+            return Subject(id=self.key.id, tenant_id=self.tenant_id, scopes=frozenset(self.key.permissions),
+                           role_grants=grants, attributes={"mode": self.key.mode, "name": self.key.name})
+        user = self.user
+        assert user is not None
+        roles = access.role_names(user) if access is not None and not self.is_operator else (user.role,)
+        return Subject(id=user.id, tenant_id=self.tenant_id, roles=roles, is_operator=self.is_operator,
+                       role_grants=grants, attributes={"email": user.email, "status": user.status,
+                                                       "mfa_enabled": bool(user.mfa_enabled)})
 
 
 def current_principal() -> Principal:
@@ -84,11 +105,86 @@ def acting_tenant() -> str:
     return tenant_id
 
 
-def authorize(action: str, resource: Resource | None = None, **context: Any) -> None:
+def current_access() -> TenantAccess:
+    """Returns the acting tenant's access snapshot; raises TenantRequired outside a tenant."""
+    acting_tenant()
+    access = current_principal().access
+    assert access is not None  # a principal acting in a tenant always has its row
+    return access
+
+
+def request_context() -> dict[str, Any]:
+    """Returns the context conditions see: `now`, the client `ip`, the credential's `mode`."""
+    principal = g.get("principal")
+    settings = current_app.extensions["tenantry"].settings
+    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                   parse_networks(settings.trusted_proxies))
+    mode = principal.key.mode if principal is not None and principal.key is not None else "live"
+    return {"now": datetime.now(UTC), "ip": ip, "mode": mode}
+
+
+def decide(action: str, resource: Resource | None = None) -> Decision:
+    """Returns the evaluator's decision for the caller, with the acting tenant's policies on `action`."""
+    principal = current_principal()
+    access = principal.access
+    policies = access.policies_for(action) if access is not None else ()
+    return evaluate(principal.subject, action, resource, request_context(), policies)
+
+
+def authorize(action: str, resource: Resource | None = None) -> None:
     """Raises PermissionDenied unless the policy evaluator allows `action` on `resource`."""
-    decision = evaluate(current_principal().subject, action, resource, context)
+    decision = decide(action, resource)
     if not decision.allowed:
         raise PermissionDenied(decision.reason)
+
+
+def target() -> Any:
+    """Returns the row the operation targets, loaded in the tenant by the enforcement point."""
+    return g.target
+
+
+def visible_tenant(tenant_id: str) -> Tenant:
+    """Returns the tenant if the caller may see it: the operator any, others only their own (else 404)."""
+    principal = current_principal()
+    if not principal.is_operator and principal.home_tenant_id != tenant_id:
+        raise NotFound("No tenant with this id.")
+    if principal.tenant is not None and principal.tenant.id == tenant_id:
+        return principal.tenant
+    return Tenant.get_by_id_or_404(tenant_id)
+
+
+def _in_tenant(model: Any, param: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda kwargs: model.get_for_tenant(acting_tenant(), kwargs[param])
+
+
+#: How the enforcement point loads the row an operation targets, by the permission's resource.
+LOADERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "user": _in_tenant(User, "user_id"),
+    "key": _in_tenant(ApiKey, "key_id"),
+    "role": _in_tenant(Role, "role_id"),
+    "policy": _in_tenant(Policy, "policy_id"),
+    "tenant": lambda kwargs: visible_tenant(kwargs["tenant_id"]),
+    "domain": lambda kwargs: Domain.get_for_tenant(visible_tenant(kwargs["tenant_id"]).id, kwargs["domain_id"]),
+}
+
+#: Request fields a decision never sees as resource attributes.
+_SECRET_FIELDS = frozenset({"password", "secret", "secret_key", "mfa_code", "code"})
+
+
+def _operation_resource(permission: str, operation_id: str, kwargs: dict[str, Any]) -> Resource | None:
+    """Returns the resource the operation acts on: the targeted row, a create's body, or None (a list)."""
+    kind = permission.partition(":")[0]
+    loader = LOADERS.get(kind)
+    if loader is not None and f"{kind}_id" in kwargs:
+        row = loader(kwargs)
+        g.target = row
+        tenant_id = row.id if kind == "tenant" else row.tenant_id
+        return Resource(kind, row.id, tenant_id, row.as_dict())
+    body = kwargs.get("body")
+    if operation_id.partition(".")[2].startswith("create_") and isinstance(body, dict):
+        attributes = {k: v for k, v in body.items() if k not in _SECRET_FIELDS}
+        return Resource(kind, None, current_principal().tenant_id, attributes)
+    return None
 
 
 def authorize_grant(permissions: frozenset[str]) -> None:
@@ -117,7 +213,7 @@ def _key_principal(secret: str) -> Principal:
     if header and header != key.tenant_id:
         raise PermissionDenied("X-Tenant-ID may only name your own tenant.")
     key.touch()
-    return Principal(tenant_id=key.tenant_id, key=key)
+    return Principal(tenant_id=key.tenant_id, key=key, tenant=tenant)
 
 
 def _load_principal() -> Principal:
@@ -138,16 +234,25 @@ def _load_principal() -> Principal:
         raise UserSuspended()
     if tenant is not None and tenant.status != "active":
         raise TenantSuspended()
-    acting = user.tenant_id
+    acting, acting_row = user.tenant_id, tenant
     header = request.headers.get("X-Tenant-ID")
     if header:
         if user.is_platform_operator:
-            if not _TENANT_ID_RE.match(header) or Tenant.get_or_none(Tenant.id == header) is None:
+            acting_row = Tenant.get_or_none(Tenant.id == header) if _TENANT_ID_RE.match(header) else None
+            if acting_row is None:
                 raise NotFound("No tenant with the id in X-Tenant-ID.")
             acting = header
         elif header != user.tenant_id:
             raise PermissionDenied("X-Tenant-ID may only name your own tenant.")
-    return Principal(tenant_id=acting, user=user, session_id=session.id)
+    return Principal(tenant_id=acting, user=user, session_id=session.id, tenant=acting_row)
+
+
+def _require_mfa_enrollment(principal: Principal) -> None:
+    """Raises MfaEnrollmentRequired for an owner or admin without MFA in a tenant that requires it."""
+    user, tenant = principal.user, principal.tenant
+    if (user is not None and tenant is not None and not user.mfa_enabled and user.role in {"owner", "admin"}
+            and not user.is_platform_operator and (tenant.settings or {}).get("require_mfa_for_admins")):
+        raise MfaEnrollmentRequired()
 
 
 def enforce(func: Callable[..., Any], operation_id: str, permission: str) -> Callable[..., Any]:
@@ -165,7 +270,13 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str) -> Cal
                 info["tenant_id"] = principal.tenant_id
                 info["user_id" if principal.user is not None else "key_id"] = principal.id
             if permission not in RESERVED_PERMISSIONS:
-                authorize(permission)
+                _require_mfa_enrollment(principal)
+                access = principal.access
+                policies = access.policies_for(permission) if access is not None else ()
+                if not may_allow(principal.subject, permission, policies):
+                    # Refused before any row is loaded: the answer does not tell whether it exists.
+                    raise PermissionDenied(f"This credential lacks the permission {permission}.")
+                authorize(permission, _operation_resource(permission, operation_id, kwargs))
         return func(*args, **kwargs)
 
     return wrapper

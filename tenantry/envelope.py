@@ -36,3 +36,11 @@ def no_content() -> Response:
     response = Response(status=204)
     del response.headers["Content-Type"]
     return response
+
+
+def page_of(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    """Returns one page of an already materialised, ordered list in the list envelope."""
+    return {
+        "data": items[offset:offset + limit],
+        "meta": {**meta(), "pagination": {"limit": limit, "offset": offset, "total": len(items)}},
+    }

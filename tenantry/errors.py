@@ -78,6 +78,12 @@ class PermissionDenied(ApiError):
     status, code, default_message = 403, "PERMISSION_DENIED", "You do not have permission to do this."
 
 
+class MfaEnrollmentRequired(PermissionDenied):
+    code = "MFA_ENROLLMENT_REQUIRED"
+    default_message = ("This tenant requires MFA of owners and admins: turn it on with "
+                       "POST /v1/auth/mfa/setup and /v1/auth/mfa/verify first.")
+
+
 class TenantSuspended(PermissionDenied):
     code, default_message = "TENANT_SUSPENDED", "This tenant is suspended."
 

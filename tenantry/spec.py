@@ -190,3 +190,26 @@ def _unrouted(routed: set[str]) -> list[str]:
             if f"{module.__name__}.{name}" not in routed:
                 problems.append(f"{module.__name__}.{name} is a public handler no operation routes to")
     return problems
+
+
+def builtin_permissions(spec: dict[str, Any]) -> dict[str, str]:
+    """Returns the permissions the spec's operations require, each with the summaries that need it.
+
+    Reserved markers (`public`, `authenticated`) are not permissions. The `<resource>:write`
+    alias of a resource with both `create` and `update` is listed too (API key scopes use it).
+    """
+    needed: dict[str, list[str]] = {}
+    for item in spec.get("paths", {}).values():
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if not operation:
+                continue
+            permission = operation.get("x-permission")
+            if permission and permission not in RESERVED_PERMISSIONS:
+                needed.setdefault(permission, []).append(operation.get("summary", operation["operationId"]))
+    for permission in list(needed):
+        resource = permission.partition(":")[0]
+        if f"{resource}:create" in needed and f"{resource}:update" in needed:
+            needed.setdefault(f"{resource}:write", ["any operation that needs create or update"])
+    return {name: "Required by: " + ", ".join(sorted(set(summaries))) + "."
+            for name, summaries in sorted(needed.items())}
