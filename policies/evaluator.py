@@ -116,10 +116,11 @@ class CompiledPolicy:
                 ordered.append(item)
         return cls(id, name, resource, action, effect, compile_conditions(ordered, resource), is_enabled)
 
-    @property
-    def permission(self) -> str:
-        """The permission the policy is about, `<resource>:<action>`."""
-        return f"{self.resource}:{self.action}"
+    #: The permission the policy is about, `<resource>:<action>` (computed once: it is compared per decision).
+    permission: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "permission", f"{self.resource}:{self.action}")
 
 
 @dataclass(frozen=True)
