@@ -11,10 +11,19 @@ from typing import Any
 import connexion
 import peewee
 import yaml
+from connexion.apps.flask import FlaskOperation
+from connexion.decorators import FlaskDecorator
 from connexion.exceptions import ProblemException
 from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.options import SwaggerUIOptions
 from flask import Flask, Response, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,8 +37,8 @@ from tenantry.docs import DocsApp
 from tenantry.errors import ApiError, Detail, NotFound, error_body
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
-from tenantry.middleware import RequestContextMiddleware
-from tenantry.security import SecretBox, TokenService, install_token_service
+from tenantry.middleware import FlaskBridge, RequestContextMiddleware
+from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
 from tenantry.spec import bundle
 from tenantry.validation import RequestValidationProblem, validator_map
@@ -67,6 +76,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
 
     app = connexion.FlaskApp(
         __name__,
+        middlewares=_middlewares(settings.validate_responses),
         # Nothing is routed that the spec does not declare: no Flask static route. The spec is
         # served by its own operations and Swagger UI by tenantry.docs, not by Connexion.
         server_args={"static_folder": None},
@@ -79,7 +89,11 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         validate_responses=settings.validate_responses,
         validator_map=validator_map(),
         jsonifier=Jsonifier(json, separators=(",", ":")),
+        security_map=SECURITY_MAP,
     )
+    # Flask is reached with one thread hand-off a request instead of a2wsgi's several.
+    flask_asgi = app._middleware_app
+    flask_asgi.asgi_app = FlaskBridge(app.app.wsgi_app, fallback=flask_asgi.asgi_app)
     _register_problem_handlers(app, spec)
     _configure_flask(app.app, state)
     # Added first so it wraps everything added after it (CORS too): every response, a preflight
@@ -97,7 +111,71 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID"],
             expose_headers=["X-Request-Id", "Location"],
         )
+    _build(app)
     return app
+
+
+def _build(app: connexion.FlaskApp) -> None:
+    """Builds Connexion's middleware stack and the Flask routes now, not on the first request.
+
+    Connexion 3.3 builds them lazily, when the first request (or lifespan event) arrives: a spec
+    or handler error then answered every request with a 500 instead of stopping the start, and
+    what was built stayed outside `gc.freeze()` (tenantry.asgi). This is what
+    `ConnexionMiddleware.__call__` does on its first call.
+    """
+    middleware = app.middleware
+    if middleware.middleware_stack is None:
+        middleware.app, middleware.middleware_stack = middleware._build_middleware_stack()
+    views = app.app.view_functions
+    for endpoint, view in views.items():
+        if isinstance(view, FlaskOperation):
+            views[endpoint] = _PreparedOperation(view)
+
+
+class _DecorateOnce(FlaskDecorator):
+    """Connexion's Flask decorator, with the handler's decorator chain built once, not per request.
+
+    `FlaskOperation` builds a new decorator and, per request, a new parameter and response
+    decorator around the handler (with an `inspect.signature` of it): nothing in that chain
+    depends on the request. Only the request itself, parsed by the operation's URI parser, is.
+    """
+
+    def __call__(self, function: Any) -> Any:
+        decorated = self.decorate(function)
+
+        def wrapper(*_args: Any, **_kwargs: Any) -> Any:
+            return decorated(self.framework.get_request(uri_parser=self.uri_parser))
+
+        return wrapper
+
+
+class _PreparedOperation:
+    """A Flask view for one operation: what `FlaskOperation` does, decorated once (see _DecorateOnce)."""
+
+    def __init__(self, operation: FlaskOperation) -> None:
+        self.operation_id = operation.operation_id
+        self.__name__ = getattr(operation, "__name__", operation.operation_id)
+        self._call = _DecorateOnce(pythonic_params=operation.pythonic_params, jsonifier=operation.jsonifier)(
+            operation._fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Serves the request Flask routed here."""
+        return self._call(*args, **kwargs)
+
+
+def _middlewares(validate_responses: bool) -> list[type]:
+    """Returns Connexion's middleware stack less the layers Tenantry has no use for.
+
+    Each layer runs on every request. Left out: Swagger UI (off, yet its router ran on every
+    request: tenantry.docs serves /docs and the spec's own operations serve /openapi.json),
+    lifespan (no lifespan handler; the Flask bridge answers the lifespan protocol), and response
+    validation unless it is turned on.
+    """
+    stack: list[type] = [ServerErrorMiddleware, ExceptionMiddleware, RoutingMiddleware, SecurityMiddleware,
+                         RequestValidationMiddleware]
+    if validate_responses:
+        stack.append(ResponseValidationMiddleware)
+    return [*stack, ContextMiddleware]
 
 
 def _configure_flask(flask_app: Flask, state: Tenantry) -> None:

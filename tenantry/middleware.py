@@ -6,11 +6,17 @@ passes through it exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import io
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from a2wsgi.wsgi import build_environ
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenantry.docs import DocsApp
@@ -52,8 +58,10 @@ class RequestContextMiddleware:
         self.concrete_paths = concrete_paths or {}
         self.metrics = metrics
         self.docs_prefix = docs.prefix
-        self.docs_csp = docs.csp.encode()
-        self.api_csp = API_CSP.encode()
+        self.docs_dir = docs.prefix + "/"
+        # The headers every response gets after its request id, built once: the CSP differs for /docs.
+        self.api_headers = [(b"content-security-policy", API_CSP.encode()), *_STATIC_HEADERS]
+        self.docs_headers = [(b"content-security-policy", docs.csp.encode()), *_STATIC_HEADERS]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serves one request through the wrapped app."""
@@ -69,23 +77,32 @@ class RequestContextMiddleware:
         # this scope; creating the dict here makes that record visible to us for the metrics.
         scope.setdefault("extensions", {})
         path: str = scope["path"]
-        is_docs = path == self.docs_prefix or path.startswith(self.docs_prefix + "/")
-        csp = self.docs_csp if is_docs else self.api_csp
-        status_holder = [500]
-        extra = [(b"x-request-id", request_id.encode()), (b"content-security-policy", csp), *_STATIC_HEADERS]
+        method: str = scope["method"]
+        is_docs = path == self.docs_prefix or path.startswith(self.docs_dir)
+        stamped = self.docs_headers if is_docs else self.api_headers
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder[0] = message["status"]
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
-                headers.extend(h for h in extra if h[0] not in names or h[0] == b"x-request-id")
+                status = message["status"]
+                headers = []
+                names = set()
+                for header in message.get("headers", ()):
+                    name = header[0].lower()
+                    if name != b"x-request-id":
+                        headers.append(header)
+                        names.add(name)
+                headers.append(id_header)
+                headers.extend(h for h in stamped if h[0] not in names)
                 if b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 
-        self.metrics.in_flight.inc()
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
         try:
             allowed = self.concrete_paths.get(path)
             if _declared_length(scope) > MAX_BODY_BYTES:
@@ -93,30 +110,30 @@ class RequestContextMiddleware:
             elif is_docs:
                 info["operation"] = "docs"
                 await self.docs(scope, receive, send_wrapper)
-            elif allowed and scope["method"] not in allowed and scope["method"] != "OPTIONS":
+            elif allowed and method not in allowed and method != "OPTIONS":
                 await _send_error(send_wrapper, 405, request_id, [(b"allow", ", ".join(allowed).encode())])
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
+            in_flight.dec()
             elapsed = time.perf_counter() - start
             operation = info.get("operation") or _operation_id(scope) or "unmatched"
-            status = status_holder[0]
-            self.metrics.observe(operation, scope["method"], status, elapsed)
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": path,
-                    "operation": operation,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "tenant_id": info.get("tenant_id"),
-                    "user_id": info.get("user_id"),
-                    "key_id": info.get("key_id"),
-                },
-            )
+            self.metrics.observe(operation, method, status, elapsed)
+            if log.isEnabledFor(logging.INFO):  # the fields are gathered only when the line is written
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": method,
+                        "path": path,
+                        "operation": operation,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "tenant_id": info.get("tenant_id"),
+                        "user_id": info.get("user_id"),
+                        "key_id": info.get("key_id"),
+                    },
+                )
             request_id_var.reset(token)
 
 
@@ -158,3 +175,76 @@ async def _send_error(send: Send, status: int, request_id: str,
         base.append((b"connection", b"close"))  # the unread body cannot be skipped safely
     await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+class FlaskBridge:
+    """Runs the Flask (WSGI) app for an ASGI request with one hand-off to a thread and one back.
+
+    Connexion's FlaskApp reaches Flask through a2wsgi, which hands every response message
+    (the start, each body chunk, the end) back to the event loop separately, with the pool
+    thread blocked until the loop has taken it: four or more thread hand-offs a request, each
+    a wake-up of a sleeping thread. Tenantry's responses are small and never streamed, so here
+    the request body is read on the loop (at most MAX_BODY_BYTES), the whole WSGI call runs in
+    a pool thread (with the request's context variables), and the loop sends the buffered
+    response. Lifespan and websocket scopes still go to a2wsgi (`fallback`).
+    """
+
+    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 10) -> None:
+        self.app = app  # the WSGI app; Connexion's add_wsgi_middleware wraps this attribute
+        self.fallback = fallback
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serves one request through the WSGI app."""
+        if scope["type"] != "http":
+            await self.fallback(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        context = contextvars.copy_context()
+        status, headers, chunks, exc_info = await asyncio.get_running_loop().run_in_executor(
+            self.executor, context.run, _call_wsgi, self.app, environ)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"".join(chunks)})
+        if exc_info is not None:
+            raise exc_info[1].with_traceback(exc_info[2])
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """Returns the whole request body; raises a 413 past MAX_BODY_BYTES (a body sent without a length)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise HTTPException(413)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes], Any]:
+    """Runs the WSGI app to the end; returns (status, headers, body chunks, exc_info it reported)."""
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started[:] = [status, headers, exc_info]
+        return chunks.append
+
+    chunks: list[bytes] = []
+    iterable = app(environ, start_response)
+    try:
+        chunks.extend(iterable)
+    finally:
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+    status, headers, exc_info = started
+    encoded = [(name.strip().encode("latin1").lower(), value.strip().encode("latin1")) for name, value in headers]
+    return int(status.split(" ", 1)[0]), encoded, chunks, exc_info
