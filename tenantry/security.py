@@ -9,6 +9,7 @@ thread, where a database query does not stall other requests.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -22,6 +23,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from connexion.exceptions import OAuthProblem
+from connexion.security import AbstractSecurityHandler, ApiKeySecurityHandler, BearerSecurityHandler
 from cryptography.fernet import Fernet
 
 from tenantry.ids import new_id
@@ -200,3 +202,24 @@ def api_key_info(apikey: str, required_scopes: list[str] | None = None) -> dict[
     if not _API_KEY_SHAPE.match(apikey or ""):
         raise BearerProblem("AUTHENTICATION_FAILED", "The API key is invalid.")
     return {"sub": apikey[:12], "kind": "api_key", "secret": apikey}
+
+
+@functools.cache
+def _accepts_kwarg(func: Any, keyword: str) -> bool:
+    return AbstractSecurityHandler._accepts_kwarg(func, keyword)
+
+
+class CachedBearerHandler(BearerSecurityHandler):
+    """Connexion's bearer handler, asking for the info function's signature once, not twice a request."""
+
+    _accepts_kwarg = staticmethod(_accepts_kwarg)
+
+
+class CachedApiKeyHandler(ApiKeySecurityHandler):
+    """Connexion's API key handler, asking for the info function's signature once, not twice a request."""
+
+    _accepts_kwarg = staticmethod(_accepts_kwarg)
+
+
+#: add_api's `security_map`: Connexion's handlers for the spec's schemes, with the signature cached.
+SECURITY_MAP = {"bearer": CachedBearerHandler, "apiKey": CachedApiKeyHandler}

@@ -125,18 +125,16 @@ class ParamsValidator(ParameterValidator):
     def validate_request(self, request: t.Any) -> None:
         """Raises RequestValidationProblem naming each unknown or invalid parameter."""
         details: list[Detail] = []
-        if self.strict_validation:
+        if self.strict_validation and request.scope.get("query_string"):  # no query string, no unknown names
             extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
             details.extend(Detail("is not a known query parameter", name) for name in sorted(extra))
-        sources = {
-            "query": request.query_params,
-            "path": request.path_params,
-            "header": request.headers,
-            "cookie": request.cookies,
-        }
         seen: set[tuple[str, str]] = set()
-        for location, source in sources.items():
-            for param in self.parameters.get(location, []):
+        for location, read in _SOURCES.items():
+            params = self.parameters.get(location)
+            if not params:
+                continue
+            source = read(request)  # each source is parsed only where the operation declares a parameter
+            for param in params:
                 name = param["name"]
                 if (location, name) in seen:  # Connexion lists path-level parameters once per method
                     continue
@@ -163,6 +161,14 @@ class ParamsValidator(ParameterValidator):
             return None
         detail = describe(error)
         return Detail(detail.message, name)
+
+
+_SOURCES: dict[str, t.Callable[[t.Any], t.Any]] = {
+    "query": lambda request: request.query_params,
+    "path": lambda request: request.path_params,
+    "header": lambda request: request.headers,
+    "cookie": lambda request: request.cookies,
+}
 
 
 def validator_map() -> dict:
