@@ -6,7 +6,9 @@ in the environment. Each sync worker handles one request at a time, so it keeps 
 
 Per request, like Tenantry: verify the bearer JWT (HS256, the same secret), load session + user + tenant
 in one query by primary keys and check they are live and active, then read the target user scoped by
-the caller's tenant and answer it in the same envelope (`{"data": user, "meta": {...}}`).
+the caller's tenant and answer it in the same envelope (`{"data": user, "meta": {...}}`), with the
+user's roles from a per-process snapshot of the tenant's roles kept by its `authz_version`, as
+Tenantry's access cache does (two more queries when the version changes, none otherwise).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _PRINCIPAL_SQL = """
     SELECT s.id, s.tenant_id, s.user_id, s.created_at, s.expires_at, s.revoked_at, s.ip, s.user_agent,
            u.id, u.tenant_id, u.email, u.email_normalized, u.password_hash, u.first_name, u.last_name,
            u.role, u.status, u.is_platform_operator, u.created_at, u.updated_at, u.last_login_at,
-           t.id, t.name, t.status, t.settings, t.created_at, t.updated_at
+           t.id, t.name, t.status, t.settings, t.created_at, t.updated_at, t.authz_version
     FROM "session" AS s
     JOIN user_account AS u ON u.id = s.user_id
     LEFT OUTER JOIN tenant AS t ON t.id = u.tenant_id
@@ -41,6 +43,30 @@ _USER_SQL = """
            is_platform_operator, created_at, updated_at, last_login_at
     FROM user_account WHERE tenant_id = %s AND id = %s LIMIT 1
 """
+
+
+_ROLES_SQL = "SELECT id, name, name_normalized, is_builtin FROM role WHERE tenant_id = %s"
+_USER_ROLES_SQL = "SELECT user_id, role_id FROM user_role WHERE tenant_id = %s"
+_access: dict[str, tuple[int, dict[str, str], dict[str, str], dict[str, list[str]]]] = {}
+
+
+def _role_refs(cur: Any, tenant_id: str, version: int, user: Any) -> list[dict[str, Any]]:
+    """Returns the user's roles (id, name, is_builtin) from the tenant's snapshot, loading it when stale."""
+    snapshot = _access.get(tenant_id)
+    if snapshot is None or snapshot[0] != version:
+        cur.execute(_ROLES_SQL, (tenant_id,))
+        roles = cur.fetchall()
+        cur.execute(_USER_ROLES_SQL, (tenant_id,))
+        held: dict[str, list[str]] = {}
+        for user_id, role_id in cur.fetchall():
+            held.setdefault(user_id, []).append(role_id)
+        snapshot = _access[tenant_id] = (version, {r[2]: r[0] for r in roles}, {r[0]: r[1] for r in roles}, held)
+    _, ids_by_name, names, held = snapshot
+    refs = []
+    if user[7] in ids_by_name:
+        refs.append({"id": ids_by_name[user[7]], "name": user[7], "is_builtin": True})
+    refs.extend({"id": r, "name": names[r], "is_builtin": False} for r in held.get(user[0], ()) if r in names)
+    return refs
 
 
 def _cursor() -> Any:
@@ -93,10 +119,12 @@ def get_user(user_id: str) -> Any:
             return _error(403, "FORBIDDEN")
         cur.execute(_USER_SQL, (tenant_id, user_id))
         user = cur.fetchone()
-    if user is None:
-        return _error(404, "NOT_FOUND")
+        if user is None:
+            return _error(404, "NOT_FOUND")
+        roles = _role_refs(cur, tenant_id, row[27] or 0, user)
     return _envelope({
         "id": user[0], "tenant_id": user[1], "email": user[2], "first_name": user[5], "last_name": user[6],
         "role": user[7], "status": user[8], "is_platform_operator": user[9],
         "created_at": _rfc3339(user[10]), "updated_at": _rfc3339(user[11]), "last_login_at": _rfc3339(user[12]),
+        "roles": roles,
     })

@@ -385,8 +385,11 @@ def check_baseline(tenantry: Server, flask: Server, seeded: Seed) -> list[str]:
     return [f"check: both servers answer the same user for GET /v1/users/{{id}} (token of session {sid})"]
 
 
-def benchmark(database_url: str, workdir: Path) -> None:
-    """Runs every scenario on both servers, prints the table and writes bench/RESULTS.md."""
+TARGETS = ("GET /health", "GET /v1/users/{id}")  # the scenarios `--targets` limits a run to
+
+
+def benchmark(database_url: str, workdir: Path, targets_only: bool = False) -> None:
+    """Runs every scenario on both servers (or only TARGETS), prints the table and writes bench/RESULTS.md."""
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     with servers(database_url, workdir) as (tenantry, flask):
         assert flask is not None
@@ -396,16 +399,19 @@ def benchmark(database_url: str, workdir: Path) -> None:
         notes = check_baseline(tenantry, flask, seeded)
         auth = {"Authorization": f"Bearer {seeded.token}"}
         user_path = f"/v1/users/{seeded.user_id}"
-        results = [
-            measure("GET /health", tenantry, "/health"),
-            measure("GET /health", flask, "/health"),
-            measure("GET /v1/users/{id}", tenantry, user_path, headers=auth),
-            measure("GET /v1/users/{id}", flask, user_path, headers=auth),
-            measure("GET /v1/users?limit=20", tenantry, "/v1/users?limit=20", headers=auth),
-            measure("POST /v1/users", tenantry, "/v1/users", script="post_user.lua", env={"BENCH_TOKEN": seeded.token}),
-            measure("POST /v1/auth/login", tenantry, "/v1/auth/login", script="login.lua",
-                    env={"BENCH_LOGIN_BODY": seeded.login_body}),
+        scenarios: list[tuple[str, Server, str, dict[str, Any]]] = [
+            ("GET /health", tenantry, "/health", {}),
+            ("GET /health", flask, "/health", {}),
+            ("GET /v1/users/{id}", tenantry, user_path, {"headers": auth}),
+            ("GET /v1/users/{id}", flask, user_path, {"headers": auth}),
+            ("GET /v1/users?limit=20", tenantry, "/v1/users?limit=20", {"headers": auth}),
+            ("POST /v1/users", tenantry, "/v1/users",
+             {"script": "post_user.lua", "env": {"BENCH_TOKEN": seeded.token}}),
+            ("POST /v1/auth/login", tenantry, "/v1/auth/login",
+             {"script": "login.lua", "env": {"BENCH_LOGIN_BODY": seeded.login_body}}),
         ]
+        results = [measure(name, server, path, **wrk_args) for name, server, path, wrk_args in scenarios
+                   if not targets_only or name in TARGETS]
     table = render(results)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     notes.append(f"load average (1, 5, 15 min) before {' '.join(load_before)}, after {' '.join(load_after)} "
@@ -483,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark (or the profile); returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="store_true", help="py-spy one Tenantry worker instead of benchmarking")
+    parser.add_argument("--targets", action="store_true",
+                        help=f"measure only the target scenarios ({', '.join(TARGETS)}) on both servers")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (bench/run installs it)", file=sys.stderr)
@@ -491,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tenantry-bench-") as tmp, fresh_database() as database_url:
         try:
-            (profile if args.profile else benchmark)(database_url, Path(tmp))
+            if args.profile:
+                profile(database_url, Path(tmp))
+            else:
+                benchmark(database_url, Path(tmp), targets_only=args.targets)
         except (RuntimeError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", None)
             print(f"error: {exc}" + (f"\n{detail.decode(errors='replace')}" if isinstance(detail, bytes) else ""),
