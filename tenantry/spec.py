@@ -13,6 +13,7 @@ import copy
 import importlib
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,7 @@ def check(doc: dict[str, Any]) -> list[str]:
             problems.append(f"{label}: an operation without security must have x-permission: public")
         if permission == "public" and op.get("security") != []:
             problems.append(f"{label}: x-permission: public needs security: []")
+        problems.extend(f"{label}: {problem}" for problem in _core_declarations(doc, method, op))
         module_name, _, func_name = handler_name(op_id).rpartition(".")
         try:
             module = importlib.import_module(module_name)
@@ -174,6 +176,70 @@ def check(doc: dict[str, Any]) -> list[str]:
             problems.append(f"{label}: operationId {op_id}: {module_name} has no {func_name}")
         routed.add(f"{module_name}.{func_name}")
     problems.extend(_unrouted(routed))
+    return problems
+
+
+#: Statuses answered by the outer middleware before any operation (or its limits) runs.
+_BEFORE_ROUTING = frozenset({"413", "414", "431", "default"})
+_AUDIT_ACTION = re.compile(r"^[a-z_]+\.[a-z_]+$")
+
+
+def _resolve(doc: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        node = _pointer(doc, node["$ref"])
+    return node
+
+
+def _pointer(doc: dict[str, Any], ref: str) -> Any:
+    node: Any = doc
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> list[str]:
+    """Returns what an operation fails to declare of the core's guarantees.
+
+    Every operation names its rate-limit class (`x-rate-limit`: standard, auth or none), and a
+    limited one declares 429 and the X-RateLimit-* headers on each response. Every non-GET
+    operation names its audit action (`x-audit-action`, or `false` when it changes nothing);
+    every POST declares both idempotency headers, the 409 and 422 they can answer, and
+    `Idempotent-Replayed` on its successes.
+    """
+    problems = [f"must declare {status} (the request limits)" for status in ("414", "431")
+                if status not in op.get("responses", {})]
+    if op.get("x-rate-limit") not in ("standard", "auth", "none"):
+        problems.append("x-rate-limit must be standard, auth or none")
+    elif op["x-rate-limit"] != "none":
+        if "429" not in op.get("responses", {}):
+            problems.append("a rate-limited operation must declare 429")
+        for status, response in op.get("responses", {}).items():
+            declared = _resolve(doc, response).get("headers") or {}
+            missing = [h for h in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+                       if h not in declared]
+            if missing and status not in _BEFORE_ROUTING:
+                problems.append(f"{status} must declare {', '.join(missing)}")
+    action = op.get("x-audit-action")
+    if method == "get":
+        if action is not None:
+            problems.append("a GET records no audit entry: drop x-audit-action")
+    elif action is None:
+        problems.append("no x-audit-action (the audit action it records, or false)")
+    elif action is not False and not (isinstance(action, str) and _AUDIT_ACTION.match(action)):
+        problems.append(f"x-audit-action {action!r} is not <resource>.<verb> or false")
+    if method != "post":
+        return problems
+    headers = {p.get("name") for p in (_resolve(doc, p) for p in op.get("parameters", [])) if p.get("in") == "header"}
+    for name in ("Idempotency-Key", "X-Idempotency-Key"):
+        if name not in headers:
+            problems.append(f"a POST must declare the {name} header parameter")
+    responses = op.get("responses", {})
+    for status in ("409", "422"):
+        if status not in responses:
+            problems.append(f"a POST must declare {status} (idempotency)")
+    for status, response in responses.items():
+        if status.startswith("2") and "Idempotent-Replayed" not in (_resolve(doc, response).get("headers") or {}):
+            problems.append(f"{status} must declare the Idempotent-Replayed header")
     return problems
 
 
