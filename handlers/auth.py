@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, current_app, request
 
 from models import Domain, Session, Tenant, User, accounts, mfa
+from tenantry import audit
 from tenantry.access import user_view
 from tenantry.authz import current_principal
 from tenantry.envelope import no_content, one
@@ -48,7 +49,8 @@ def register(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]
         raise SignupDisabled()
     owner = User.build(None, body["email"], hash_password(body["password"]),
                        body["first_name"], body["last_name"], role="owner")
-    tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner)
+    tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner,
+                                     current_app.extensions["tenantry"].settings.default_plan)
     return one({"user": user_view(user), "tenant": tenant.as_dict()}, 201)
 
 
@@ -57,6 +59,8 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     tenant_id = (body.get("tenant_id") or request.headers.get("X-Tenant-ID")
                  or Domain.verified_tenant_for_host(request.host))
     candidates = User.candidates_for_login(body["email"], tenant_id)
+    if len(candidates) == 1:  # a failed attempt is then on that tenant's audit trail
+        audit.note(tenant_id=candidates[0].tenant_id, resource_id=candidates[0].id)
     matches = [u for u in candidates if verify_password(u.password_hash, body["password"])]
     if not candidates:
         verify_password(None, body["password"])  # spend the same time as a wrong password

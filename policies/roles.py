@@ -14,6 +14,7 @@ _TENANT_ADMIN = frozenset({
     "permission:read", "permission:create", "permission:delete",
     "role:read", "role:create", "role:update", "role:delete", "role:assign",
     "policy:read", "policy:create", "policy:update", "policy:delete",
+    "audit:read", "usage:read",
 })
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {

@@ -26,8 +26,10 @@ from flask import current_app, g, request
 
 from models import ApiKey, Domain, Policy, Role, Session, Tenant, User
 from policies import Decision, Resource, Subject, can_grant, evaluate, may_allow
+from tenantry import audit
 from tenantry.access import TenantAccess, access_for
 from tenantry.errors import (
+    ApiError,
     AuthenticationFailed,
     MfaEnrollmentRequired,
     NotFound,
@@ -37,9 +39,11 @@ from tenantry.errors import (
     TenantSuspended,
     UserSuspended,
 )
+from tenantry.mutation import run_changing
 from tenantry.net import client_ip, parse_networks
 from tenantry.spec import RESERVED_PERMISSIONS, handler_name
 
+_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TENANT_ID_RE = re.compile(r"^ten_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
@@ -113,12 +117,17 @@ def current_access() -> TenantAccess:
     return access
 
 
+def caller_address() -> str | None:
+    """Returns the client's address: the socket's, or the first untrusted hop behind trusted proxies."""
+    settings = current_app.extensions["tenantry"].settings
+    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
+                     parse_networks(settings.trusted_proxies))
+
+
 def request_context() -> dict[str, Any]:
     """Returns the context conditions see: `now`, the client `ip`, the credential's `mode`."""
     principal = g.get("principal")
-    settings = current_app.extensions["tenantry"].settings
-    ip = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                   parse_networks(settings.trusted_proxies))
+    ip = caller_address()
     mode = principal.key.mode if principal is not None and principal.key is not None else "live"
     return {"now": datetime.now(UTC), "ip": ip, "mode": mode}
 
@@ -135,7 +144,8 @@ def authorize(action: str, resource: Resource | None = None) -> None:
     """Raises PermissionDenied unless the policy evaluator allows `action` on `resource`."""
     decision = decide(action, resource)
     if not decision.allowed:
-        raise PermissionDenied(decision.reason)
+        raise PermissionDenied(decision.reason, decided_by=decision.decided_by)
+    audit.remember_decision(decision)
 
 
 def target() -> Any:
@@ -199,10 +209,7 @@ def _key_principal(secret: str) -> Principal:
     key = ApiKey.find_live(secret)
     if key is None or key.status != "active":
         raise AuthenticationFailed("The API key is unknown, revoked or expired.")
-    settings = current_app.extensions["tenantry"].settings
-    address = client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                        parse_networks(settings.trusted_proxies))
-    if not key.admits(address):
+    if not key.admits(caller_address()):
         raise PermissionDenied("This API key may not be used from this address.")
     tenant = Tenant.get_or_none(Tenant.id == key.tenant_id)
     if tenant is None:
@@ -247,6 +254,24 @@ def _load_principal() -> Principal:
     return Principal(tenant_id=acting, user=user, session_id=session.id, tenant=acting_row)
 
 
+def principal_or_none() -> Principal | None:
+    """Returns the request's caller, loading it once per request; None when the credential is refused.
+
+    The rate limiter asks before the operation runs; a refused credential is then answered by
+    the enforcement point, which loads it again and raises the precise error.
+    """
+    if "principal" in g:
+        return g.principal
+    if g.get("principal_refused") or connexion.context.context.get("token_info") is None:
+        return None
+    try:
+        g.principal = _load_principal()
+    except ApiError:
+        g.principal_refused = True
+        return None
+    return g.principal
+
+
 def _require_mfa_enrollment(principal: Principal) -> None:
     """Raises MfaEnrollmentRequired for an owner or admin without MFA in a tenant that requires it."""
     user, tenant = principal.user, principal.tenant
@@ -255,28 +280,47 @@ def _require_mfa_enrollment(principal: Principal) -> None:
         raise MfaEnrollmentRequired()
 
 
-def enforce(func: Callable[..., Any], operation_id: str, permission: str) -> Callable[..., Any]:
-    """Returns `func` wrapped so the operation's permission is checked before it runs."""
+def _check_permission(principal: Principal, permission: str, operation_id: str, kwargs: dict[str, Any]) -> None:
+    """Raises PermissionDenied unless the evaluator allows the operation (with its resource loaded)."""
+    _require_mfa_enrollment(principal)
+    access = principal.access
+    policies = access.policies_for(permission) if access is not None else ()
+    if not may_allow(principal.subject, permission, policies):
+        # Refused before any row is loaded: the answer does not tell whether it exists.
+        raise PermissionDenied(f"This credential lacks the permission {permission}.")
+    authorize(permission, _operation_resource(permission, operation_id, kwargs))
+
+
+def enforce(func: Callable[..., Any], operation_id: str, permission: str,
+            audit_action: str | None = None) -> Callable[..., Any]:
+    """Returns `func` wrapped so the operation's permission is checked before it runs.
+
+    A changing operation then runs through tenantry.mutation (one transaction, idempotency, and
+    its audit entry as `audit_action`); a refused one is recorded as `authz.denied`.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         info = request.environ.get("asgi.scope", {}).get("state", {}).get("tenantry")
         if info is not None:
             info["operation"] = operation_id
+        g.operation_id = operation_id
         if permission != "public":
-            principal = _load_principal()
+            principal = g.principal if "principal" in g else _load_principal()
             g.principal = principal
             if info is not None:
                 info["tenant_id"] = principal.tenant_id
                 info["user_id" if principal.user is not None else "key_id"] = principal.id
             if permission not in RESERVED_PERMISSIONS:
-                _require_mfa_enrollment(principal)
-                access = principal.access
-                policies = access.policies_for(permission) if access is not None else ()
-                if not may_allow(principal.subject, permission, policies):
-                    # Refused before any row is loaded: the answer does not tell whether it exists.
-                    raise PermissionDenied(f"This credential lacks the permission {permission}.")
-                authorize(permission, _operation_resource(permission, operation_id, kwargs))
+                try:
+                    _check_permission(principal, permission, operation_id, kwargs)
+                except PermissionDenied as exc:
+                    if audit_action and type(exc) is PermissionDenied:
+                        audit.record_denial(operation_id, permission, audit_action, exc.decided_by, exc.message,
+                                            kwargs)
+                    raise
+        if request.method in _CHANGING:
+            return run_changing(func, args, kwargs, caller_address(), audit_action)
         return func(*args, **kwargs)
 
     return wrapper
@@ -291,5 +335,6 @@ class EnforcingResolver(Resolver):
         permission = operation._operation.get("x-permission")
         if not permission:
             raise ValueError(f"operation {operation_id} declares no x-permission")
+        audit_action = operation._operation.get("x-audit-action") or None
         func = self.resolve_function_from_operation_id(handler_name(operation_id))
-        return Resolution(enforce(func, operation_id, permission), operation_id)
+        return Resolution(enforce(func, operation_id, permission, audit_action), operation_id)

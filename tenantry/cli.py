@@ -1,4 +1,4 @@
-"""The `tenantry` command: serve, db upgrade, admin create, spec check, spec diff, spec bundle."""
+"""The `tenantry` command: serve, db upgrade, admin create, audit purge, idempotency purge, spec check/diff/bundle."""
 
 from __future__ import annotations
 
@@ -57,6 +57,48 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     _database(settings)
     print(f"platform operator {args.email} {_ensure_operator(args.email, args.password)}")
+    return 0
+
+
+_DURATION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> int:
+    """Returns the seconds in `90d`, `12h`, `30m` or `45s`; raises ValueError otherwise."""
+    value, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"{text!r} is not a duration such as 90d, 12h, 30m or 45s")
+    return int(value) * _DURATION_UNITS[unit]
+
+
+def cmd_audit_purge(args: argparse.Namespace) -> int:
+    """Removes audit entries older than the given age, keeping each chain verifiable from its new start."""
+    from datetime import timedelta
+
+    from models import AuditEntry, database
+    from models.base import utcnow
+
+    try:
+        seconds = parse_duration(args.older_than)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    _database(settings)
+    with database.connection_context():
+        removed = AuditEntry.purge(utcnow() - timedelta(seconds=seconds))
+    print(json.dumps({"purged": removed, "entries": sum(removed.values())}))
+    return 0
+
+
+def cmd_idempotency_purge(_args: argparse.Namespace) -> int:
+    """Removes idempotency records past their 24 hours."""
+    from models import IdempotencyRecord, database
+
+    settings = Settings.from_env()
+    _database(settings)
+    with database.connection_context():
+        print(json.dumps({"purged": IdempotencyRecord.purge_expired()}))
     return 0
 
 
@@ -249,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--password", required=True)
     create.set_defaults(func=cmd_admin_create)
+
+    audit = sub.add_parser("audit", help="audit trail commands").add_subparsers(dest="audit_command", required=True)
+    purge = audit.add_parser("purge", help="remove expired entries; each chain stays verifiable from its new start")
+    purge.add_argument("--older-than", required=True, metavar="AGE", help="such as 90d, 12h, 30m")
+    purge.set_defaults(func=cmd_audit_purge)
+
+    idem = sub.add_parser("idempotency", help="idempotency record commands").add_subparsers(
+        dest="idempotency_command", required=True)
+    idem.add_parser("purge", help="remove records past their 24 hours").set_defaults(func=cmd_idempotency_purge)
 
     spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)
     spec.add_parser("check", help="validate the spec against itself and the handlers").set_defaults(

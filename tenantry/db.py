@@ -18,6 +18,18 @@ log = logging.getLogger("tenantry.db")
 
 _MIGRATION_LOCK = 7_243_811  # advisory lock key: one migrator at a time on PostgreSQL
 
+#: Indexes on tenant-owned tables that do not lead with tenant_id, each because the lookup it
+#: serves happens before the tenant is known (tests/test_schema.py holds every other index to it).
+GLOBAL_INDEXES: dict[str, str] = {
+    "domain_domain": "a login on a tenant's host name finds the tenant by its domain",
+    "user_account_email": "a login without a tenant finds the email's accounts in every tenant",
+    "session_by_user": "the platform operator's sessions belong to no tenant",
+    "refresh_token_hash": "a refresh token names no tenant: it is found by its hash",
+    "api_key_secret_hash": "an API key names no tenant: it is found by its hash",
+    "api_key_previous_secret_hash": "so is a rotated key's previous secret, in its grace period",
+    "mfa_recovery_code_hash": "recovery codes are unique platform-wide, found by their hash",
+}
+
 
 def make_database(url: str, pool_size: int = 20) -> Database:
     """Returns an (unconnected) peewee database for `url`.
@@ -35,7 +47,9 @@ def make_database(url: str, pool_size: int = 20) -> Database:
             "foreign_keys": 1,
             "busy_timeout": 10_000,
             "synchronous": "normal",
-        })
+        # A write transaction takes the write lock when it begins: a deferred one that read first
+        # fails at once (SQLITE_BUSY, no busy wait) if another writer committed in between.
+        }, lock_type="IMMEDIATE")
     if parsed.scheme in {"postgres", "postgresql"}:
         return PooledPostgresqlDatabase(
             unquote(parsed.path.lstrip("/")),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from connexion.jsonifier import Jsonifier
 from flask import Response, request
 
 from tenantry.errors import now_rfc3339
+
+#: How every JSON body is written: compact, with Connexion's encoder (the app factory uses it too).
+JSONIFIER = Jsonifier(json, separators=(",", ":"))
 
 
 def meta() -> dict[str, Any]:
@@ -43,4 +48,24 @@ def page_of(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
     return {
         "data": items[offset:offset + limit],
         "meta": {**meta(), "pagination": {"limit": limit, "offset": offset, "total": len(items)}},
+    }
+
+
+def to_response(result: Any) -> Response:
+    """Returns a handler's result (`body`, `(body, status)`, `(body, status, headers)` or a Response) as a Response."""
+    if isinstance(result, Response):
+        return result
+    parts = result if isinstance(result, tuple) else (result,)
+    body = parts[0]
+    status = parts[1] if len(parts) > 1 else 200
+    headers = parts[2] if len(parts) > 2 else {}
+    return Response(JSONIFIER.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def cursor_page(items: list[dict[str, Any]], limit: int, has_more: bool) -> dict[str, Any]:
+    """Returns a page read with a cursor: the next page starts after the last item's id."""
+    return {
+        "data": items,
+        "meta": {**meta(), "pagination": {"limit": limit, "has_more": has_more,
+                                          "next_starting_after": items[-1]["id"] if has_more and items else None}},
     }

@@ -6,6 +6,7 @@ Werkzeug error) to `{"error": {...}, "meta": {...}}` in exactly one way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +78,11 @@ class MfaInvalidCode(AuthenticationFailed):
 class PermissionDenied(ApiError):
     status, code, default_message = 403, "PERMISSION_DENIED", "You do not have permission to do this."
 
+    def __init__(self, message: str | None = None, details: list[Detail] | None = None,
+                 headers: dict[str, str] | None = None, decided_by: tuple[str, ...] = ()) -> None:
+        super().__init__(message, details, headers)
+        self.decided_by = decided_by  # the policies or rules that refused, for the audit trail
+
 
 class MfaEnrollmentRequired(PermissionDenied):
     code = "MFA_ENROLLMENT_REQUIRED"
@@ -108,6 +114,11 @@ class Conflict(ApiError):
     status, code, default_message = 409, "CONFLICT", "The request conflicts with the current state."
 
 
+class IdempotencyInProgress(Conflict):
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    default_message = "A request with this Idempotency-Key is still running; retry when it has finished."
+
+
 class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "PAYLOAD_TOO_LARGE", "The request body is too large."
 
@@ -119,6 +130,11 @@ class UnsupportedMediaType(ApiError):
 class MfaChannelUnavailable(ApiError):
     status, code = 422, "MFA_CHANNEL_UNAVAILABLE"
     default_message = "This kind of second factor has no delivery channel yet; use totp."
+
+
+class IdempotencyKeyReused(ApiError):
+    status, code = 422, "IDEMPOTENCY_KEY_REUSED"
+    default_message = "This Idempotency-Key was used with a different request; use a new key."
 
 
 class TooManyAttempts(ApiError):
@@ -142,9 +158,11 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     406: ("VALIDATION_ERROR", "The server cannot produce the requested media type."),
     409: ("CONFLICT", "The request conflicts with the current state."),
     413: ("PAYLOAD_TOO_LARGE", "The request body is too large."),
+    414: ("URI_TOO_LONG", "The URL is too long."),
     415: ("UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json."),
     422: ("VALIDATION_ERROR", "The request cannot be carried out as asked."),
     429: ("RATE_LIMIT_EXCEEDED", "Too many requests; retry later."),
+    431: ("REQUEST_HEADERS_TOO_LARGE", "The request headers are too large."),
     500: ("INTERNAL_ERROR", "An internal error occurred."),
     503: ("SERVICE_UNAVAILABLE", "The service is unavailable."),
 }
@@ -173,3 +191,17 @@ def error_body(status: int, request_id: str, code: str | None = None, message: s
     if details:
         error["details"] = [d.as_dict() for d in details]
     return {"error": error, "meta": {"request_id": request_id, "timestamp": now_rfc3339()}}
+
+
+def error_response(status: int, code: str | None = None, message: str | None = None,
+                   details: list[Detail] | None = None, headers: dict[str, str] | None = None) -> Any:
+    """Returns the Flask response carrying the error envelope, for the request being served."""
+    from flask import Response, request  # Flask is only needed where a Flask request is served
+
+    body = error_body(status, request.headers.get("X-Request-Id", ""), code, message, details)
+    return Response(json.dumps(body), status=status, headers=headers or {}, content_type="application/json")
+
+
+def api_error_response(exc: ApiError) -> Any:
+    """Returns the Flask response for one of our errors."""
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)

@@ -6,6 +6,7 @@ variables set by test_schemathesis.py.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import httpx
@@ -45,3 +46,22 @@ class FixtureToken:
             case.headers = {**(case.headers or {}), "X-API-Key": data}
         else:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+_calls = itertools.count()
+
+
+@schemathesis.hook
+def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs: object) -> None:
+    """Makes every Idempotency-Key the generator sends unique to its call.
+
+    The generator repeats header values across cases (the spec's example above all), and the
+    same key with another request is a 422 IDEMPOTENCY_KEY_REUSED by design, or a replay of the
+    first answer: left as generated, most POSTs of the run would test the key instead of the
+    operation. A valid key stays valid (its first 200 characters and a suffix: at most 255); an
+    invalid one is left as it is, to be refused. Reuse and replay are tested in tests/test_idempotency.py.
+    """
+    for name in ("Idempotency-Key", "X-Idempotency-Key"):
+        value = (case.headers or {}).get(name)
+        if isinstance(value, str) and 1 <= len(value) <= 255:
+            case.headers[name] = f"{value[:200]}-{os.getpid()}-{next(_calls)}"

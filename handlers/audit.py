@@ -1,0 +1,42 @@
+"""Audit: the tenant's tamper-evident trail of changes, read-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from models.audit import AuditEntry
+from tenantry.authz import acting_tenant
+from tenantry.envelope import cursor_page, one
+from tenantry.errors import Detail, ValidationFailed
+from tenantry.times import parse_rfc3339
+
+
+def list_audit_logs(action: str | None = None, resource_type: str | None = None, resource_id: str | None = None,
+                    user_id: str | None = None, date_from: str | None = None, date_to: str | None = None,
+                    limit: int = 20, starting_after: str | None = None) -> dict[str, Any]:
+    """The tenant's entries, newest first, a cursor page at a time."""
+    entries, has_more = AuditEntry.page(
+        acting_tenant(), limit, starting_after, action=action, resource_type=resource_type,
+        resource_id=resource_id, actor_id=user_id,
+        date_from=_moment(date_from, "date_from"), date_to=_moment(date_to, "date_to"))
+    return cursor_page([e.as_dict() for e in entries], limit, has_more)
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
+
+
+def verify_audit_logs() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Recomputes the tenant's hash chain and names the first broken link."""
+    return one(AuditEntry.verify(acting_tenant()))
+
+
+def get_audit_log(entry_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """One entry of the tenant's trail."""
+    return one(AuditEntry.get_for_tenant(acting_tenant(), entry_id).as_dict())

@@ -1,0 +1,107 @@
+"""Idempotency records: who claimed an Idempotency-Key, for which request, and the answer it got.
+
+A record is claimed (state `running`) in its own committed transaction before the request's
+handler runs, so a concurrent duplicate finds it at once; it is completed (state `done`, with
+the response) inside the request's own transaction, so the answer is kept exactly when the
+change is. A claim whose request died is taken over once its lock lapses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from peewee import CharField, CompositeKey, IntegerField, IntegrityError, TextField
+
+from models.base import BaseModel, UTCDateTimeField, database, utcnow
+from tenantry.errors import IdempotencyInProgress, IdempotencyKeyReused
+
+KEEP_FOR = timedelta(hours=24)
+#: How long a claim holds before another request may take it over (its request must have died).
+LOCK_FOR = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose key it is: the tenant ("-" outside one) and the credential (user, key, or client address)."""
+
+    tenant_id: str
+    credential: str
+    key: str
+
+
+class IdempotencyRecord(BaseModel):
+    """One claimed Idempotency-Key and, once its request finished, the response it got."""
+
+    tenant_id = CharField(max_length=30)
+    credential = CharField(max_length=80)
+    idem_key = CharField(max_length=255)
+    fingerprint = CharField(max_length=64)
+    state = CharField(max_length=10)
+    locked_until = UTCDateTimeField()
+    status_code = IntegerField(null=True)
+    response = TextField(null=True)  # sealed (tenantry.security.SecretBox): it may hold secrets shown once
+    created_at = UTCDateTimeField(default=utcnow)
+    expires_at = UTCDateTimeField()
+
+    class Meta:
+        primary_key = CompositeKey("tenant_id", "credential", "idem_key")
+
+    @classmethod
+    def _where(cls, scope: Scope):  # type: ignore[no-untyped-def]
+        return ((cls.tenant_id == scope.tenant_id) & (cls.credential == scope.credential)
+                & (cls.idem_key == scope.key))
+
+    @classmethod
+    def claim(cls, scope: Scope, fingerprint: str) -> IdempotencyRecord | None:
+        """Claims the key for a request with `fingerprint`.
+
+        Returns None when the caller now holds the claim (run the request), or the finished
+        record to replay. Raises IdempotencyKeyReused for a different request under the key and
+        IdempotencyInProgress while another request holds it.
+        """
+        for _ in range(3):
+            now = utcnow()
+            try:
+                with database.atomic():
+                    cls.insert(tenant_id=scope.tenant_id, credential=scope.credential, idem_key=scope.key,
+                               fingerprint=fingerprint, state="running", locked_until=now + LOCK_FOR,
+                               created_at=now, expires_at=now + KEEP_FOR).execute()
+                return None
+            except IntegrityError:
+                pass
+            row = cls.get_or_none(cls._where(scope))
+            if row is None:
+                continue  # released between our insert and this read: try again
+            if row.expires_at <= now:
+                cls.delete().where(cls._where(scope) & (cls.expires_at <= now)).execute()
+                continue
+            if row.fingerprint != fingerprint:
+                raise IdempotencyKeyReused()
+            if row.state == "done":
+                return row
+            if row.locked_until > now:
+                raise IdempotencyInProgress()
+            # The request that claimed it died before answering: take the claim over, once.
+            taken = (cls.update(locked_until=now + LOCK_FOR)
+                     .where(cls._where(scope) & (cls.state == "running") & (cls.locked_until <= now)).execute())
+            if taken:
+                return None
+            raise IdempotencyInProgress()
+        raise IdempotencyInProgress()
+
+    @classmethod
+    def complete(cls, scope: Scope, status_code: int, sealed_response: str) -> None:
+        """Stores the answer to the claimed request (call it inside the request's transaction)."""
+        cls.update(state="done", status_code=status_code, response=sealed_response).where(
+            cls._where(scope)).execute()
+
+    @classmethod
+    def release(cls, scope: Scope) -> None:
+        """Gives up a claim whose request failed without an answer worth keeping (a 5xx), so it can be retried."""
+        cls.delete().where(cls._where(scope) & (cls.state == "running")).execute()
+
+    @classmethod
+    def purge_expired(cls) -> int:
+        """Deletes every record past its 24 hours; returns how many."""
+        return cls.delete().where(cls.expires_at <= utcnow()).execute()

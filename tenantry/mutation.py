@@ -1,0 +1,117 @@
+"""The one path every changing request (POST, PUT, PATCH, DELETE) takes through the core.
+
+- One transaction: the handler's writes, and what the core records about them, commit together
+  or not at all. An answer the handler chose (one of our 4xx errors) commits what it wrote on
+  the way, such as a failed-attempt counter or a refresh-token reuse revocation; writes that
+  must be all-or-nothing are inside the models' own atomic blocks, which roll back to their
+  savepoint when their error crosses them. Anything unexpected rolls the whole request back.
+- The audit entry (tenantry.audit), written in that same transaction.
+- Idempotency (every POST): `Idempotency-Key` is claimed before the handler runs, and the
+  answer is stored in the request's transaction; a retry replays it (tenantry/idempotency
+  docs in the spec's info).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, g, request
+
+from models.base import database
+from models.idempotency import IdempotencyRecord, Scope
+from tenantry import audit
+from tenantry.envelope import to_response
+from tenantry.errors import ApiError, api_error_response
+from tenantry.security import secret_box
+
+log = logging.getLogger("tenantry.mutation")
+
+#: Response headers a replay repeats; the rest are stamped afresh on every response.
+_KEPT_HEADERS = frozenset({"content-type", "location", "retry-after", "www-authenticate"})
+
+
+def idempotency_key() -> str | None:
+    """Returns the request's Idempotency-Key, or else its X-Idempotency-Key (the older name), or None."""
+    key = request.headers.get("Idempotency-Key")
+    return key if key is not None else request.headers.get("X-Idempotency-Key")
+
+
+def _scope(key: str, caller_address: str | None) -> Scope:
+    principal = g.get("principal")
+    if principal is None:  # an anonymous operation: the client's address is the credential
+        return Scope("-", f"ip:{caller_address or 'unknown'}", key)
+    return Scope(principal.tenant_id or "-", principal.id, key)
+
+
+def _fingerprint() -> str:
+    """Returns a digest of what makes two requests the same: method, path, query and the body's content."""
+    raw = request.get_data(cache=True)
+    try:  # the same JSON written with other spacing or key order is the same request
+        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode() if raw else b""
+    except ValueError:
+        body = raw
+    head = f"{request.method} {request.path}?{request.query_string.decode('latin-1')}\n".encode()
+    return hashlib.sha256(head + body).hexdigest()
+
+
+def _seal(response: Response) -> str:
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS]
+    document = {"headers": headers, "body": response.get_data(as_text=True)}
+    return secret_box().seal(json.dumps(document, separators=(",", ":")))
+
+
+def _replay(record: IdempotencyRecord) -> Response:
+    document = json.loads(secret_box().open(record.response))
+    response = Response(document["body"], status=record.status_code)
+    response.headers.clear()
+    for name, value in document["headers"]:
+        response.headers.add(name, value)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 caller_address: str | None, audit_action: str | None = None) -> Response:
+    """Runs a changing operation's handler in one transaction with its audit entry, idempotently
+    for a POST with a key."""
+    scope = None
+    if request.method == "POST":
+        key = idempotency_key()
+        if key is not None:
+            scope = _scope(key, caller_address)
+            stored = IdempotencyRecord.claim(scope, _fingerprint())
+            if stored is not None:
+                return _replay(stored)
+    before = audit.snapshot() if audit_action else None
+    try:
+        with database.atomic():
+            error = None
+            try:
+                response = to_response(func(*args, **kwargs))
+            except ApiError as exc:
+                if exc.status >= 500:
+                    raise
+                response, error = api_error_response(exc), exc
+            if audit_action:
+                audit.record_change(audit_action, kwargs, response, before, error)
+            if scope is not None and response.status_code < 500:
+                IdempotencyRecord.complete(scope, response.status_code, _seal(response))
+    except BaseException:
+        if scope is not None:
+            _release(scope)
+        raise
+    if scope is not None and response.status_code >= 500:
+        _release(scope)
+    return response
+
+
+def _release(scope: Scope) -> None:
+    """Frees the claim of a request that failed, so a retry runs it; never hides the failure itself."""
+    try:
+        IdempotencyRecord.release(scope)
+    except Exception:  # the database may be what failed: the claim then lapses after its lock time
+        log.warning("could not release an idempotency claim", exc_info=True)
