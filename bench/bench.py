@@ -51,6 +51,9 @@ ADMIN_URL = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5
 HOST = "127.0.0.1"
 WORKERS = 2
 THREADS, CONNECTIONS, WARMUP_S, DURATION_S = 2, 32, 3, 10
+BENCH_LIMIT = "1000000/minute"
+OPERATOR_EMAIL = "operator@bench.example.com"
+OPERATOR_PASSWORD = secrets.token_urlsafe(18)
 WRK_TIMEOUT = "10s"  # login is slow by design (argon2id); the default 2 s would count its tail as timeouts
 SEED_USERS = 200
 SETTLE_S = 30  # at most this long waiting for a server to drain the previous run's backlog
@@ -188,8 +191,16 @@ def seed(base: str) -> Seed:
     registered = _expect(*http("POST", base + "/v1/auth/register", {
         "email": email, "password": PASSWORD, "first_name": "Bench", "last_name": "Owner",
         "tenant_name": "Bench Corporation"}), 201, "register")
-    login_body = {"email": email, "password": PASSWORD, "tenant_id": registered["tenant"]["id"]}
+    tenant_id = registered["tenant"]["id"]
+    login_body = {"email": email, "password": PASSWORD, "tenant_id": tenant_id}
     token = _expect(*http("POST", base + "/v1/auth/login", login_body), 200, "login")["access_token"]
+    operator = _expect(*http("POST", base + "/v1/auth/login", {"email": OPERATOR_EMAIL,
+                                                                "password": OPERATOR_PASSWORD}),
+                       200, "operator login")["access_token"]
+    _expect(*http("PUT", f"{base}/v1/tenants/{tenant_id}", {
+        "name": "Bench Corporation", "status": "active", "settings": {}, "plan": "enterprise",
+        "rate_limits": {"requests_per_minute": 1_000_000, "burst_per_10_seconds": 1_000_000}}, operator),
+        200, "set the tenant's limits")
 
     def batch(start: int) -> list[str]:
         users = [{"email": f"user{n:04d}@bench.example.com", "password": PASSWORD, "first_name": f"User{n}",
@@ -351,11 +362,19 @@ def servers(database_url: str, workdir: Path, baseline: bool = True) -> Iterator
     """Migrates the database and yields (tenantry, baseline or None), both ready; stops them afterwards."""
     env = {**os.environ, "DATABASE_URL": database_url, "TENANTRY_SECRET_KEY": _secret(),
            "TENANTRY_INSTANCE_PATH": str(workdir / "instance"), "TENANTRY_LOG_LEVEL": "WARNING",
-           "TENANTRY_ACCESS_TOKEN_TTL": "3600", "PYTHONUNBUFFERED": "1"}
+           "TENANTRY_ACCESS_TOKEN_TTL": "3600", "PYTHONUNBUFFERED": "1",
+           # Rate limits stay on (every request is counted, in memory per worker) with budgets no
+           # load here reaches: the address and login limits here, the tenant's through the operator.
+           "TENANTRY_RATE_LIMIT_IP": BENCH_LIMIT, "TENANTRY_RATE_LIMIT_AUTH_IP": BENCH_LIMIT,
+           "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT}
     env.pop("TENANTRY_VALIDATE_RESPONSES", None)
+    env.pop("REDIS_URL", None)
     (workdir / "instance").mkdir()
     subprocess.run([str(VENV_BIN / "tenantry"), "db", "upgrade"], cwd=REPO, env=env, check=True,
                    capture_output=True, timeout=60)
+    subprocess.run([str(VENV_BIN / "tenantry"), "admin", "create", f"--email={OPERATOR_EMAIL}",
+                    f"--password={OPERATOR_PASSWORD}"], cwd=REPO, env=env, check=True, capture_output=True,
+                   timeout=60)
     started: list[Server] = []
     try:
         port = free_port()

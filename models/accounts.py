@@ -9,13 +9,13 @@ from models.user import User
 from tenantry.errors import AuthenticationFailed, SessionRevoked
 
 
-def register(tenant_name: str, tenant_domain: str | None, owner: User) -> tuple[Tenant, User]:
+def register(tenant_name: str, tenant_domain: str | None, owner: User, plan: str = "standard") -> tuple[Tenant, User]:
     """Creates a tenant, its optional primary domain and its owner in one transaction.
 
     Raises Conflict (and writes nothing) when the domain belongs to another tenant.
     """
     with database.atomic():
-        tenant = Tenant.create_tenant(tenant_name)
+        tenant = Tenant.create_tenant(tenant_name, plan=plan)
         owner.tenant_id = tenant.id
         owner.role = "owner"
         User.insert_many_checked([owner])

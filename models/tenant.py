@@ -20,6 +20,8 @@ class Tenant(BaseModel):
     name = CharField(max_length=200)
     status = CharField(max_length=20, default="active")
     settings = JSONField(default=dict)
+    plan = CharField(max_length=20, default="standard")
+    rate_limits = JSONField(null=True)  # {"requests_per_minute": n, "burst_per_10_seconds": n}, or the plan's
     authz_version = IntegerField(default=0)  # bumped by every role/policy change (models.access)
     created_at = UTCDateTimeField(default=utcnow)
     updated_at = UTCDateTimeField(default=utcnow)
@@ -28,12 +30,13 @@ class Tenant(BaseModel):
         table_name = "tenant"
 
     @classmethod
-    def create_tenant(cls, name: str, status: str = "active", settings: dict[str, str] | None = None) -> Tenant:
+    def create_tenant(cls, name: str, status: str = "active", settings: dict[str, str] | None = None,
+                      plan: str = "standard", rate_limits: dict[str, int] | None = None) -> Tenant:
         """Returns a new tenant, with default settings filled in and its built-in roles, in one transaction."""
         from models.access import Role
 
         with database.atomic():
-            tenant = cls.create(id=new_id("ten"), name=name, status=status,
+            tenant = cls.create(id=new_id("ten"), name=name, status=status, plan=plan, rate_limits=rate_limits,
                                 settings={**DEFAULT_SETTINGS, **(settings or {})})
             Role.seed_builtin(tenant.id)
         return tenant
@@ -57,18 +60,27 @@ class Tenant(BaseModel):
         return query.order_by(cls.id.desc())
 
     def apply(self, name: str | None = None, status: str | None = None,
-              settings: dict[str, str] | None = None, replace_settings: bool = False) -> Tenant:
-        """Changes the given fields and saves; settings are merged unless `replace_settings`."""
+              settings: dict[str, str] | None = None, replace_settings: bool = False,
+              plan: str | None = None, rate_limits: dict[str, int] | bool | None = False) -> Tenant:
+        """Changes the given fields and saves; settings are merged unless `replace_settings`.
+
+        `rate_limits` False leaves them; None goes back to the plan's.
+        """
         if name is not None:
             self.name = name
         if status is not None:
             self.status = status
+        if plan is not None:
+            self.plan = plan
+        if rate_limits is not False:
+            self.rate_limits = rate_limits
         if settings is not None:
             base = DEFAULT_SETTINGS if replace_settings else {**DEFAULT_SETTINGS, **(self.settings or {})}
             self.settings = {**base, **settings}
         self.updated_at = utcnow()
         # Never `authz_version`: a concurrent role or policy change may have bumped it since this row was read.
-        self.save(only=[Tenant.name, Tenant.status, Tenant.settings, Tenant.updated_at])
+        self.save(only=[Tenant.name, Tenant.status, Tenant.plan, Tenant.rate_limits, Tenant.settings,
+                        Tenant.updated_at])
         return self
 
     def delete_everything(self) -> None:
@@ -91,6 +103,8 @@ class Tenant(BaseModel):
             "id": self.id,
             "name": self.name,
             "status": self.status,
+            "plan": self.plan,
+            "rate_limits": self.rate_limits,
             "settings": {**DEFAULT_SETTINGS, **(self.settings or {})},
             "created_at": format_datetime(self.created_at),
             "updated_at": format_datetime(self.updated_at),

@@ -161,6 +161,10 @@ class Decision:
     outcomes: tuple[PolicyOutcome, ...] = ()
 
 
+#: Tenant fields only the platform operator changes: whether it works, and what it pays for.
+_OPERATOR_TENANT_FIELDS = frozenset({"status", "plan", "rate_limits"})
+
+
 def _deny_rules(subject: Subject, action: str, resource: Resource | None,
                 context: Mapping[str, Any]) -> Decision | None:
     """Returns the first built-in rule that denies, if any."""
@@ -187,8 +191,10 @@ def _deny_rules(subject: Subject, action: str, resource: Resource | None,
             # another owner or admin changes these.
             return Decision(False, f"You cannot change your own {', '.join(sorted(guarded))}.",
                             ("rule:no-self-lockout",))
-    if resource.type == "tenant" and "status" in attrs.get("changes", ()) and not subject.is_operator:
-        return Decision(False, "Only the platform operator may change a tenant's status.",
+    operator_fields = _OPERATOR_TENANT_FIELDS & set(attrs.get("changes", ())) if resource.type == "tenant" else set()
+    if operator_fields and not subject.is_operator:
+        fields = ", ".join(sorted(operator_fields))
+        return Decision(False, f"Only the platform operator may change a tenant's {fields}.",
                         ("rule:operator-only-status",))
     if (resource.type == "tenant" and attrs.get("requires_mfa") and not subject.is_operator
             and not subject.attributes.get("mfa_enabled")):

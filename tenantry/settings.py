@@ -63,6 +63,12 @@ class Settings:
     db_pool_size: int = 20
     trusted_proxies: tuple[str, ...] = ()
     spec_path: Path = ROOT / "openapi" / "openapi.yaml"
+    redis_url: str = ""
+    rate_limit_prefix: str = "tenantry"
+    rate_limit_ip: str = "1200/minute"
+    rate_limit_auth_ip: str = "30/minute"
+    rate_limit_auth_account: str = "10/minute"
+    default_plan: str = "standard"
 
     @property
     def is_sqlite(self) -> bool:
@@ -94,6 +100,12 @@ class Settings:
             "validate_responses": _bool("TENANTRY_VALIDATE_RESPONSES", False),
             "db_pool_size": _int("TENANTRY_DB_POOL_SIZE", 20),
             "trusted_proxies": _list("TENANTRY_TRUSTED_PROXIES"),
+            "redis_url": os.environ.get("REDIS_URL", ""),
+            "rate_limit_prefix": os.environ.get("TENANTRY_RATE_LIMIT_PREFIX", "tenantry"),
+            "rate_limit_ip": os.environ.get("TENANTRY_RATE_LIMIT_IP", "1200/minute"),
+            "rate_limit_auth_ip": os.environ.get("TENANTRY_RATE_LIMIT_AUTH_IP", "30/minute"),
+            "rate_limit_auth_account": os.environ.get("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "10/minute"),
+            "default_plan": os.environ.get("TENANTRY_DEFAULT_PLAN", "standard"),
         }
         values.update(overrides)
         if not values["database_url"]:
@@ -106,6 +118,14 @@ class Settings:
             parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
         except ValueError as exc:
             raise SettingsError(f"TENANTRY_TRUSTED_PROXIES: {exc}") from None
+        for name, key in (("TENANTRY_RATE_LIMIT_IP", "rate_limit_ip"),
+                          ("TENANTRY_RATE_LIMIT_AUTH_IP", "rate_limit_auth_ip"),
+                          ("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "rate_limit_auth_account")):
+            _check_limit(name, str(values[key]))
+        if values["default_plan"] not in ("standard", "professional", "enterprise"):
+            raise SettingsError("TENANTRY_DEFAULT_PLAN must be standard, professional or enterprise")
+        if values["redis_url"] and not str(values["redis_url"]).startswith(("redis://", "rediss://")):
+            raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
         if len(str(values["secret_key"])) < 32:
             raise SettingsError("TENANTRY_SECRET_KEY must be at least 32 characters")
         return cls(**values)  # type: ignore[arg-type]
@@ -122,3 +142,14 @@ def _instance_secret(instance: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+def _check_limit(name: str, value: str) -> None:
+    """Raises SettingsError unless `value` is a rate limit such as `30/minute` or `10 per second`."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a rate limit such as 30/minute, not {value!r}") from None

@@ -19,6 +19,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("TENANTRY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 OPERATOR_EMAIL = "operator@tenantry.example.com"
+REDIS_URL = os.environ.get("TENANTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def backend() -> str:
@@ -129,6 +130,15 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         "TENANTRY_ENV": "test",
         "TENANTRY_VALIDATE_RESPONSES": "true",
         "TENANTRY_LOG_LEVEL": "INFO",
+        # The suite makes thousands of requests from one address and a few accounts: the limits
+        # are raised here, and tests/test_limits.py starts servers with the real defaults.
+        "TENANTRY_DEFAULT_PLAN": "enterprise",
+        "TENANTRY_RATE_LIMIT_IP": "1000000/minute",
+        "TENANTRY_RATE_LIMIT_AUTH_IP": "1000000/minute",
+        "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": "10000/minute",
+        # On PostgreSQL the counters are in Redis, as in production, under a prefix of this server's own.
+        **({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+           if kind == "postgres" else {}),
         **env_overrides,
     }
     cli = [sys.executable, "-m", "tenantry.cli"]

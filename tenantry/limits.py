@@ -1,0 +1,197 @@
+"""Rate limits (flask-limiter): per credential, per tenant and per client address, in moving windows.
+
+Every operation declares its class in the spec (`x-rate-limit`):
+- `standard`: the credential (an API key or a user) gets its tenant's plan budget, a minute
+  budget and a 10-second burst; the tenant as a whole gets ten times the minute budget; the
+  client address gets `TENANTRY_RATE_LIMIT_IP`. The platform operator is held to the address
+  limit only: it belongs to no plan.
+- `auth` (login, signup, token refresh, MFA): also the harder `TENANTRY_RATE_LIMIT_AUTH_IP` per
+  address and `TENANTRY_RATE_LIMIT_AUTH_ACCOUNT` per account (the email, the refresh token, or
+  the signed-in user).
+- `none` (health, metrics, the spec): not limited, so monitoring never competes with traffic.
+
+Counts live in memory on the embedded default (per process) and in Redis when `REDIS_URL` is
+set, shared by every process. When Redis cannot be reached the limiter fails open: the request
+is served without limits or headers and a warning is logged, so an outage of the counter store
+never becomes an outage of the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from typing import Any
+
+import connexion
+from flask import Flask, Response, g, request
+from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
+
+from tenantry.errors import error_response
+from tenantry.settings import Settings
+
+log = logging.getLogger("tenantry.limits")
+
+#: Requests a minute and in any 10 seconds, per credential, by plan (enterprise: its rate_limits, or these).
+PLANS: dict[str, tuple[int, int]] = {
+    "standard": (100, 50),
+    "professional": (1000, 200),
+    "enterprise": (10000, 2000),
+}
+TENANT_FACTOR = 10  # the tenant's minute budget, in credentials' minute budgets
+CLASSES = ("standard", "auth", "none")
+#: Which limit the headers describe when none was exceeded, nearest the caller first.
+_HEADER_SCOPES = ("credential", "auth-account", "auth-address", "address", "tenant")
+
+
+def plan_limits(plan: str, custom: dict[str, int] | None) -> tuple[int, int]:
+    """Returns (per minute, per 10 seconds) for a tenant's plan and custom limits."""
+    if custom:
+        return int(custom["requests_per_minute"]), int(custom["burst_per_10_seconds"])
+    return PLANS.get(plan, PLANS["standard"])
+
+
+class _FailOpenWarning(logging.Filter):
+    """Turns flask-limiter's swallowed-error records into one warning line naming the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrites the record in place; keeps every record."""
+        if record.exc_info and "Swallowing" in record.getMessage():
+            error = record.exc_info[1]
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "rate limits not applied (failing open): %s: %s", (type(error).__name__, error)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("flask-limiter").addFilter(_FailOpenWarning())
+
+
+class RateLimits:
+    """The limiter of one app: which limits apply to a request, and the headers that describe them."""
+
+    def __init__(self, app: Flask, settings: Settings, classes: dict[str, str]) -> None:
+        self.classes = classes
+        storage = settings.redis_url or "memory://"
+        options: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if settings.redis_url else {}
+        self.limiter = Limiter(
+            key_func=self._address,
+            application_limits=[
+                ApplicationLimit(self._credential_limit, key_function=self._credential_key, scope="credential",
+                                 exempt_when=lambda: self._credential_key() == ""),
+                ApplicationLimit(self._tenant_limit, key_function=self._tenant_key, scope="tenant",
+                                 exempt_when=lambda: self._tenant_key() == ""),
+                ApplicationLimit(settings.rate_limit_ip, key_function=self._address, scope="address",
+                                 exempt_when=lambda: self._class() == "none"),
+                ApplicationLimit(settings.rate_limit_auth_ip, key_function=self._address, scope="auth-address",
+                                 exempt_when=lambda: self._class() != "auth"),
+                ApplicationLimit(settings.rate_limit_auth_account, key_function=self._account_key,
+                                 scope="auth-account", exempt_when=lambda: self._class() != "auth"),
+            ],
+            storage_uri=storage,
+            storage_options=options,
+            strategy="moving-window",
+            headers_enabled=False,  # written by `_headers`, which picks the limit they describe
+            swallow_errors=True,  # fail open when the counter store is down (see the module docstring)
+            key_prefix=settings.rate_limit_prefix,
+        )
+        self.limiter.init_app(app)
+        app.after_request(self._headers)
+        app.register_error_handler(RateLimitExceeded, self._exceeded)
+
+    # What the request is, worked out once per request.
+
+    def _class(self) -> str:
+        cached = g.get("rate_limit_class")
+        if cached is None:
+            try:
+                operation_id = connexion.context.operation.operation_id
+            except (RuntimeError, AttributeError):
+                operation_id = None
+            cached = g.rate_limit_class = self.classes.get(operation_id or "", "none")
+        return cached
+
+    def _principal(self) -> Any:
+        from tenantry.authz import principal_or_none  # authz needs the app; this module is built with it
+
+        return principal_or_none() if self._class() != "none" else None
+
+    def _address(self) -> str:
+        from tenantry.authz import caller_address
+
+        return caller_address() or "unknown"
+
+    def _credential_key(self) -> str:
+        principal = self._principal()
+        if principal is None or principal.is_operator:
+            return ""
+        return f"{'key' if principal.key is not None else 'user'}:{principal.id}"
+
+    def _tenant_key(self) -> str:
+        principal = self._principal()
+        if principal is None or principal.is_operator or principal.tenant is None:
+            return ""
+        return f"tenant:{principal.tenant.id}"
+
+    def _account_key(self) -> str:
+        principal = self._principal()
+        if principal is not None:
+            return f"account:{principal.id}"
+        body = request.get_json(silent=True, cache=True)
+        body = body if isinstance(body, dict) else {}
+        if isinstance(body.get("email"), str):
+            return "email:" + hashlib.sha256(body["email"].strip().casefold().encode()).hexdigest()[:32]
+        if isinstance(body.get("refresh_token"), str):
+            return "token:" + hashlib.sha256(body["refresh_token"].encode()).hexdigest()[:32]
+        return f"address:{self._address()}"
+
+    def _budget(self) -> tuple[int, int]:
+        # flask-limiter asks every limit for its value before it asks whether the limit applies:
+        # without a tenant, the exempt limit gets the standard plan's.
+        principal = self._principal()
+        tenant = principal.tenant if principal is not None else None
+        return plan_limits(tenant.plan, tenant.rate_limits) if tenant is not None else PLANS["standard"]
+
+    def _credential_limit(self) -> str:
+        per_minute, burst = self._budget()
+        return f"{per_minute}/minute;{burst}/10 seconds"
+
+    def _tenant_limit(self) -> str:
+        return f"{self._budget()[0] * TENANT_FACTOR}/minute"
+
+    # The answer.
+
+    def _chosen(self) -> RequestLimit | None:
+        limits = self.limiter.current_limits
+        breached = [lim for lim in limits if lim.breached]
+        if breached:
+            return breached[0]
+
+        def rank(lim: RequestLimit) -> tuple[int, int]:
+            scope = lim.request_args[-1]
+            order = _HEADER_SCOPES.index(scope) if scope in _HEADER_SCOPES else len(_HEADER_SCOPES)
+            return order, -lim.limit.get_expiry()  # the minute budget before the burst
+
+        return min(limits, key=rank, default=None)
+
+    def _headers(self, response: Response) -> Response:
+        try:
+            chosen = self._chosen()
+            if chosen is None:
+                return response
+            reset, remaining = chosen.window
+        except Exception:  # the store went away mid-request: fail open, as the check did
+            log.warning("rate limit headers skipped: the limit store is unreachable", exc_info=True)
+            return response
+        response.headers["X-RateLimit-Limit"] = str(chosen.limit.amount)
+        response.headers["X-RateLimit-Remaining"] = str(max(0, remaining))
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+        if response.status_code == 429 and chosen.breached:  # not an MFA pause, which sets its own
+            response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+        return response
+
+    def _exceeded(self, exc: RateLimitExceeded) -> Response:
+        return error_response(429, "RATE_LIMIT_EXCEEDED",
+                              f"Rate limit exceeded ({exc.description}); retry after the seconds in Retry-After.",
+                              headers={"Retry-After": "1"})  # the exact wait is set with the other headers
