@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 
 from models import Domain, Tenant
+from models.usage import UsageCounter
 from policies import Resource
 from tenantry.authz import authorize, target, visible_tenant
 from tenantry.envelope import no_content, one, page
+from tenantry.errors import Detail, ValidationFailed
+
+MAX_USAGE_DAYS = 366
 
 
 def _changes(tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +32,9 @@ def list_tenants(status: str | None = None, search: str | None = None, limit: in
 
 def create_tenant(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A new, empty tenant (operator)."""
-    tenant = Tenant.create_tenant(body["name"], body.get("status", "active"), body.get("settings"))
+    tenant = Tenant.create_tenant(body["name"], body.get("status", "active"), body.get("settings"),
+                                  body.get("plan", current_app.extensions["tenantry"].settings.default_plan),
+                                  body.get("rate_limits"))
     return one(tenant.as_dict(), 201, location=f"/v1/tenants/{tenant.id}")
 
 
@@ -40,7 +47,8 @@ def update_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any],
     """Changes the given fields; settings merge key by key."""
     tenant = target()
     authorize("tenant:update", Resource("tenant", tenant.id, tenant.id, _changes(tenant, body)))
-    tenant.apply(body.get("name"), body.get("status"), body.get("settings"))
+    tenant.apply(body.get("name"), body.get("status"), body.get("settings"), plan=body.get("plan"),
+                 rate_limits=body.get("rate_limits", False))
     return one(tenant.as_dict())
 
 
@@ -48,7 +56,8 @@ def replace_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any]
     """Replaces every writable field (operator)."""
     tenant = target()
     authorize("tenant:replace", Resource("tenant", tenant.id, tenant.id, _changes(tenant, body)))
-    tenant.apply(body["name"], body["status"], body["settings"], replace_settings=True)
+    tenant.apply(body["name"], body["status"], body["settings"], replace_settings=True, plan=body.get("plan"),
+                 rate_limits=body.get("rate_limits", False))
     return one(tenant.as_dict())
 
 
@@ -82,3 +91,24 @@ def delete_domain(tenant_id: str, domain_id: str) -> Response:
     """Removes one of the tenant's domains (204)."""
     target().delete_instance()
     return no_content()
+
+
+def get_usage(tenant_id: str, date_from: str | None = None, date_to: str | None = None) -> tuple[dict[str, Any], int,
+                                                                                                  dict[str, str]]:
+    """The tenant's request counts per day, per credential and per operation (UTC days, inclusive)."""
+    tenant = visible_tenant(tenant_id)
+    current_app.extensions["tenantry"].usage.flush()  # this process's latest counts, before reading
+    last = _day(date_to, "date_to") if date_to else datetime.now(UTC).date()
+    first = _day(date_from, "date_from") if date_from else last - timedelta(days=29)
+    if first > last:
+        raise ValidationFailed(details=[Detail("must not be after date_to", "date_from")])
+    if (last - first).days >= MAX_USAGE_DAYS:
+        raise ValidationFailed(details=[Detail(f"the range may span at most {MAX_USAGE_DAYS} days", "date_from")])
+    return one(UsageCounter.report(tenant.id, first, last))
+
+
+def _day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(details=[Detail("is not a date (YYYY-MM-DD)", name)]) from None

@@ -14,7 +14,6 @@ import yaml
 from connexion.apps.flask import FlaskOperation
 from connexion.decorators import FlaskDecorator
 from connexion.exceptions import ProblemException
-from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.middleware.context import ContextMiddleware
@@ -34,13 +33,16 @@ from models.base import database
 from tenantry.authz import EnforcingResolver
 from tenantry.db import init_database
 from tenantry.docs import DocsApp
-from tenantry.errors import ApiError, Detail, NotFound, error_body
+from tenantry.envelope import JSONIFIER
+from tenantry.errors import ApiError, Detail, NotFound, api_error_response, error_body, error_response
+from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
 from tenantry.middleware import FlaskBridge, RequestContextMiddleware
 from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
-from tenantry.spec import bundle
+from tenantry.spec import bundle, operations
+from tenantry.usage import UsageRecorder
 from tenantry.validation import RequestValidationProblem, validator_map
 
 log = logging.getLogger("tenantry")
@@ -54,6 +56,7 @@ class Tenantry:
 
     settings: Settings
     metrics: Metrics
+    usage: UsageRecorder
     spec: dict[str, Any]
     spec_json: str
     spec_yaml: str
@@ -71,7 +74,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     init_database(settings.database_url, settings.db_pool_size)
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
-    state = Tenantry(settings=settings, metrics=Metrics(), spec=spec,
+    state = Tenantry(settings=settings, metrics=Metrics(), usage=UsageRecorder(), spec=spec,
                      spec_json=json.dumps(spec, indent=2), spec_yaml=yaml.safe_dump(spec, sort_keys=False))
 
     app = connexion.FlaskApp(
@@ -88,7 +91,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         strict_validation=True,
         validate_responses=settings.validate_responses,
         validator_map=validator_map(),
-        jsonifier=Jsonifier(json, separators=(",", ":")),
+        jsonifier=JSONIFIER,
         security_map=SECURITY_MAP,
     )
     # Flask is reached with one thread hand-off a request instead of a2wsgi's several.
@@ -96,11 +99,14 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     flask_asgi.asgi_app = FlaskBridge(app.app.wsgi_app, fallback=flask_asgi.asgi_app)
     _register_problem_handlers(app, spec)
     _configure_flask(app.app, state)
+    # After _configure_flask: its before_request (only operations the spec routes) runs first.
+    RateLimits(app.app, settings, {op["operationId"]: op.get("x-rate-limit", "standard")
+                                   for _, _, op in operations(spec)})
     # Added first so it wraps everything added after it (CORS too): every response, a preflight
     # included, carries the request id and the security headers.
     app.add_middleware(
         RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-        metrics=state.metrics, docs=DocsApp(DOCS_PATH, "/openapi.json"),
+        metrics=state.metrics, usage=state.usage, docs=DocsApp(DOCS_PATH, "/openapi.json"),
         concrete_paths={path: _methods(item) for path, item in spec["paths"].items() if "{" not in path},
     )
     if settings.cors_origins:
@@ -108,8 +114,10 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
             CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
             allow_origins=list(settings.cors_origins), allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID"],
-            expose_headers=["X-Request-Id", "Location"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID", "X-API-Key",
+                           "Idempotency-Key", "X-Idempotency-Key"],
+            expose_headers=["X-Request-Id", "Location", "Retry-After", "Idempotent-Replayed", "X-RateLimit-Limit",
+                            "X-RateLimit-Remaining", "X-RateLimit-Reset"],
         )
     _build(app)
     return app
@@ -155,6 +163,7 @@ class _PreparedOperation:
     def __init__(self, operation: FlaskOperation) -> None:
         self.operation_id = operation.operation_id
         self.__name__ = getattr(operation, "__name__", operation.operation_id)
+        self.__qualname__ = self.__name__  # flask-limiter names views by module and qualified name
         self._call = _DecorateOnce(pythonic_params=operation.pythonic_params, jsonifier=operation.jsonifier)(
             operation._fn)
 
@@ -196,15 +205,11 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
     # ping (measured at ~19% of a GET under load). A connection that fails is dropped below and
     # the next request on that thread connects afresh.
 
-    def envelope(status: int, code: str | None = None, message: str | None = None,
-                 details: list[Detail] | None = None, headers: dict[str, str] | None = None) -> Response:
-        body = error_body(status, request.headers.get("X-Request-Id", ""), code, message, details)
-        return Response(json.dumps(body), status=status, headers=headers or {},
-                        content_type="application/json")
+    envelope = error_response
 
     @flask_app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
-        return envelope(exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return api_error_response(exc)
 
     @flask_app.errorhandler(WerkzeugHTTPException)
     def http_error(exc: WerkzeugHTTPException) -> Response:

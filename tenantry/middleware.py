@@ -24,11 +24,15 @@ from tenantry.errors import error_body
 from tenantry.ids import is_valid_request_id, new_request_id
 from tenantry.logs import request_id_var
 from tenantry.metrics import Metrics
+from tenantry.usage import UsageRecorder
 
 log = logging.getLogger("tenantry.access")
 
 #: A body larger than this is refused with 413 before any of it is read.
 MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_URL_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 32 * 1024
+MAX_QUERY_PARAMETERS = 50
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
@@ -50,8 +54,9 @@ class RequestContextMiddleware:
     """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, docs: DocsApp,
-                 concrete_paths: dict[str, list[str]] | None = None) -> None:
+                 concrete_paths: dict[str, list[str]] | None = None, usage: UsageRecorder | None = None) -> None:
         self.app = app
+        self.usage = usage
         self.docs = docs
         # OpenAPI matches a concrete path before a templated one: `PUT /v1/users/batch` is a 405
         # on /v1/users/batch, not a bad id on /v1/users/{user_id}.
@@ -105,13 +110,17 @@ class RequestContextMiddleware:
         in_flight.inc()
         try:
             allowed = self.concrete_paths.get(path)
-            if _declared_length(scope) > MAX_BODY_BYTES:
-                await _send_error(send_wrapper, 413, request_id)
+            oversize = _oversize(scope)
+            if oversize is not None:
+                await _send_error(send_wrapper, *oversize, request_id=request_id)
+            elif _declared_length(scope) > MAX_BODY_BYTES:
+                await _send_error(send_wrapper, 413, request_id=request_id)
             elif is_docs:
                 info["operation"] = "docs"
                 await self.docs(scope, receive, send_wrapper)
             elif allowed and method not in allowed and method != "OPTIONS":
-                await _send_error(send_wrapper, 405, request_id, [(b"allow", ", ".join(allowed).encode())])
+                await _send_error(send_wrapper, 405, request_id=request_id,
+                                  headers=[(b"allow", ", ".join(allowed).encode())])
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
@@ -119,6 +128,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             operation = info.get("operation") or _operation_id(scope) or "unmatched"
             self.metrics.observe(operation, method, status, elapsed)
+            tenant_id = info.get("tenant_id")
+            if tenant_id is not None and self.usage is not None:
+                self.usage.count(tenant_id, info.get("key_id") or info.get("user_id") or "", operation)
             if log.isEnabledFor(logging.INFO):  # the fields are gathered only when the line is written
                 log.info(
                     "request",
@@ -167,9 +179,26 @@ def _operation_id(scope: Scope) -> str | None:
     return routing.get("operation_id")
 
 
-async def _send_error(send: Send, status: int, request_id: str,
-                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps(error_body(status, request_id)).encode()
+def _oversize(scope: Scope) -> tuple[int, str, str] | None:
+    """Returns (status, code, message) when the request line or headers are past the limits, else None.
+
+    Checked before anything reads the body: a URL over 8 KB is 414, headers over 32 KB in all
+    431, more than 50 query parameters 400.
+    """
+    query: bytes = scope.get("query_string", b"")
+    if len(scope.get("raw_path") or scope["path"].encode()) + len(query) + 1 > MAX_URL_BYTES:
+        return 414, "URI_TOO_LONG", f"The URL is longer than {MAX_URL_BYTES // 1024} KB."
+    if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+        return 431, "REQUEST_HEADERS_TOO_LARGE", f"The request headers exceed {MAX_HEADER_BYTES // 1024} KB."
+    if query and query.count(b"&") >= MAX_QUERY_PARAMETERS and \
+            sum(1 for part in query.split(b"&") if part) > MAX_QUERY_PARAMETERS:
+        return 400, "VALIDATION_ERROR", f"More than {MAX_QUERY_PARAMETERS} query parameters."
+    return None
+
+
+async def _send_error(send: Send, status: int, code: str | None = None, message: str | None = None, *,
+                      request_id: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(error_body(status, request_id, code, message)).encode()
     base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 413:
         base.append((b"connection", b"close"))  # the unread body cannot be skipped safely

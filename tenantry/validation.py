@@ -94,13 +94,16 @@ def _details(validator: Draft4Validator, instance: t.Any, root: str = "") -> lis
     return [describe(error, root) for error in errors]
 
 
+_ABSENT = object()
+
+
 class BodyValidator(JSONRequestBodyValidator):
     """Validates a JSON body and reports every problem with its field."""
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> t.Any:
         body = b"".join([chunk async for chunk in stream])
         if not body:
-            return None
+            return _ABSENT  # no body at all, which differs from a JSON `null`
         try:
             return json.loads(body.decode(self._encoding))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -109,10 +112,12 @@ class BodyValidator(JSONRequestBodyValidator):
             ) from None
 
     def _validate(self, body: t.Any) -> dict | None:
-        if body is None and not self._required:
-            return None  # an optional body that was not sent
-        if body is None and not self._nullable:
+        if body is _ABSENT:
+            if not self._required:
+                return None  # an optional body that was not sent
             raise RequestValidationProblem("The request body is required.", [Detail("is required", "body")])
+        if body is None and not self._nullable:
+            raise RequestValidationProblem("The request body must not be null.", [Detail("must not be null", "body")])
         details = _details(_validator_for(self._schema, Draft4RequestValidator), body)
         if details:
             raise RequestValidationProblem("The request body is invalid.", details)

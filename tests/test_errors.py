@@ -76,3 +76,43 @@ def test_a_path_parameter_no_operation_matches_is_404_not_500(api, owner):
     # Werkzeug's path converter admits a newline where Connexion's router does not.
     assert_error(api.get("/v1/users/usr%0A", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
     assert_error(api.put("/v1/tenants/%C2%98H%0A", json={}, headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+
+
+def test_a_long_url_is_414_and_large_headers_431_in_the_envelope(api, owner):
+    error = assert_error(api.get("/v1/users", params={"search": "x" * 9000}, headers=owner.headers),
+                         414, "URI_TOO_LONG")
+    assert "8 KB" in error["message"]
+    padding = {f"X-Pad-{i}": "p" * 1000 for i in range(40)}
+    error = assert_error(api.get("/v1/users", headers={**owner.headers, **padding}), 431, "REQUEST_HEADERS_TOO_LARGE")
+    assert "32 KB" in error["message"]
+    # Just under the limits is served (and this search is then judged by its own maxLength).
+    assert_error(api.get("/v1/users", params={"search": "x" * 7000}, headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert api.get("/v1/users", headers={**owner.headers, **dict(list(padding.items())[:25])}).status_code == 200
+
+
+def test_more_than_fifty_query_parameters_is_400(api, owner):
+    many = "&".join(f"p{i}=1" for i in range(51))
+    error = assert_error(api.get(f"/v1/users?{many}", headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["message"] == "More than 50 query parameters."
+    # Fifty are counted, then judged one by one: unknown ones are named.
+    fifty = "&".join(f"p{i}=1" for i in range(50))
+    error = assert_error(api.get(f"/v1/users?{fifty}", headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert "details" in error
+
+
+def test_a_batch_over_a_hundred_items_is_400(api, owner):
+    users = [{"email": f"u{i}@example.com", "password": "correct-horse-battery", "first_name": "A", "last_name": "B"}
+             for i in range(101)]
+    error = assert_error(api.post("/v1/users/batch", json={"users": users}, headers=owner.headers),
+                         400, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "users"
+
+
+def test_a_json_null_body_is_not_an_absent_one(api, owner):
+    key = api.post("/v1/keys", json={"name": "n", "permissions": ["user:read"]}, headers=owner.headers).json()["data"]
+    rotate = f"/v1/keys/{key['key']['id']}/rotate"
+    json_headers = {**owner.headers, "Content-Type": "application/json"}
+    error = assert_error(api.post(rotate, content=b"null", headers=json_headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "body", "message": "must not be null"}]
+    assert api.post(rotate, headers=owner.headers).status_code == 200  # no body: the body is optional
+    assert_error(api.post("/v1/users", content=b"null", headers=json_headers), 400, "VALIDATION_ERROR")

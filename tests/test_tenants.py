@@ -104,3 +104,37 @@ def test_operator_acts_inside_a_tenant_with_x_tenant_id(api, owner, operator):
     other = register(api, tenant_name="Other")
     assert_error(api.get("/v1/users", headers={**owner.headers, "X-Tenant-ID": other.tenant["id"]}), 403,
                  "PERMISSION_DENIED")
+
+
+def test_usage_counts_requests_per_day_credential_and_operation(api, owner, operator):
+    import time as _time
+
+    key = api.post("/v1/keys", json={"name": "u", "permissions": ["user:read"]}, headers=owner.headers)
+    key_id, secret = key.json()["data"]["key"]["id"], key.json()["data"]["secret"]
+    for _ in range(3):
+        assert api.get("/v1/users", headers={"X-API-Key": secret}).status_code == 200
+    assert api.get(f"/v1/users/{owner.user['id']}", headers=owner.headers).status_code == 200
+    _time.sleep(1.5)  # the server writes counts every second
+    usage = api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=owner.headers)
+    assert usage.status_code == 200, usage.text
+    data = usage.json()["data"]
+    by_credential = {c["credential_id"]: c for c in data["credentials"]}
+    assert by_credential[key_id] == {"credential_type": "api_key", "credential_id": key_id, "requests": 3}
+    assert by_credential[owner.user["id"]]["credential_type"] == "user"
+    by_operation = {o["operation_id"]: o["requests"] for o in data["operations"]}
+    assert by_operation["users.list_users"] == 3 and by_operation["users.get_user"] == 1
+    assert by_operation["keys.create_key"] == 1
+    assert data["total_requests"] == sum(d["requests"] for d in data["days"]) == sum(by_operation.values())
+    assert len(data["days"]) == 1 and data["date_to"] == data["days"][0]["date"]
+    # The operator reads any tenant's; nobody else reads another's; ranges are checked.
+    assert api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=operator).status_code == 200
+    other = register(api, "Other")
+    assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "2026-02-30"},
+                         headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage",
+                         params={"date_from": "2026-11-30", "date_to": "2026-11-01"}, headers=owner.headers),
+                 400, "VALIDATION_ERROR")
+    january = {"date_from": "2020-01-01", "date_to": "2020-01-31"}
+    past = api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params=january, headers=owner.headers).json()["data"]
+    assert past["total_requests"] == 0 and past["days"] == [] and past["credentials"] == []
