@@ -366,7 +366,9 @@ def servers(database_url: str, workdir: Path, baseline: bool = True) -> Iterator
            # Rate limits stay on (every request is counted, in memory per worker) with budgets no
            # load here reaches: the address and login limits here, the tenant's through the operator.
            "TENANTRY_RATE_LIMIT_IP": BENCH_LIMIT, "TENANTRY_RATE_LIMIT_AUTH_IP": BENCH_LIMIT,
-           "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT}
+           "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT,
+           # As in production: the server's connections are bound by row-level security.
+           "TENANTRY_DB_ROLE": "tenantry_app"}
     env.pop("TENANTRY_VALIDATE_RESPONSES", None)
     env.pop("REDIS_URL", None)
     (workdir / "instance").mkdir()

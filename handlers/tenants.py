@@ -97,7 +97,7 @@ def get_usage(tenant_id: str, date_from: str | None = None, date_to: str | None 
                                                                                                   dict[str, str]]:
     """The tenant's request counts per day, per credential and per operation (UTC days, inclusive)."""
     tenant = visible_tenant(tenant_id)
-    current_app.extensions["tenantry"].usage.flush()  # this process's latest counts, before reading
+    current_app.extensions["tenantry"].usage.flush(tenant.id)  # this process's latest counts, before reading
     last = _day(date_to, "date_to") if date_to else datetime.now(UTC).date()
     first = _day(date_from, "date_from") if date_from else last - timedelta(days=29)
     if first > last:

@@ -24,14 +24,14 @@ from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.options import SwaggerUIOptions
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from models.base import database
 from tenantry.authz import EnforcingResolver
-from tenantry.db import init_database
+from tenantry.db import bypasses_row_security, init_database, scope_rows_to
 from tenantry.docs import DocsApp
 from tenantry.envelope import JSONIFIER
 from tenantry.errors import ApiError, Detail, NotFound, api_error_response, error_body, error_response
@@ -71,7 +71,8 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     """
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    init_database(settings.database_url, settings.db_pool_size)
+    init_database(settings.database_url, settings.db_pool_size, settings.db_role or None)
+    _warn_if_unbound_by_row_security()
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
     state = Tenantry(settings=settings, metrics=Metrics(), usage=UsageRecorder(), spec=spec,
@@ -121,6 +122,19 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         )
     _build(app)
     return app
+
+
+def _warn_if_unbound_by_row_security() -> None:
+    """Logs a warning when the PostgreSQL role bypasses row-level security (superuser or BYPASSRLS)."""
+    try:
+        with database.connection_context():
+            unbound = bypasses_row_security()
+    except peewee.DatabaseError:
+        log.warning("could not check the database role at start-up", exc_info=True)
+        return
+    if unbound:
+        log.warning("the database role bypasses row-level security: tenant isolation rests on the data "
+                    "layer alone; connect as a role without BYPASSRLS or set TENANTRY_DB_ROLE=tenantry_app")
 
 
 def _build(app: connexion.FlaskApp) -> None:
@@ -199,6 +213,15 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
             raise NotFound("The resource does not exist.")
         # No connect here: Peewee connects on the first query, so /health and /health/live
         # answer without touching the database.
+
+    @flask_app.teardown_request
+    def unscope_rows(_exc: BaseException | None) -> None:
+        # The thread's connection serves its next request too, which starts unscoped.
+        if g.pop("rows_scoped", False):
+            try:
+                scope_rows_to(None)
+            except peewee.DatabaseError:
+                _drop_connection()  # a connection that cannot be reset must not be reused
 
     # No teardown closes the connection: each of the a2wsgi worker threads keeps its own (Peewee
     # connections are per thread), so a request pays neither a connect nor the pool's checkout

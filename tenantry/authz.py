@@ -25,9 +25,11 @@ from connexion.resolver import Resolution, Resolver
 from flask import current_app, g, request
 
 from models import ApiKey, Domain, Policy, Role, Session, Tenant, User
+from models.base import use_livemode
 from policies import Decision, Resource, Subject, can_grant, evaluate, may_allow
 from tenantry import audit
 from tenantry.access import TenantAccess, access_for
+from tenantry.db import scope_rows_to
 from tenantry.errors import (
     ApiError,
     AuthenticationFailed,
@@ -66,6 +68,11 @@ class Principal:
     def home_tenant_id(self) -> str | None:
         """The credential's own tenant (None for the platform operator)."""
         return self.user.tenant_id if self.user is not None else self.key.tenant_id  # type: ignore[union-attr]
+
+    @property
+    def livemode(self) -> bool:
+        """False for a test key, whose requests work on test data; True for every other credential."""
+        return self.key is None or self.key.mode == "live"
 
     @property
     def is_operator(self) -> bool:
@@ -308,6 +315,12 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str,
         if permission != "public":
             principal = g.principal if "principal" in g else _load_principal()
             g.principal = principal
+            use_livemode(principal.livemode)
+            if principal.tenant_id is not None and not principal.is_operator:
+                # From here on the database shows this request its tenant's rows only (PostgreSQL
+                # row-level security), whatever a handler asks for. The operator is above tenants.
+                scope_rows_to(principal.tenant_id)
+                g.rows_scoped = True
             if info is not None:
                 info["tenant_id"] = principal.tenant_id
                 info["user_id" if principal.user is not None else "key_id"] = principal.id

@@ -7,6 +7,7 @@ import logging
 import pkgutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from peewee import Database, SqliteDatabase
@@ -31,11 +32,37 @@ GLOBAL_INDEXES: dict[str, str] = {
 }
 
 
-def make_database(url: str, pool_size: int = 20) -> Database:
+#: The PostgreSQL role migrations create for the server: no login, no superuser, no BYPASSRLS.
+APP_ROLE = "tenantry_app"
+#: The setting that scopes every tenant-owned table's rows (row-level security); empty: unscoped.
+TENANT_SETTING = "tenantry.tenant_id"
+
+
+class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
+    """Pooled PostgreSQL whose connections act as `role` (SET ROLE), so row-level security binds them.
+
+    A superuser, a table owner without FORCE, or a role with BYPASSRLS is not bound by the
+    tenant policies: the server switches to a role that is (TENANTRY_DB_ROLE), or connects as one.
+    """
+
+    def __init__(self, *args: Any, role: str | None = None, **kwargs: Any) -> None:
+        self.role = role
+        super().__init__(*args, **kwargs)
+
+    def _initialize_connection(self, conn: Any) -> None:
+        super()._initialize_connection(conn)
+        if self.role:
+            with conn.cursor() as cursor:
+                cursor.execute(f'SET ROLE "{self.role}"')  # the name is checked by Settings
+            conn.commit()
+
+
+def make_database(url: str, pool_size: int = 20, role: str | None = None) -> Database:
     """Returns an (unconnected) peewee database for `url`.
 
     `sqlite:///path/to/file.db` (WAL mode, foreign keys on) or `postgresql://user:pw@host:port/db`
-    (a connection pool of `pool_size`). Raises ValueError for any other scheme.
+    (a connection pool of `pool_size`, each connection acting as `role` when given). Raises
+    ValueError for any other scheme.
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -51,8 +78,9 @@ def make_database(url: str, pool_size: int = 20) -> Database:
         # fails at once (SQLITE_BUSY, no busy wait) if another writer committed in between.
         }, lock_type="IMMEDIATE")
     if parsed.scheme in {"postgres", "postgresql"}:
-        return PooledPostgresqlDatabase(
+        return ScopedPostgresqlDatabase(
             unquote(parsed.path.lstrip("/")),
+            role=role,
             user=unquote(parsed.username) if parsed.username else None,
             password=unquote(parsed.password) if parsed.password else None,
             host=parsed.hostname or None,
@@ -65,9 +93,9 @@ def make_database(url: str, pool_size: int = 20) -> Database:
     raise ValueError(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use sqlite or postgresql)")
 
 
-def init_database(url: str, pool_size: int = 20) -> Database:
+def init_database(url: str, pool_size: int = 20, role: str | None = None) -> Database:
     """Points the models' proxy at the database for `url` and returns it."""
-    db = make_database(url, pool_size)
+    db = make_database(url, pool_size, role)
     database.initialize(db)
     return db
 
@@ -116,10 +144,36 @@ def upgrade() -> list[str]:
                     )
                 log.info("applied migration", extra={"migration": name})
                 applied.append(name)
+            if is_pg:
+                # The server's role may use every table, current and future; row-level security
+                # decides which rows. Granted on every upgrade: tables come with migrations.
+                with db.atomic():
+                    db.execute_sql(f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}")
+                    db.execute_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
         finally:
             if is_pg:
                 db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
+
+
+def scope_rows_to(tenant_id: str | None) -> None:
+    """Binds this connection's row-level security to one tenant (None: unscoped) on PostgreSQL.
+
+    Called by the enforcement point once the caller's tenant is known, and with None when the
+    request ends, since a worker thread's connection serves its next request too. A no-op on
+    SQLite, where the data layer's scoping is the guard.
+    """
+    if isinstance(database.obj, PooledPostgresqlDatabase):
+        database.execute_sql("SELECT set_config(%s, %s, false)", (TENANT_SETTING, tenant_id or ""))
+
+
+def bypasses_row_security() -> bool:
+    """True when the server's PostgreSQL role is not bound by row-level security (a warning at start)."""
+    if not isinstance(database.obj, PooledPostgresqlDatabase):
+        return False
+    row = database.execute_sql(
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
+    return bool(row and row[0])
 
 
 def ping() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ class Settings:
     log_level: str = "INFO"
     validate_responses: bool = False
     db_pool_size: int = 20
+    db_role: str = ""
     trusted_proxies: tuple[str, ...] = ()
     spec_path: Path = ROOT / "openapi" / "openapi.yaml"
     redis_url: str = ""
@@ -99,6 +101,7 @@ class Settings:
             "log_level": os.environ.get("TENANTRY_LOG_LEVEL", "INFO").upper(),
             "validate_responses": _bool("TENANTRY_VALIDATE_RESPONSES", False),
             "db_pool_size": _int("TENANTRY_DB_POOL_SIZE", 20),
+            "db_role": os.environ.get("TENANTRY_DB_ROLE", ""),
             "trusted_proxies": _list("TENANTRY_TRUSTED_PROXIES"),
             "redis_url": os.environ.get("REDIS_URL", ""),
             "rate_limit_prefix": os.environ.get("TENANTRY_RATE_LIMIT_PREFIX", "tenantry"),
@@ -122,6 +125,8 @@ class Settings:
                           ("TENANTRY_RATE_LIMIT_AUTH_IP", "rate_limit_auth_ip"),
                           ("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "rate_limit_auth_account")):
             _check_limit(name, str(values[key]))
+        if values["db_role"] and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_role"])):
+            raise SettingsError("TENANTRY_DB_ROLE must be a PostgreSQL role name (a-z, 0-9, _)")
         if values["default_plan"] not in ("standard", "professional", "enterprise"):
             raise SettingsError("TENANTRY_DEFAULT_PLAN must be standard, professional or enterprise")
         if values["redis_url"] and not str(values["redis_url"]).startswith(("redis://", "rediss://")):

@@ -37,13 +37,22 @@ class UsageRecorder:
         if self._pid != os.getpid():
             self._start()
 
-    def flush(self) -> None:
-        """Writes the buffered counts now (they are kept for the next try if the write fails)."""
+    def flush(self, tenant_id: str | None = None) -> None:
+        """Writes the buffered counts now, or only one tenant's (kept for the next try if the write fails).
+
+        A request flushes only its own tenant's: its connection is bound to that tenant by
+        row-level security, which would refuse the other tenants' rows.
+        """
         from models.usage import UsageCounter
 
         with self._flush_lock:
             with self._lock:
-                counts, self._counts = self._counts, Counter()
+                if tenant_id is None:
+                    counts, self._counts = self._counts, Counter()
+                else:
+                    counts = Counter({k: n for k, n in self._counts.items() if k[0] == tenant_id})
+                    for key in counts:
+                        del self._counts[key]
             if not counts:
                 return
             try:
@@ -52,7 +61,8 @@ class UsageRecorder:
                 log.warning("usage counts not written; kept for the next try", exc_info=True)
                 with self._lock:
                     self._counts.update(counts)
-                _drop_connection()
+                if tenant_id is None:  # the writer thread's own connection; a request's is the core's to handle
+                    _drop_connection()
 
     def _start(self) -> None:
         with self._lock:

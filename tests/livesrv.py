@@ -137,8 +137,9 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         "TENANTRY_RATE_LIMIT_AUTH_IP": "1000000/minute",
         "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": "10000/minute",
         # On PostgreSQL the counters are in Redis, as in production, under a prefix of this server's own.
-        **({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
-           if kind == "postgres" else {}),
+        # and the server acts as the role that row-level security binds, as in production.
+        **({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+            "TENANTRY_DB_ROLE": "tenantry_app"} if kind == "postgres" else {}),
         **env_overrides,
     }
     cli = [sys.executable, "-m", "tenantry.cli"]
