@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from models.audit import AuditEntry
+from models.base import current_livemode
 from tenantry.authz import acting_tenant
 from tenantry.envelope import cursor_page, one
 from tenantry.errors import Detail, ValidationFailed
@@ -14,10 +15,12 @@ from tenantry.times import parse_rfc3339
 
 def list_audit_logs(action: str | None = None, resource_type: str | None = None, resource_id: str | None = None,
                     user_id: str | None = None, date_from: str | None = None, date_to: str | None = None,
-                    limit: int = 20, starting_after: str | None = None) -> dict[str, Any]:
-    """The tenant's entries, newest first, a cursor page at a time."""
+                    livemode: bool | None = None, limit: int = 20,
+                    starting_after: str | None = None) -> dict[str, Any]:
+    """The tenant's entries of one mode (the caller's by default), newest first, a cursor page at a time."""
     entries, has_more = AuditEntry.page(
-        acting_tenant(), limit, starting_after, action=action, resource_type=resource_type,
+        acting_tenant(), limit, current_livemode() if livemode is None else livemode, starting_after,
+        action=action, resource_type=resource_type,
         resource_id=resource_id, actor_id=user_id,
         date_from=_moment(date_from, "date_from"), date_to=_moment(date_to, "date_to"))
     return cursor_page([e.as_dict() for e in entries], limit, has_more)

@@ -149,6 +149,7 @@ class ApiKey(TenantScopedModel):
             "name": self.name,
             "prefix": self.prefix,
             "mode": self.mode,
+            "livemode": self.mode == "live",
             "permissions": list(self.permissions),
             "allowed_ips": list(self.allowed_ips),
             "expires_at": format_datetime(self.expires_at) if self.expires_at else None,

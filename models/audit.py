@@ -15,9 +15,17 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from peewee import BigIntegerField, CharField
+from peewee import BigIntegerField, BooleanField, CharField
 
-from models.base import BaseModel, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.base import (
+    BaseModel,
+    JSONField,
+    TenantScopedModel,
+    UTCDateTimeField,
+    current_livemode,
+    database,
+    utcnow,
+)
 from tenantry.errors import NotFound, format_datetime
 from tenantry.ids import new_id
 
@@ -65,6 +73,7 @@ class AuditEntry(TenantScopedModel):
     resource_id = CharField(max_length=128, null=True)
     actor_type = CharField(max_length=16)
     actor_id = CharField(max_length=30, null=True)
+    livemode = BooleanField(default=True)
     old_values = JSONField(null=True)
     new_values = JSONField(null=True)
     decided_by = JSONField()
@@ -80,7 +89,8 @@ class AuditEntry(TenantScopedModel):
         fields = {
             "id": self.id, "tenant_id": self.tenant_id, "sequence": self.sequence, "action": self.action,
             "resource_type": self.resource_type, "resource_id": self.resource_id,
-            "actor_type": self.actor_type, "actor_id": self.actor_id, "old_values": self.old_values,
+            "actor_type": self.actor_type, "actor_id": self.actor_id, "livemode": bool(self.livemode),
+            "old_values": self.old_values,
             "new_values": self.new_values, "decided_by": self.decided_by, "ip_address": self.ip_address,
             "user_agent": self.user_agent, "request_id": self.request_id,
             "created_at": self.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -100,7 +110,8 @@ class AuditEntry(TenantScopedModel):
             head = query.get()
             # Microseconds are kept as stored: the hash must be recomputable from the row.
             entry = cls(id=new_id("aud"), tenant_id=tenant_id, sequence=head.last_sequence + 1,
-                        created_at=utcnow(), previous_hash=head.last_hash, **fields)
+                        created_at=utcnow(), previous_hash=head.last_hash,
+                        livemode=fields.pop("livemode", current_livemode()), **fields)
             entry.user_agent = (entry.user_agent or None) and entry.user_agent[:512]
             entry.hash = entry.digest()
             entry.save(force_insert=True)
@@ -109,11 +120,12 @@ class AuditEntry(TenantScopedModel):
         return entry
 
     @classmethod
-    def page(cls, tenant_id: str, limit: int, starting_after: str | None = None, action: str | None = None,
+    def page(cls, tenant_id: str, limit: int, livemode: bool, starting_after: str | None = None,
+             action: str | None = None,
              resource_type: str | None = None, resource_id: str | None = None, actor_id: str | None = None,
              date_from: datetime | None = None, date_to: datetime | None = None) -> tuple[list[AuditEntry], bool]:
         """Returns up to `limit` entries, newest first, after the cursor entry; and whether more follow."""
-        query = cls.for_tenant(tenant_id)
+        query = cls.for_tenant(tenant_id).where(cls.livemode == livemode)
         if starting_after is not None:
             cursor = cls.get_or_none((cls.tenant_id == tenant_id) & (cls.id == starting_after))
             if cursor is None:  # another tenant's entry answers the same: it does not exist here
@@ -193,7 +205,7 @@ class AuditEntry(TenantScopedModel):
                     AuditChain.tenant_id == tenant_id).execute()
                 # The purge itself is on the record, as the first entry after the removed ones or later.
                 cls.append(tenant_id, action="audit.purged", resource_type="audit", resource_id=None,
-                           actor_type="system", actor_id=None, old_values=None, decided_by=[],
+                           actor_type="system", actor_id=None, livemode=True, old_values=None, decided_by=[],
                            new_values={"removed": count, "through_sequence": last.sequence,
                                        "older_than": format_datetime(older_than)})
                 removed[tenant_id] = count
@@ -204,6 +216,7 @@ class AuditEntry(TenantScopedModel):
         return {
             "id": self.id, "sequence": self.sequence, "action": self.action, "resource_type": self.resource_type,
             "resource_id": self.resource_id, "actor": {"type": self.actor_type, "id": self.actor_id},
+            "livemode": bool(self.livemode),
             "old_values": self.old_values, "new_values": self.new_values, "decided_by": self.decided_by,
             "ip_address": self.ip_address, "user_agent": self.user_agent, "request_id": self.request_id,
             "created_at": format_datetime(self.created_at), "hash": self.hash, "previous_hash": self.previous_hash,

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from peewee import DatabaseProxy, DateTimeField, Field, Model, ModelSelect, TextField
+from peewee import DatabaseProxy, DateTimeField, Field, Model, ModelSelect, TextField, Value
 
 from tenantry.errors import NotFound
 
 #: Initialised by the app factory (tenantry.db.init_database), never at import.
 database = DatabaseProxy()
+
+#: The mode of the data the current request works on: True (live) unless a test key set it.
+_livemode: ContextVar[bool] = ContextVar("tenantry_livemode", default=True)
+
+
+def current_livemode() -> bool:
+    """Returns whether the current request works on live data (True) or test data (False)."""
+    return _livemode.get()
+
+
+def use_livemode(livemode: bool) -> None:
+    """Sets the mode of the data the rest of this request works on (the enforcement point calls it)."""
+    _livemode.set(livemode)
 
 
 def utcnow() -> datetime:
@@ -112,21 +126,34 @@ class TenantScopedModel(BaseModel):
 
     #: The human name used in "No user with this id."; set by subclasses.
     label = "resource"
+    #: True for data that is live or test (a `livemode` column): then only the request's mode is seen.
+    mode_scoped = False
 
     @classmethod
     def for_tenant(cls, tenant_id: str) -> ModelSelect:
-        """Returns a query over this tenant's rows only."""
-        return cls.select().where(cls.tenant_id == tenant_id)
+        """Returns a query over this tenant's rows only (in the request's mode, for mode-scoped data)."""
+        query = cls.select().where(cls.tenant_id == tenant_id)
+        if cls.mode_scoped:
+            query = query.where(cls.livemode == current_livemode())  # type: ignore[attr-defined]
+        return query
 
     @classmethod
     def get_for_tenant(cls, tenant_id: str, row_id: str) -> Self:
-        """Returns the row with `row_id` in the tenant, or raises NotFound (also for another tenant's row)."""
+        """Returns the row with `row_id` in the tenant, or raises NotFound (also for another tenant's
+        row, or another mode's)."""
         compiled = cls.__dict__.get("_by_id")
         if compiled is None:
-            compiled = CompiledSelect(
-                lambda t, i: cls.for_tenant(t).where(cls._meta.primary_key == i).limit(1), 2)
+            if cls.mode_scoped:
+                # Value(converter=False): the placeholder must reach the SQL as itself, not as bool("...").
+                compiled = CompiledSelect(lambda t, i, m: cls.select().where(
+                    (cls.tenant_id == t) & (cls._meta.primary_key == i)
+                    & (cls.livemode == Value(m, converter=False))).limit(1), 3)  # type: ignore[attr-defined]
+            else:
+                compiled = CompiledSelect(
+                    lambda t, i: cls.for_tenant(t).where(cls._meta.primary_key == i).limit(1), 2)
             cls._by_id = compiled
-        rows = compiled.rows(tenant_id, row_id)
+        rows = compiled.rows(tenant_id, row_id, current_livemode()) if cls.mode_scoped else \
+            compiled.rows(tenant_id, row_id)
         if not rows:
             raise NotFound(f"No {cls.label} with this id.")
         return rows[0][cls]

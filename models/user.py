@@ -6,7 +6,7 @@ from typing import Any
 
 from peewee import BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, ModelSelect, TextField, fn
 
-from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.base import TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
 from tenantry.errors import Conflict, Detail, format_datetime
 from tenantry.ids import new_id
 
@@ -22,6 +22,7 @@ class User(TenantScopedModel):
     """A person who logs in to one tenant; `tenant_id` is null only for the platform operator."""
 
     label = "user"
+    mode_scoped = True
 
     id = CharField(primary_key=True, max_length=30)
     tenant_id = CharField(max_length=30, null=True)
@@ -42,6 +43,7 @@ class User(TenantScopedModel):
     mfa_last_step = BigIntegerField(null=True)
     mfa_failures = IntegerField(default=0)
     mfa_locked_until = UTCDateTimeField(null=True)
+    livemode = BooleanField(default=True)  # False: test data, made with a test key
 
     class Meta:
         table_name = "user_account"
@@ -53,7 +55,7 @@ class User(TenantScopedModel):
         return cls(id=new_id("usr"), tenant_id=tenant_id, email=email.strip(),
                    email_normalized=normalize_email(email), password_hash=password_hash,
                    first_name=first_name, last_name=last_name, role=role, status=status,
-                   is_platform_operator=is_platform_operator)
+                   is_platform_operator=is_platform_operator, livemode=current_livemode())
 
     @classmethod
     def insert_many_checked(cls, users: list[User], field_prefix: str = "") -> None:
@@ -66,22 +68,22 @@ class User(TenantScopedModel):
             return f"{field_prefix}[{index}].email" if field_prefix else "email"
 
         details: list[Detail] = []
-        seen: dict[tuple[str | None, str], int] = {}
+        seen: dict[tuple[str | None, bool, str], int] = {}
         for index, user in enumerate(users):
-            key = (user.tenant_id, user.email_normalized)
+            key = (user.tenant_id, user.livemode, user.email_normalized)
             if key in seen:
                 details.append(Detail(f"is the same email as item {seen[key]}", field(index)))
             seen.setdefault(key, index)
         tenant_ids = {u.tenant_id for u in users}
         taken = {
-            (row.tenant_id, row.email_normalized)
-            for row in cls.select(cls.tenant_id, cls.email_normalized).where(
+            (row.tenant_id, row.livemode, row.email_normalized)
+            for row in cls.select(cls.tenant_id, cls.livemode, cls.email_normalized).where(
                 cls.tenant_id.in_([t for t in tenant_ids if t]),
                 cls.email_normalized.in_([u.email_normalized for u in users]),
             )
         }
         details.extend(Detail("is already taken", field(i)) for i, u in enumerate(users)
-                       if (u.tenant_id, u.email_normalized) in taken)
+                       if (u.tenant_id, u.livemode, u.email_normalized) in taken)
         if details:
             raise Conflict("A user with this email already exists in the tenant.", details)
         try:
@@ -119,8 +121,11 @@ class User(TenantScopedModel):
 
     @classmethod
     def candidates_for_login(cls, email: str, tenant_id: str | None) -> list[User]:
-        """Returns the accounts with this email: in `tenant_id` if given, else across all tenants."""
-        query = cls.select().where(cls.email_normalized == normalize_email(email))
+        """Returns the accounts with this email: in `tenant_id` if given, else across all tenants.
+
+        Only live users sign in: a test-mode user is test data.
+        """
+        query = cls.select().where(cls.email_normalized == normalize_email(email), cls.livemode == True)  # noqa: E712
         if tenant_id:
             query = query.where(cls.tenant_id == tenant_id)
         return list(query.limit(2))
@@ -205,6 +210,7 @@ class User(TenantScopedModel):
             "role": self.role,
             "status": self.status,
             "is_platform_operator": self.is_platform_operator,
+            "livemode": bool(self.livemode),
             "created_at": format_datetime(self.created_at),
             "updated_at": format_datetime(self.updated_at),
             "last_login_at": format_datetime(self.last_login_at) if self.last_login_at else None,
