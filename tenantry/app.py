@@ -216,12 +216,10 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
 
     @flask_app.teardown_request
     def unscope_rows(_exc: BaseException | None) -> None:
-        # The thread's connection serves its next request too, which starts unscoped.
+        # The thread's connection serves its next request too, which starts unscoped (the reset
+        # rides on that request's first statement: tenantry.db.ScopedPostgresqlDatabase.defer).
         if g.pop("rows_scoped", False):
-            try:
-                scope_rows_to(None)
-            except peewee.DatabaseError:
-                _drop_connection()  # a connection that cannot be reset must not be reused
+            scope_rows_to(None)
 
     # No teardown closes the connection: each of the a2wsgi worker threads keeps its own (Peewee
     # connections are per thread), so a request pays neither a connect nor the pool's checkout

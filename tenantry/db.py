@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,41 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
 
     def __init__(self, *args: Any, role: str | None = None, **kwargs: Any) -> None:
         self.role = role
+        self._deferred = threading.local()
         super().__init__(*args, **kwargs)
+
+    def defer(self, statement: str) -> None:
+        """Sends `statement` (no parameters) with this thread's next statement, in the same round trip.
+
+        A change of the row-level-security scope costs no round trip of its own: the scope set
+        once the caller is known rides on the request's next query, and the reset at its end on
+        the next request's first. Before a transaction begins it is sent alone, outside the
+        transaction, so that a rollback cannot undo it.
+        """
+        self._deferred.sql = statement
+
+    def _take_deferred(self) -> str | None:
+        statement = getattr(self._deferred, "sql", None)
+        self._deferred.sql = None
+        return statement
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        """Runs `sql`, preceded in the same round trip by a deferred statement, if any."""
+        deferred = self._take_deferred()
+        if deferred is not None:
+            if self.in_transaction():
+                super().execute_sql(deferred)
+            else:
+                # psycopg2 returns the last statement's result; `%` must be doubled once there are params.
+                sql = f"{deferred.replace('%', '%%') if params else deferred};\n{sql}"
+        return super().execute_sql(sql, params)
+
+    def begin(self, *args: Any, **kwargs: Any) -> None:
+        """Begins a transaction, after sending any deferred statement on its own."""
+        deferred = self._take_deferred()
+        if deferred is not None:
+            self.cursor().execute(deferred)
+        super().begin(*args, **kwargs)
 
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)
@@ -163,8 +198,12 @@ def scope_rows_to(tenant_id: str | None) -> None:
     request ends, since a worker thread's connection serves its next request too. A no-op on
     SQLite, where the data layer's scoping is the guard.
     """
-    if isinstance(database.obj, PooledPostgresqlDatabase):
-        database.execute_sql("SELECT set_config(%s, %s, false)", (TENANT_SETTING, tenant_id or ""))
+    db = database.obj
+    if isinstance(db, ScopedPostgresqlDatabase):
+        from psycopg2.extensions import QuotedString
+
+        literal = QuotedString(tenant_id or "").getquoted().decode()
+        db.defer(f"SELECT set_config('{TENANT_SETTING}', {literal}, false)")
 
 
 def bypasses_row_security() -> bool:
