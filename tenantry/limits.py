@@ -96,6 +96,8 @@ class RateLimits:
             swallow_errors=True,  # fail open when the counter store is down (see the module docstring)
             key_prefix=settings.rate_limit_prefix,
         )
+        # Unlimited operations skip the limiter altogether, not just each limit (health probes are hot).
+        self.limiter.request_filter(lambda: self._class() == "none")
         self.limiter.init_app(app)
         app.after_request(self._headers)
         app.register_error_handler(RateLimitExceeded, self._exceeded)
