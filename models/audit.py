@@ -135,10 +135,21 @@ class AuditEntry(TenantScopedModel):
                               (cls.resource_id, resource_id), (cls.actor_id, actor_id)):
             if value is not None:
                 query = query.where(column == value)
+        # Dates become sequence bounds, each found with one probe of the (tenant_id, created_at)
+        # index: a tenant's entries get their time under the chain's lock, so time order is
+        # sequence order, and the page then walks the sequence index like any other.
         if date_from is not None:
-            query = query.where(cls.created_at >= date_from)
+            first = (cls.select(cls.sequence).where((cls.tenant_id == tenant_id) & (cls.created_at >= date_from))
+                     .order_by(cls.created_at.asc()).limit(1).scalar())
+            if first is None:
+                return [], False
+            query = query.where(cls.sequence >= first)
         if date_to is not None:
-            query = query.where(cls.created_at <= date_to)
+            last = (cls.select(cls.sequence).where((cls.tenant_id == tenant_id) & (cls.created_at <= date_to))
+                    .order_by(cls.created_at.desc()).limit(1).scalar())
+            if last is None:
+                return [], False
+            query = query.where(cls.sequence <= last)
         rows = list(query.order_by(cls.sequence.desc()).limit(limit + 1))
         return rows[:limit], len(rows) > limit
 
