@@ -40,8 +40,8 @@ _PRINCIPAL_SQL = """
 """
 _USER_SQL = """
     SELECT id, tenant_id, email, email_normalized, password_hash, first_name, last_name, role, status,
-           is_platform_operator, created_at, updated_at, last_login_at
-    FROM user_account WHERE tenant_id = %s AND id = %s LIMIT 1
+           is_platform_operator, created_at, updated_at, last_login_at, livemode
+    FROM user_account WHERE tenant_id = %s AND id = %s AND livemode = TRUE LIMIT 1
 """
 
 
@@ -124,7 +124,7 @@ def get_user(user_id: str) -> Any:
         roles = _role_refs(cur, tenant_id, row[27] or 0, user)
     return _envelope({
         "id": user[0], "tenant_id": user[1], "email": user[2], "first_name": user[5], "last_name": user[6],
-        "role": user[7], "status": user[8], "is_platform_operator": user[9],
+        "role": user[7], "status": user[8], "is_platform_operator": user[9], "livemode": user[13],
         "created_at": _rfc3339(user[10]), "updated_at": _rfc3339(user[11]), "last_login_at": _rfc3339(user[12]),
         "roles": roles,
     })
