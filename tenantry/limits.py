@@ -1,4 +1,8 @@
-"""Rate limits (flask-limiter): per credential, per tenant and per client address, in moving windows.
+"""Rate limits (flask-limiter): per credential, per tenant and per client address, in sliding windows.
+
+Each limit counts in fixed windows and weighs the previous window's count by how much of it the
+sliding window still covers (the sliding window counter): exact while requests stay inside one
+window, and within the budget plus the previous window's share of it across a boundary.
 
 Every operation declares its class in the spec (`x-rate-limit`):
 - `standard`: the credential (an API key or a user) gets its tenant's plan budget, a minute
@@ -91,7 +95,9 @@ class RateLimits:
             ],
             storage_uri=storage,
             storage_options=options,
-            strategy="moving-window",
+            # O(1) a check (two counters a limit) whatever the budget: a moving window keeps one
+            # entry a request, which at enterprise budgets costs more than the request itself.
+            strategy="sliding-window-counter",
             headers_enabled=False,  # written by `_headers`, which picks the limit they describe
             swallow_errors=True,  # fail open when the counter store is down (see the module docstring)
             key_prefix=settings.rate_limit_prefix,
