@@ -102,6 +102,11 @@ class IdempotencyRecord(BaseModel):
         cls.delete().where(cls._where(scope) & (cls.state == "running")).execute()
 
     @classmethod
+    def forget(cls, scope: Scope) -> None:
+        """Deletes the key's record, whatever its state (its stored answer can no longer be read)."""
+        cls.delete().where(cls._where(scope)).execute()
+
+    @classmethod
     def purge_expired(cls) -> int:
         """Deletes every record past its 24 hours; returns how many."""
         return cls.delete().where(cls.expires_at <= utcnow()).execute()

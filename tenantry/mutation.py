@@ -19,13 +19,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from flask import Response, g, request
 
 from models.base import database
 from models.idempotency import IdempotencyRecord, Scope
 from tenantry import audit
 from tenantry.envelope import to_response
-from tenantry.errors import ApiError, api_error_response
+from tenantry.errors import ApiError, IdempotencyInProgress, api_error_response
 from tenantry.security import secret_box
 
 log = logging.getLogger("tenantry.mutation")
@@ -64,8 +65,12 @@ def _seal(response: Response) -> str:
     return secret_box().seal(json.dumps(document, separators=(",", ":")))
 
 
-def _replay(record: IdempotencyRecord) -> Response:
-    document = json.loads(secret_box().open(record.response))
+def _replay(record: IdempotencyRecord) -> Response | None:
+    """Returns the stored answer, or None when it cannot be opened (sealed under an earlier server key)."""
+    try:
+        document = json.loads(secret_box().open(record.response))
+    except InvalidToken:
+        return None
     response = Response(document["body"], status=record.status_code)
     response.headers.clear()
     for name, value in document["headers"]:
@@ -83,9 +88,16 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
         key = idempotency_key()
         if key is not None:
             scope = _scope(key, caller_address)
-            stored = IdempotencyRecord.claim(scope, _fingerprint())
+            fingerprint = _fingerprint()
+            stored = IdempotencyRecord.claim(scope, fingerprint)
             if stored is not None:
-                return _replay(stored)
+                replay = _replay(stored)
+                if replay is not None:
+                    return replay
+                # Unreadable after a change of server key: forget it and run the request anew.
+                IdempotencyRecord.forget(scope)
+                if IdempotencyRecord.claim(scope, fingerprint) is not None:
+                    raise IdempotencyInProgress()
     before = audit.snapshot() if audit_action else None
     try:
         with database.atomic():

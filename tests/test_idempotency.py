@@ -122,3 +122,18 @@ def test_fifty_identical_posts_at_once_create_exactly_one_user(server, api, owne
     # Once the first has finished, every retry is a replay.
     final = api.post("/v1/users", json=body, headers=headers)
     assert final.status_code == 201 and final.headers["idempotent-replayed"] == "true"
+
+
+def test_an_answer_that_can_no_longer_be_opened_is_forgotten_not_a_500(api, owner, server):
+    from tests.test_audit import sql
+
+    body, key = new_user(), str(uuid.uuid4())
+    headers = {**owner.headers, "Idempotency-Key": key}
+    assert api.post("/v1/users", json=body, headers=headers).status_code == 201
+    # As if the server key had changed since: the sealed answer no longer opens.
+    sql(server, "UPDATE idempotency_record SET response = %s WHERE idem_key = %s", ("not-a-fernet-token", key))
+    again = api.post("/v1/users", json=body, headers=headers)
+    assert again.status_code == 409 and "idempotent-replayed" not in again.headers  # run anew: the email is taken
+    assert again.json()["error"]["code"] == "CONFLICT"
+    replay = api.post("/v1/users", json=body, headers=headers)
+    assert replay.status_code == 409 and replay.headers["idempotent-replayed"] == "true"
