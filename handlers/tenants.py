@@ -96,8 +96,8 @@ def get_usage(tenant_id: str, date_from: str | None = None, date_to: str | None 
     """The tenant's request counts per day, per credential and per operation (UTC days, inclusive)."""
     tenant = visible_tenant(tenant_id)
     current_app.extensions["tenantry"].usage.flush(tenant.id)  # this process's latest counts, before reading
-    last = _day(date_to, "date_to") if date_to else datetime.now(UTC).date()
-    first = _day(date_from, "date_from") if date_from else last - timedelta(days=29)
+    last = _day(date_to, "date_to") if date_to is not None else datetime.now(UTC).date()
+    first = _day(date_from, "date_from") if date_from is not None else last - timedelta(days=29)
     return one(UsageCounter.report(tenant.id, first, last))  # date_from after date_to: an empty range
 
 

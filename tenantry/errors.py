@@ -177,7 +177,9 @@ def format_datetime(value: datetime) -> str:
     """Returns `value` (naive UTC or aware) as RFC 3339 UTC with milliseconds: `...T06:12:27.123Z`."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # Not strftime: glibc writes year 148 as "148", which is not RFC 3339 (four digits always).
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}.{value.microsecond // 1000:03d}Z")
 
 
 def error_body(status: int, request_id: str, code: str | None = None, message: str | None = None,

@@ -169,3 +169,10 @@ def test_key_lookups_do_not_serialise_requests_on_a_slow_database():
     finally:
         server.stop()
         proxy.close()
+
+
+def test_a_key_expiring_in_year_148_is_answered_in_rfc_3339(api, owner):
+    data = make_key(api, owner, expires_at="0148-02-29T01:31:39Z")
+    assert data["key"]["expires_at"] == "0148-02-29T01:31:39.000Z" and data["key"]["status"] == "expired"
+    listed = api.get("/v1/keys", headers=owner.headers)
+    assert listed.status_code == 200 and listed.json()["data"][0]["expires_at"] == "0148-02-29T01:31:39.000Z"

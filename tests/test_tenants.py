@@ -132,6 +132,8 @@ def test_usage_counts_requests_per_day_credential_and_operation(api, owner, oper
     assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
     assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "2026-02-30"},
                          headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "", "date_to": ""},
+                         headers=owner.headers), 400, "VALIDATION_ERROR")
     backwards = api.get(f"/v1/tenants/{owner.tenant['id']}/usage",
                         params={"date_from": "2026-11-30", "date_to": "2026-11-01"}, headers=owner.headers)
     assert backwards.status_code == 200 and backwards.json()["data"]["total_requests"] == 0
