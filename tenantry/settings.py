@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tenantry.net import parse_networks
+from tenantry.net import Network, parse_networks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +42,20 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _schedule(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """Reads delays in seconds separated by commas (`5,300,1800`): one per retry after the first attempt."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        delays = tuple(int(item) for item in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be seconds separated by commas, not {raw!r}") from None
+    if any(delay < 0 for delay in delays):
+        raise SettingsError(f"{name} must not hold a negative delay")
+    return delays
+
+
 def _list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -71,6 +85,19 @@ class Settings:
     rate_limit_auth_ip: str = "30/minute"
     rate_limit_auth_account: str = "10/minute"
     default_plan: str = "standard"
+    outbound_allowlist: tuple[str, ...] = ()
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_timeout: int = 30
+    webhook_lease: int = 60
+    webhook_disable_after: int = 5 * 24 * 3600
+    sse_heartbeat: int = 15
+    integration_health_timeout: int = 5
+    inbound_tolerance: int = 300
+
+    @property
+    def outbound_networks(self) -> tuple[Network, ...]:
+        """The CIDR ranges outbound calls may reach although they are not public (TENANTRY_OUTBOUND_ALLOWLIST)."""
+        return parse_networks(self.outbound_allowlist)
 
     @property
     def is_sqlite(self) -> bool:
@@ -109,6 +136,15 @@ class Settings:
             "rate_limit_auth_ip": os.environ.get("TENANTRY_RATE_LIMIT_AUTH_IP", "30/minute"),
             "rate_limit_auth_account": os.environ.get("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "10/minute"),
             "default_plan": os.environ.get("TENANTRY_DEFAULT_PLAN", "standard"),
+            "outbound_allowlist": _list("TENANTRY_OUTBOUND_ALLOWLIST"),
+            "webhook_retry_schedule": _schedule("TENANTRY_WEBHOOK_RETRY_SCHEDULE",
+                                                (5, 300, 1800, 7200, 18000, 36000, 36000)),
+            "webhook_timeout": _int("TENANTRY_WEBHOOK_TIMEOUT", 30),
+            "webhook_lease": _int("TENANTRY_WEBHOOK_LEASE", 60),
+            "webhook_disable_after": _int("TENANTRY_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600),
+            "sse_heartbeat": _int("TENANTRY_SSE_HEARTBEAT", 15),
+            "integration_health_timeout": _int("TENANTRY_INTEGRATION_HEALTH_TIMEOUT", 5),
+            "inbound_tolerance": _int("TENANTRY_INBOUND_TOLERANCE", 300),
         }
         values.update(overrides)
         if not values["database_url"]:
@@ -121,6 +157,10 @@ class Settings:
             parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
         except ValueError as exc:
             raise SettingsError(f"TENANTRY_TRUSTED_PROXIES: {exc}") from None
+        try:
+            parse_networks(values["outbound_allowlist"])  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise SettingsError(f"TENANTRY_OUTBOUND_ALLOWLIST: {exc}") from None
         for name, key in (("TENANTRY_RATE_LIMIT_IP", "rate_limit_ip"),
                           ("TENANTRY_RATE_LIMIT_AUTH_IP", "rate_limit_auth_ip"),
                           ("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "rate_limit_auth_account")):

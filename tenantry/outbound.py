@@ -1,0 +1,210 @@
+"""Outbound HTTP with an SSRF guard: the one way Tenantry calls a URL a tenant gave it.
+
+Webhook deliveries and integration health checks go to URLs that tenants chose. A tenant must
+not be able to make the server call its own loopback, the private network it sits in, or a
+cloud metadata endpoint. So every outbound call:
+
+- accepts only `http` and `https` URLs, without credentials in them;
+- resolves the host once and refuses when any of its addresses is loopback, private,
+  link-local, multicast, reserved or otherwise not globally routable (the metadata endpoint
+  169.254.169.254 and fd00:ec2::254 among them), unless the operator's allow-list
+  (`TENANTRY_OUTBOUND_ALLOWLIST`, CIDR ranges) contains it;
+- connects to exactly the address it checked (no second lookup a DNS rebinding could change),
+  sending the URL's host name as `Host` and as the TLS server name, with the certificate
+  checked against that name;
+- follows no redirect: a 3xx is the answer.
+
+`check_url` is the same guard for a URL being saved (at creation), where a name that does not
+resolve yet is accepted: it is checked again on every call.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from tenantry.net import Network
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Addresses refused even where `is_global` would call them routable.
+_ALWAYS_BLOCKED = (
+    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT (shared address space)
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64: would reach any IPv4 address, private ones too
+)
+_RESOLVE_TIMEOUT_S = 3.0
+#: At most this much of a response body is read (and kept for the delivery log).
+MAX_RESPONSE_BYTES = 64 * 1024
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+
+
+class OutboundRefused(ValueError):
+    """The URL may not be called: bad scheme, credentials in it, or a refused address. `str()` says why."""
+
+
+class OutboundFailed(OSError):
+    """The call was allowed but did not complete: no address, no connection, a timeout, a TLS error."""
+
+
+@dataclass(frozen=True)
+class OutboundResponse:
+    """What the far end answered."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes  # at most MAX_RESPONSE_BYTES
+    elapsed_ms: float
+    address: str  # the address that was connected to
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL, split into what the connection needs."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    allow: tuple[Network, ...] = field(default=(), repr=False)
+
+
+def is_blocked(ip: IPAddress, allow: tuple[Network, ...] = ()) -> bool:
+    """Returns True when `ip` is not a public address and no range of `allow` contains it."""
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address wrapped in IPv6 is judged as itself (::ffff:127.0.0.1 is loopback).
+        if ip.ipv4_mapped is not None:
+            candidates.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            candidates.append(ip.sixtofour)
+    if any(any(c.version == n.version and c in n for n in allow) for c in candidates):
+        return False
+    for candidate in candidates:
+        if not candidate.is_global or candidate.is_multicast or candidate.is_unspecified:
+            return True
+        if any(candidate.version == n.version and candidate in n for n in _ALWAYS_BLOCKED):
+            return True
+    return False
+
+
+def parse_target(url: str, allow: tuple[Network, ...] = ()) -> Target:
+    """Returns the URL's parts; raises OutboundRefused for anything but a plain http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise OutboundRefused(f"The URL is not valid: {exc}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise OutboundRefused("The URL must be http or https.")
+    if parts.username is not None or parts.password is not None:
+        raise OutboundRefused("The URL must not carry credentials.")
+    host = parts.hostname
+    if not host:
+        raise OutboundRefused("The URL has no host.")
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return Target(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path, allow)
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
+    """Returns the one address to connect to; raises OutboundRefused when any address of the host is
+    refused, OutboundFailed when it does not resolve."""
+    literal = _literal(target.host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        future = _resolver.submit(socket.getaddrinfo, target.host, target.port, type=socket.SOCK_STREAM)
+        try:
+            infos = future.result(timeout=timeout)
+        except FutureTimeout:
+            raise OutboundFailed(f"Resolving {target.host} timed out.") from None
+        except (OSError, UnicodeError) as exc:
+            raise OutboundFailed(f"{target.host} does not resolve: {exc}.") from None
+        addresses = []
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise OutboundFailed(f"{target.host} does not resolve.")
+    # Every address is checked, not only the first: a name mixing public and private answers
+    # is refused, whichever one a later lookup would have returned first.
+    for address in addresses:
+        if is_blocked(address, target.allow):
+            raise OutboundRefused(f"The URL resolves to {address}, a private or reserved address; "
+                                  "only public addresses may be called.")
+    return addresses[0]
+
+
+def check_url(url: str, allow: tuple[Network, ...] = ()) -> None:
+    """Raises OutboundRefused unless `url` may be saved as a destination: http(s), no credentials, and
+    not resolving to a refused address (a name that does not resolve now is accepted)."""
+    target = parse_target(url, allow)
+    try:
+        resolve(target)
+    except OutboundFailed:
+        pass  # checked again, with the same guard, on every call
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to one fixed address, verifying the certificate against the URL's host name."""
+
+    def __init__(self, address: str, server_name: str, port: int, timeout: float) -> None:
+        super().__init__(address, port, timeout=timeout, context=ssl.create_default_context())
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)  # type: ignore[attr-defined]
+
+
+def request(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
+            timeout: float = 30.0, allow: tuple[Network, ...] = ()) -> OutboundResponse:
+    """Sends one request through the guard and returns the answer (a 3xx is not followed).
+
+    Raises OutboundRefused when the URL may not be called, OutboundFailed when the call does
+    not complete within `timeout` seconds (connecting and each read).
+    """
+    target = parse_target(url, allow)
+    address = resolve(target)
+    ip = str(address)
+    host_header = target.host if ":" not in target.host else f"[{target.host}]"
+    default_port = 443 if target.scheme == "https" else 80
+    if target.port != default_port:
+        host_header = f"{host_header}:{target.port}"
+    if target.scheme == "https":
+        conn: http.client.HTTPConnection = _PinnedHTTPSConnection(ip, target.host, target.port, timeout)
+    else:
+        conn = http.client.HTTPConnection(ip, target.port, timeout=timeout)
+    sent = {"Host": host_header, "User-Agent": "Tenantry-Webhooks/1", "Connection": "close", **(headers or {})}
+    start = time.perf_counter()
+    try:
+        conn.putrequest(method, target.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in sent.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        content = response.read(MAX_RESPONSE_BYTES)
+        status, answered = response.status, {k.lower(): v for k, v in response.getheaders()}
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        kind = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else "failed"
+        raise OutboundFailed(f"The call to {target.host} {kind}: {exc or type(exc).__name__}.") from None
+    finally:
+        conn.close()
+    return OutboundResponse(status, answered, content, (time.perf_counter() - start) * 1000, ip)
