@@ -15,6 +15,7 @@ _TENANT_ADMIN = frozenset({
     "role:read", "role:create", "role:update", "role:delete", "role:assign",
     "policy:read", "policy:create", "policy:update", "policy:delete",
     "audit:read", "usage:read",
+    "event:read", "webhook:read", "webhook:create", "webhook:update", "webhook:delete",
 })
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {

@@ -60,7 +60,8 @@ def _request_fields() -> dict[str, Any]:
             "request_id": request_id_var.get() or request.headers.get("X-Request-Id")}
 
 
-def _tenant_of(resource_type: str, resource_id: str | None, data: Any) -> str:
+def tenant_of(resource_type: str, resource_id: str | None, data: Any) -> str:
+    """Returns the tenant a change belongs to: the caller's, the tenant acted on, or PLATFORM."""
     principal = g.get("principal")
     if principal is not None and principal.tenant_id is not None:
         return principal.tenant_id
@@ -79,7 +80,8 @@ def _tenant_of(resource_type: str, resource_id: str | None, data: Any) -> str:
     return PLATFORM
 
 
-def _resource_id(resource_type: str, kwargs: dict[str, Any], data: Any, own_account: bool = True) -> str | None:
+def resource_id_of(resource_type: str, kwargs: dict[str, Any], data: Any, own_account: bool = True) -> str | None:
+    """Returns the id of the resource a change concerns: from the path, the answer, or the caller."""
     for name in (f"{resource_type}_id", f"{resource_type}_name"):
         if kwargs.get(name):
             return str(kwargs[name])
@@ -96,7 +98,8 @@ def _resource_id(resource_type: str, kwargs: dict[str, Any], data: Any, own_acco
     return (g.get("audit_note") or {}).get("resource_id")
 
 
-def _data(response: Response) -> Any:
+def response_data(response: Response) -> Any:
+    """Returns the `data` of a JSON answer, or None."""
     if response.mimetype != "application/json":
         return None
     try:
@@ -119,7 +122,7 @@ def record_change(action: str, kwargs: dict[str, Any], response: Response, befor
         return
     if status >= 400:
         return
-    data = _data(response)
+    data = response_data(response)
     items = data if isinstance(data, list) else [data]  # a batch: one entry per created resource
     own_id = f"{action.partition('.')[0]}_id"
     for item in items:
@@ -132,9 +135,9 @@ def record_change(action: str, kwargs: dict[str, Any], response: Response, befor
 def _append(action: str, before: dict[str, Any] | None, new_values: Any, data: Any,
             kwargs: dict[str, Any] | None) -> None:
     resource_type = action.partition(".")[0]
-    resource_id = _resource_id(resource_type, kwargs or {}, data)
+    resource_id = resource_id_of(resource_type, kwargs or {}, data)
     actor_type, actor_id = _actor(data)
-    AuditEntry.append(_tenant_of(resource_type, resource_id, data), action=action, resource_type=resource_type,
+    AuditEntry.append(tenant_of(resource_type, resource_id, data), action=action, resource_type=resource_type,
                       resource_id=resource_id, actor_type=actor_type, actor_id=actor_id, old_values=before,
                       new_values=new_values if isinstance(new_values, dict) or new_values is None
                       else {"value": new_values},
@@ -156,6 +159,6 @@ def record_denial(operation_id: str, permission: str, action: str, decided_by: t
         actor_type, actor_id = _actor(None)
         AuditEntry.append(principal.tenant_id if principal is not None and principal.tenant_id else PLATFORM,
                           action="authz.denied", resource_type=resource_type,
-                          resource_id=_resource_id(resource_type, kwargs, None, own_account=False),
+                          resource_id=resource_id_of(resource_type, kwargs, None, own_account=False),
                           actor_type=actor_type, actor_id=actor_id, old_values=None, new_values=attempted,
                           decided_by=list(decided_by), **_request_fields())

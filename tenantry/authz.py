@@ -24,7 +24,7 @@ import connexion
 from connexion.resolver import Resolution, Resolver
 from flask import current_app, g, request
 
-from models import ApiKey, Domain, Policy, Role, Session, Tenant, User
+from models import ApiKey, Domain, Event, Policy, Role, Session, Tenant, User, WebhookEndpoint
 from models.base import use_livemode
 from policies import Decision, Resource, Subject, can_grant, evaluate, may_allow
 from tenantry import audit
@@ -180,6 +180,8 @@ LOADERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "key": _in_tenant(ApiKey, "key_id"),
     "role": _in_tenant(Role, "role_id"),
     "policy": _in_tenant(Policy, "policy_id"),
+    "event": _in_tenant(Event, "event_id"),
+    "webhook": _in_tenant(WebhookEndpoint, "webhook_id"),
     "tenant": lambda kwargs: visible_tenant(kwargs["tenant_id"]),
     "domain": lambda kwargs: Domain.get_for_tenant(visible_tenant(kwargs["tenant_id"]).id, kwargs["domain_id"]),
 }
@@ -299,11 +301,12 @@ def _check_permission(principal: Principal, permission: str, operation_id: str, 
 
 
 def enforce(func: Callable[..., Any], operation_id: str, permission: str,
-            audit_action: str | None = None) -> Callable[..., Any]:
+            audit_action: str | None = None, event_type: str | None = None) -> Callable[..., Any]:
     """Returns `func` wrapped so the operation's permission is checked before it runs.
 
-    A changing operation then runs through tenantry.mutation (one transaction, idempotency, and
-    its audit entry as `audit_action`); a refused one is recorded as `authz.denied`.
+    A changing operation then runs through tenantry.mutation (one transaction, idempotency, its
+    audit entry as `audit_action` and its domain event as `event_type`); a refused one is
+    recorded as `authz.denied`.
     """
 
     @functools.wraps(func)
@@ -333,7 +336,7 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str,
                                             kwargs)
                     raise
         if request.method in _CHANGING:
-            return run_changing(func, args, kwargs, caller_address(), audit_action)
+            return run_changing(func, args, kwargs, caller_address(), audit_action, event_type)
         return func(*args, **kwargs)
 
     return wrapper
@@ -349,5 +352,7 @@ class EnforcingResolver(Resolver):
         if not permission:
             raise ValueError(f"operation {operation_id} declares no x-permission")
         audit_action = operation._operation.get("x-audit-action") or None
+        # The event is the audit action unless the operation names another, or none (false).
+        event_type = operation._operation.get("x-event-type", audit_action) or None
         func = self.resolve_function_from_operation_id(handler_name(operation_id))
-        return Resolution(enforce(func, operation_id, permission, audit_action), operation_id)
+        return Resolution(enforce(func, operation_id, permission, audit_action, event_type), operation_id)

@@ -1,4 +1,4 @@
-"""The `tenantry` command: serve, db upgrade, admin create, audit purge, idempotency purge, spec check/diff/bundle."""
+"""The `tenantry` command: serve, worker, db upgrade, admin create, audit/idempotency purge, spec check/diff/bundle."""
 
 from __future__ import annotations
 
@@ -270,6 +270,36 @@ def cmd_spec_diff(args: argparse.Namespace) -> int:
     return 1 if report.breaking else 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Delivers webhooks until SIGTERM or SIGINT (then finishes the deliveries in flight)."""
+    import signal
+
+    from tenantry.db import init_database
+    from tenantry.logs import configure_logging
+    from tenantry.security import SecretBox, TokenService, install_token_service
+    from tenantry.worker import DeliveryWorker, WorkerLocked
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    init_database(settings.database_url, max(settings.db_pool_size, args.concurrency + 2), settings.db_role or None)
+    install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
+    worker = DeliveryWorker(settings, concurrency=args.concurrency)
+    try:
+        worker.hold_sqlite_lock()
+    except WorkerLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.once:
+        print(f"attempted {worker.run_once()} deliveries")
+        return 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stopping.set())
+    where = "SQLite: this is the only worker for this database" if settings.is_sqlite else "PostgreSQL"
+    print(f"tenantry worker {worker.owner}: delivering webhooks ({where})", flush=True)
+    worker.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser for the `tenantry` command."""
     parser = argparse.ArgumentParser(prog="tenantry", description="Tenantry: a multi-tenant API server.")
@@ -300,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     idem = sub.add_parser("idempotency", help="idempotency record commands").add_subparsers(
         dest="idempotency_command", required=True)
     idem.add_parser("purge", help="remove records past their 24 hours").set_defaults(func=cmd_idempotency_purge)
+
+    worker = sub.add_parser("worker", help="deliver webhooks (signed, retried with backoff) until stopped")
+    worker.add_argument("--concurrency", type=int, default=8, help="deliveries sent at once (default 8)")
+    worker.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    worker.set_defaults(func=cmd_worker)
 
     spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)
     spec.add_parser("check", help="validate the spec against itself and the handlers").set_defaults(

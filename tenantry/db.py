@@ -30,6 +30,7 @@ GLOBAL_INDEXES: dict[str, str] = {
     "api_key_secret_hash": "an API key names no tenant: it is found by its hash",
     "api_key_previous_secret_hash": "so is a rotated key's previous secret, in its grace period",
     "mfa_recovery_code_hash": "recovery codes are unique platform-wide, found by their hash",
+    "webhook_delivery_due": "the delivery worker serves every tenant: it finds due deliveries across them",
 }
 
 
@@ -189,6 +190,15 @@ def upgrade() -> list[str]:
             if is_pg:
                 db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied
+
+
+def row_secured_tables() -> set[str]:
+    """Returns every table the migrations bind to the tenant policy (m0009's and later ones' SECURED_TABLES)."""
+    tables: set[str] = set()
+    for name, _, _ in _migrations():
+        module = importlib.import_module(f"models.migrations.{name}")
+        tables |= set(getattr(module, "TABLES", ())) | set(getattr(module, "SECURED_TABLES", ()))
+    return tables
 
 
 def scope_rows_to(tenant_id: str | None) -> None:

@@ -119,6 +119,11 @@ class IdempotencyInProgress(Conflict):
     default_message = "A request with this Idempotency-Key is still running; retry when it has finished."
 
 
+class UrlNotAllowed(ApiError):
+    status, code = 422, "URL_NOT_ALLOWED"
+    default_message = "The URL may not be called: it must be public http(s) without credentials."
+
+
 class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "PAYLOAD_TOO_LARGE", "The request body is too large."
 

@@ -33,6 +33,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_URL_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
 MAX_QUERY_PARAMETERS = 50
+#: How long a stream with nothing to send waits before asking its producer again.
+STREAM_IDLE_S = 0.25
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
@@ -231,12 +233,58 @@ class FlaskBridge:
         body = await _read_body(receive)
         environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
         context = contextvars.copy_context()
-        status, headers, chunks, exc_info = await asyncio.get_running_loop().run_in_executor(
+        loop = asyncio.get_running_loop()
+        status, headers, chunks, exc_info, stream = await loop.run_in_executor(
             self.executor, context.run, _call_wsgi, self.app, environ)
+        if stream is not None:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await self._stream(stream, context, receive, send)
+            return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"".join(chunks)})
         if exc_info is not None:
             raise exc_info[1].with_traceback(exc_info[2])
+
+    async def _stream(self, stream: Any, context: contextvars.Context, receive: Receive, send: Send) -> None:
+        """Sends a streamed (text/event-stream) response chunk by chunk until it ends or the client leaves.
+
+        Each chunk is produced in a pool thread (it may query the database) and the thread is
+        free between chunks: an empty chunk means "nothing yet", and the loop waits
+        STREAM_IDLE_S (or for the client to disconnect) before asking again. So an open stream
+        holds no thread, and a thousand idle clients cost no more than their sockets.
+        """
+        loop = asyncio.get_running_loop()
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            while not gone.is_set():
+                chunk = await loop.run_in_executor(self.executor, context.run, next, stream, None)
+                if chunk is None:
+                    break
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    continue
+                try:
+                    await asyncio.wait_for(gone.wait(), timeout=STREAM_IDLE_S)
+                except TimeoutError:
+                    pass
+            if not gone.is_set():
+                await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            pass  # the client went away while a chunk was being sent
+        finally:
+            watcher.cancel()
+            close = getattr(stream, "close", None)
+            if close is not None:
+                await loop.run_in_executor(self.executor, context.run, close)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -258,8 +306,12 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes], Any]:
-    """Runs the WSGI app to the end; returns (status, headers, body chunks, exc_info it reported)."""
+def _call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes], Any, Any]:
+    """Runs the WSGI app; returns (status, headers, body chunks, exc_info it reported, stream).
+
+    A `text/event-stream` response is not read here: its iterator is returned as `stream` (and
+    the chunks are empty) for FlaskBridge._stream to send as it comes.
+    """
     started: list[Any] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -268,12 +320,17 @@ def _call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes
 
     chunks: list[bytes] = []
     iterable = app(environ, start_response)
-    try:
-        chunks.extend(iterable)
-    finally:
-        close = getattr(iterable, "close", None)
-        if close is not None:
-            close()
+    stream = None
+    if started and any(name.lower() == "content-type" and value.startswith("text/event-stream")
+                       for name, value in started[1]):
+        stream = iter(iterable)
+    else:
+        try:
+            chunks.extend(iterable)
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
     status, headers, exc_info = started
     encoded = [(name.strip().encode("latin1").lower(), value.strip().encode("latin1")) for name, value in headers]
-    return int(status.split(" ", 1)[0]), encoded, chunks, exc_info
+    return int(status.split(" ", 1)[0]), encoded, chunks, exc_info, stream

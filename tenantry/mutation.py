@@ -5,7 +5,8 @@
   the way, such as a failed-attempt counter or a refresh-token reuse revocation; writes that
   must be all-or-nothing are inside the models' own atomic blocks, which roll back to their
   savepoint when their error crosses them. Anything unexpected rolls the whole request back.
-- The audit entry (tenantry.audit), written in that same transaction.
+- The audit entry (tenantry.audit) and the domain event (tenantry.events, the outbox, with its
+  webhook deliveries), written in that same transaction.
 - Idempotency (every POST): `Idempotency-Key` is claimed before the handler runs, and the
   answer is stored in the request's transaction; a retry replays it (tenantry/idempotency
   docs in the spec's info).
@@ -24,7 +25,7 @@ from flask import Response, g, request
 
 from models.base import database
 from models.idempotency import IdempotencyRecord, Scope
-from tenantry import audit
+from tenantry import audit, events
 from tenantry.envelope import to_response
 from tenantry.errors import ApiError, IdempotencyInProgress, api_error_response
 from tenantry.security import secret_box
@@ -80,9 +81,10 @@ def _replay(record: IdempotencyRecord) -> Response | None:
 
 
 def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 caller_address: str | None, audit_action: str | None = None) -> Response:
-    """Runs a changing operation's handler in one transaction with its audit entry, idempotently
-    for a POST with a key."""
+                 caller_address: str | None, audit_action: str | None = None,
+                 event_type: str | None = None) -> Response:
+    """Runs a changing operation's handler in one transaction with its audit entry and domain event,
+    idempotently for a POST with a key."""
     scope = None
     if request.method == "POST":
         key = idempotency_key()
@@ -98,7 +100,7 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
                 IdempotencyRecord.forget(scope)
                 if IdempotencyRecord.claim(scope, fingerprint) is not None:
                     raise IdempotencyInProgress()
-    before = audit.snapshot() if audit_action else None
+    before = audit.snapshot() if audit_action or event_type else None
     try:
         with database.atomic():
             error = None
@@ -110,6 +112,8 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
                 response, error = api_error_response(exc), exc
             if audit_action:
                 audit.record_change(audit_action, kwargs, response, before, error)
+            if event_type and error is None:
+                events.record(event_type, kwargs, response, before)
             if scope is not None and response.status_code < 500:
                 IdempotencyRecord.complete(scope, response.status_code, _seal(response))
     except BaseException:

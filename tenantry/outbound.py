@@ -193,6 +193,8 @@ def request(method: str, url: str, *, body: bytes | None = None, headers: dict[s
     else:
         conn = http.client.HTTPConnection(ip, target.port, timeout=timeout)
     sent = {"Host": host_header, "User-Agent": "Tenantry-Webhooks/1", "Connection": "close", **(headers or {})}
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        sent["Content-Length"] = str(len(body or b""))
     start = time.perf_counter()
     try:
         conn.putrequest(method, target.path, skip_host=True, skip_accept_encoding=True)

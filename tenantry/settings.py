@@ -167,6 +167,8 @@ class Settings:
             _check_limit(name, str(values[key]))
         if values["db_role"] and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_role"])):
             raise SettingsError("TENANTRY_DB_ROLE must be a PostgreSQL role name (a-z, 0-9, _)")
+        if int(values["webhook_lease"]) <= int(values["webhook_timeout"]):  # type: ignore[call-overload]
+            raise SettingsError("TENANTRY_WEBHOOK_LEASE must be longer than TENANTRY_WEBHOOK_TIMEOUT")
         if values["default_plan"] not in ("standard", "professional", "enterprise"):
             raise SettingsError("TENANTRY_DEFAULT_PLAN must be standard, professional or enterprise")
         if values["redis_url"] and not str(values["redis_url"]).startswith(("redis://", "rediss://")):

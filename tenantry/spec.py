@@ -197,6 +197,12 @@ def _pointer(doc: dict[str, Any], ref: str) -> Any:
     return node
 
 
+def _event_catalog(doc: dict[str, Any]) -> set[str]:
+    """Returns the event types the spec's EventType schema lists."""
+    schema = doc.get("components", {}).get("schemas", {}).get("EventType", {})
+    return set(schema.get("enum", []))
+
+
 def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> list[str]:
     """Returns what an operation fails to declare of the core's guarantees.
 
@@ -204,7 +210,8 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     limited one declares 429 and the X-RateLimit-* headers on each response. Every non-GET
     operation names its audit action (`x-audit-action`, or `false` when it changes nothing);
     every POST declares both idempotency headers, the 409 and 422 they can answer, and
-    `Idempotent-Replayed` on its successes.
+    `Idempotent-Replayed` on its successes. The domain event a change emits (`x-event-type`, by
+    default its audit action; `false` for none) is in the EventType catalog.
     """
     problems = [f"must declare {status} (the request limits)" for status in ("414", "431")
                 if status not in op.get("responses", {})]
@@ -227,6 +234,12 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
         problems.append("no x-audit-action (the audit action it records, or false)")
     elif action is not False and not (isinstance(action, str) and _AUDIT_ACTION.match(action)):
         problems.append(f"x-audit-action {action!r} is not <resource>.<verb> or false")
+    event_type = op.get("x-event-type", action)
+    if method == "get" and "x-event-type" in op:
+        problems.append("a GET emits no event: drop x-event-type")
+    elif method != "get" and event_type not in (None, False) and event_type not in _event_catalog(doc):
+        problems.append(f"emits {event_type!r}, which is not in the EventType catalog "
+                        "(add it there, or set x-event-type to another type or false)")
     if method != "post":
         return problems
     headers = {p.get("name") for p in (_resolve(doc, p) for p in op.get("parameters", [])) if p.get("in") == "header"}

@@ -136,6 +136,14 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         "TENANTRY_RATE_LIMIT_IP": "1000000/minute",
         "TENANTRY_RATE_LIMIT_AUTH_IP": "1000000/minute",
         "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": "10000/minute",
+        # Webhook receivers and integration providers in the tests listen on 127.0.0.1, which
+        # the SSRF guard refuses unless the operator allows it; retries and heartbeats are
+        # compressed from hours to seconds.
+        "TENANTRY_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
+        "TENANTRY_WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+        "TENANTRY_WEBHOOK_TIMEOUT": "2",
+        "TENANTRY_WEBHOOK_LEASE": "4",
+        "TENANTRY_SSE_HEARTBEAT": "1",
         # On PostgreSQL the counters are in Redis, as in production, under a prefix of this server's own.
         # and the server acts as the role that row-level security binds, as in production.
         **({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}",

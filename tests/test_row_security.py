@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from models.migrations.m0009_row_level_security import TABLES
+from tenantry.db import row_secured_tables
 from tests.conftest import add_user, register
 from tests.livesrv import backend
+
+TABLES = row_secured_tables()
 
 pytestmark = pytest.mark.skipif(backend() != "postgres", reason="row-level security is PostgreSQL's; "
                                 "SQLite relies on the data layer's scoping")

@@ -36,7 +36,16 @@ def after(db: Any) -> None:
         CREATE ROLE tenantry_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
     END $$""")
-    for table in TABLES:
+    secure_tables(db, TABLES)
+
+
+def secure_tables(db: Any, tables: tuple[str, ...]) -> None:
+    """Binds each table to the tenant policy (PostgreSQL only); later migrations call it for their tables."""
+    from playhouse.pool import PooledPostgresqlDatabase
+
+    if not isinstance(db, PooledPostgresqlDatabase):
+        return
+    for table in tables:
         db.execute_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         db.execute_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
         db.execute_sql(f"CREATE POLICY tenant_isolation ON {table} USING {_VISIBLE} WITH CHECK {_VISIBLE}")

@@ -1,0 +1,92 @@
+"""Events: the tenant's record of every change, as a list and as a Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from flask import Response, current_app, g, request
+
+from models.base import current_livemode
+from models.event import Event, matches
+from tenantry.authz import acting_tenant, target
+from tenantry.db import scope_rows_to
+from tenantry.envelope import cursor_page, one
+from tenantry.errors import Detail, NotFound, ValidationFailed
+from tenantry.times import parse_rfc3339
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
+
+
+def list_events(type: list[str] | None = None, created_from: str | None = None,
+                created_to: str | None = None, limit: int = 20, starting_after: str | None = None) -> dict[str, Any]:
+    """The tenant's events of the caller's mode, newest first, a cursor page at a time."""
+    events, has_more = Event.page(acting_tenant(), current_livemode(), limit, starting_after, type or None,
+                                  _moment(created_from, "created_from"), _moment(created_to, "created_to"))
+    return cursor_page([e.as_dict() for e in events], limit, has_more)
+
+
+def get_event(event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """One event of the tenant, in the caller's mode."""
+    return one(target().as_dict())
+
+
+def stream_events(type: list[str] | None = None) -> Response:
+    """The tenant's events as Server-Sent Events, from the next one or after `Last-Event-ID`."""
+    tenant_id, livemode = acting_tenant(), current_livemode()
+    last_id = request.headers.get("Last-Event-ID")
+    if last_id:
+        seen = Event.get_or_none((Event.tenant_id == tenant_id) & (Event.id == last_id)
+                                 & (Event.livemode == livemode))
+        if seen is None:
+            raise NotFound("Last-Event-ID names no event of this tenant.")
+        after = seen.sequence
+    else:
+        after = Event.last_sequence(tenant_id)
+    settings = current_app.extensions["tenantry"].settings
+    body = _messages(tenant_id, livemode, after, type or [], settings.sse_heartbeat, bool(g.get("rows_scoped")))
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _messages(tenant_id: str, livemode: bool, after: int, patterns: list[str], heartbeat_s: int,
+              scoped: bool) -> Iterator[bytes]:
+    """Yields the stream's messages; an empty chunk means nothing is new yet (the server then waits a
+    moment and asks again, holding no thread meanwhile: tenantry.middleware.FlaskBridge)."""
+    yield b"retry: 1000\n\n"
+    quiet_since = time.monotonic()
+    while True:
+        # Each poll may run on another pool thread, whose connection served other requests:
+        # bind it to this tenant's rows for the poll (row-level security), and unbind after.
+        if scoped:
+            scope_rows_to(tenant_id)
+        try:
+            batch = Event.after(tenant_id, livemode, after)
+        finally:
+            if scoped:
+                scope_rows_to(None)
+        out = []
+        for event in batch:
+            after = event.sequence
+            if patterns and not matches(patterns, event.type):
+                continue
+            document = json.dumps(event.as_dict(), separators=(",", ":"))
+            out.append(f"id: {event.id}\nevent: {event.type}\ndata: {document}\n\n")
+        if out:
+            quiet_since = time.monotonic()
+            yield "".join(out).encode()
+        elif time.monotonic() - quiet_since >= heartbeat_s:
+            quiet_since = time.monotonic()
+            yield b": heartbeat\n\n"
+        else:
+            yield b""

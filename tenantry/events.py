@@ -1,0 +1,69 @@
+"""The one emitter of domain events: what the core writes to the outbox after every state change.
+
+Every changing operation's event type is declared in the spec: `x-event-type`, or else its
+`x-audit-action` (`false` for the few changes that are not the tenant's business, such as a
+login). The core writes the event in the request's own transaction (tenantry.mutation), so it
+exists exactly when the change does; handlers write no event code. Outside a request (the
+delivery worker), `emit` writes one in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+
+from models.audit import PLATFORM, redact
+from models.base import current_livemode
+from models.event import Event
+from tenantry import audit
+from tenantry.logs import request_id_var
+
+
+def _object(resource_type: str, item: Any) -> Any:
+    """Returns the changed object inside an answer (`{"key": {...}, "secret": ...}` holds the key)."""
+    if isinstance(item, dict) and isinstance(item.get(resource_type), dict):
+        return item[resource_type]
+    return item
+
+
+def _previous(before: dict[str, Any] | None, after: Any) -> dict[str, Any] | None:
+    """Returns the fields an update changed, with their old values (None when nothing is known)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    changed = {k: v for k, v in before.items() if k in after and after[k] != v and k != "updated_at"}
+    return changed or None
+
+
+def record(event_type: str, kwargs: dict[str, Any], response: Response, before: dict[str, Any] | None) -> None:
+    """Writes the events of a successful change (one per resource of a batch), inside its transaction."""
+    if response.status_code >= 400:
+        return
+    resource_type = event_type.partition(".")[0]
+    data = audit.response_data(response)
+    items = data if isinstance(data, list) else [data]
+    own_id = f"{resource_type}_id"
+    for item in items:
+        changed = _object(resource_type, item)
+        if changed is None:
+            # A 204: the object as it was (a deletion), or the ids in the path (a role taken from a user).
+            ids = {k: v for k, v in kwargs.items() if k.endswith("_id")}
+            changed = before if before is not None and own_id in kwargs else ids or before
+        payload: dict[str, Any] = {"object": redact(changed)}
+        previous = _previous(before, changed) if response.status_code == 200 and event_type.endswith(
+            ("updated", "replaced")) else None
+        if previous is not None:
+            payload["previous_attributes"] = redact(previous)
+        resource_id = audit.resource_id_of(resource_type, kwargs, item)
+        tenant_id = audit.tenant_of(resource_type, resource_id, item)
+        if tenant_id == PLATFORM:
+            continue  # outside every tenant: nobody's stream
+        emit(tenant_id, event_type, payload)
+
+
+def emit(tenant_id: str, event_type: str, payload: dict[str, Any], livemode: bool | None = None,
+         only_endpoint: str | None = None, skip_endpoint: str | None = None) -> Event:
+    """Writes one event for the tenant (in the current transaction) and queues its webhook deliveries."""
+    return Event.emit(tenant_id, event_type, payload, current_livemode() if livemode is None else livemode,
+                      request_id=request_id_var.get(), only_endpoint=only_endpoint,
+                      skip_endpoint=skip_endpoint)

@@ -1,0 +1,304 @@
+"""Outbound webhooks, end to end: a real receiver on 127.0.0.1 and real `tenantry worker` processes.
+
+Signatures are checked with the `standardwebhooks` library unchanged, as a partner would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import PASSWORD, assert_error, register, unique_email
+from tests.livesrv import backend, start_server
+from tests.receivers import Receiver, Worker, eventually
+
+
+@pytest.fixture
+def receiver():
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def worker(server):
+    worker = Worker(server)
+    yield worker
+    worker.stop()
+
+
+def make_webhook(api, owner, url, events=("user.*",), **extra):
+    response = api.post("/v1/webhooks", json={"url": url, "events": list(events), **extra}, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def new_user(api, owner, **extra):
+    body = {"email": unique_email(), "password": PASSWORD, "first_name": "Web", "last_name": "Hook", **extra}
+    response = api.post("/v1/users", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def deliveries(api, owner, webhook_id, **params):
+    response = api.get(f"/v1/webhooks/{webhook_id}/deliveries", params=params, headers=owner.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def verify(secret, received):
+    """Verifies a delivery the way a partner does; returns the payload."""
+    return Webhook(secret).verify(received.body, received.headers)
+
+
+def test_creating_a_user_delivers_a_signed_user_created_that_standardwebhooks_verifies(api, owner, receiver, worker):
+    created = make_webhook(api, owner, receiver.url)
+    secret, webhook = created["secret"], created["webhook"]
+    assert secret.startswith("whsec_") and webhook["enabled"] and webhook["events"] == ["user.*"]
+    assert secret not in api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).text
+    user = new_user(api, owner)
+    (got,) = receiver.wait_for(1)
+    payload = verify(secret, got)
+    assert payload["type"] == "user.created" and payload["tenant_id"] == owner.tenant["id"]
+    assert payload["data"]["object"]["id"] == user["id"] and payload["livemode"] is True
+    assert "password" not in json.dumps(payload["data"]).lower() or "[REDACTED]" in json.dumps(payload)
+    assert got.headers["webhook-id"].startswith("msg_") and got.headers["content-type"] == "application/json"
+    # The event is the same document the events API serves.
+    event = api.get(f"/v1/events/{payload['id']}", headers=owner.headers).json()["data"]
+    assert event == payload
+    # A tampered body or another secret fails verification.
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=").verify(got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        verify(secret, type(got)(got.path, got.headers, got.body.replace(b"user", b"usex"), got.at))
+    listed = eventually(lambda: [d for d in deliveries(api, owner, webhook["id"]) if d["status"] == "succeeded"])
+    assert listed[0]["id"] == got.headers["webhook-id"] and listed[0]["attempts"][0]["status_code"] == 200
+    assert listed[0]["attempts"][0]["duration_ms"] >= 0 and listed[0]["event_type"] == "user.created"
+
+
+def test_a_receiver_failing_three_times_gets_it_on_the_fourth_attempt_with_the_same_id(api, owner, worker):
+    receiver = Receiver(statuses=[500, 503, 502, 200])
+    try:
+        created = make_webhook(api, owner, receiver.url)
+        new_user(api, owner)
+        got = receiver.wait_for(4, timeout=30)
+        assert len({r.headers["webhook-id"] for r in got}) == 1
+        for attempt in got:
+            assert verify(created["secret"], attempt)["type"] == "user.created"
+        gaps = [later.at - earlier.at for earlier, later in zip(got, got[1:], strict=False)]
+        assert all(gap >= 0.9 for gap in gaps), gaps  # the compressed schedule: 1 s (+ jitter) each
+        (delivery,) = eventually(lambda: [d for d in deliveries(api, owner, created["webhook"]["id"])
+                                          if d["status"] == "succeeded"])
+        assert [a["status_code"] for a in delivery["attempts"]] == [500, 503, 502, 200]
+        assert [a["status"] for a in delivery["attempts"]] == ["failed", "failed", "failed", "succeeded"]
+        assert delivery["attempt_count"] == 4 and delivery["attempts"][0]["error"]
+        time.sleep(1.5)
+        assert len(receiver.received) == 4  # nothing more once it succeeded
+    finally:
+        receiver.close()
+
+
+def test_after_the_last_retry_the_delivery_fails_and_an_event_says_so(api, owner, worker):
+    receiver, watcher = Receiver(statuses=[500]), Receiver()
+    try:
+        failing = make_webhook(api, owner, receiver.url)["webhook"]
+        make_webhook(api, owner, watcher.url, events=["webhook.delivery_failed"])
+        new_user(api, owner)
+        receiver.wait_for(4, timeout=30)  # the first attempt and three retries
+        (note,) = watcher.wait_for(1, timeout=20)
+        payload = json.loads(note.body)
+        assert payload["type"] == "webhook.delivery_failed"
+        assert payload["data"]["object"]["endpoint_id"] == failing["id"]
+        assert payload["data"]["object"]["status"] == "failed"
+        (delivery,) = deliveries(api, owner, failing["id"], status="failed")
+        assert delivery["attempt_count"] == 4 and delivery["next_attempt_at"] is None
+        after = api.get(f"/v1/webhooks/{failing['id']}", headers=owner.headers).json()["data"]
+        assert after["failing_since"] is not None and after["enabled"]
+        time.sleep(1.5)
+        assert len(receiver.received) == 4
+        # A manual retry makes exactly one more attempt, with the same webhook-id.
+        receiver.statuses[:] = [200]
+        retried = api.post(f"/v1/webhooks/{failing['id']}/deliveries/{delivery['id']}/retry", headers=owner.headers)
+        assert retried.status_code == 202, retried.text
+        fifth = receiver.wait_for(5)[4]
+        assert fifth.headers["webhook-id"] == delivery["id"]
+        eventually(lambda: deliveries(api, owner, failing["id"], status="succeeded"))
+        healed = api.get(f"/v1/webhooks/{failing['id']}", headers=owner.headers).json()["data"]
+        assert healed["failing_since"] is None
+    finally:
+        receiver.close()
+        watcher.close()
+
+
+def test_410_disables_the_endpoint(api, owner, worker):
+    receiver = Receiver(statuses=[410])
+    try:
+        webhook = make_webhook(api, owner, receiver.url)["webhook"]
+        new_user(api, owner)
+        receiver.wait_for(1)
+        gone = eventually(lambda: (lambda w: w if not w["enabled"] else None)(
+            api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]))
+        assert gone["disabled_reason"] == "gone"
+        new_user(api, owner)
+        time.sleep(1.5)
+        assert len(receiver.received) == 1  # nothing is sent to a disabled endpoint
+        types = [e["type"] for e in api.get("/v1/events", headers=owner.headers).json()["data"]]
+        assert "webhook.disabled" in types
+        assert_error(api.post(f"/v1/webhooks/{webhook['id']}/test", headers=owner.headers), 409, "CONFLICT")
+    finally:
+        receiver.close()
+
+
+def test_killing_the_worker_mid_delivery_loses_nothing(api, owner, server):
+    receiver = Receiver(hang=30)
+    first = Worker(server)
+    try:
+        created = make_webhook(api, owner, receiver.url)
+        new_user(api, owner)
+        receiver.wait_for(1)
+        first.kill()  # mid-delivery: the receiver has the request and has not answered
+        receiver.hang = 0
+        second = Worker(server)
+        try:
+            got = receiver.wait_for(2, timeout=30)  # once the lease (4 s) has lapsed
+            assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
+            assert verify(created["secret"], got[1])["type"] == "user.created"
+            eventually(lambda: deliveries(api, owner, created["webhook"]["id"], status="succeeded"))
+        finally:
+            second.stop()
+    finally:
+        first.kill()
+        receiver.close()
+
+
+def test_a_private_address_is_refused_at_creation_and_at_delivery(api, owner):
+    for url in ("http://10.0.0.7/hooks", "http://169.254.169.254/latest/meta-data", "http://[::1]/x",
+                "http://user:pw@example.com/x", "ftp://example.com/x"):
+        response = api.post("/v1/webhooks", json={"url": url, "events": ["*"]}, headers=owner.headers)
+        assert response.status_code in (400, 422), (url, response.text)
+        if response.status_code == 422:
+            assert response.json()["error"]["code"] == "URL_NOT_ALLOWED"
+    strict = start_server(TENANTRY_OUTBOUND_ALLOWLIST="")
+    try:
+        with strict.client() as client:
+            account = register(client)
+            error = assert_error(client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]},
+                                             headers=account.headers), 422, "URL_NOT_ALLOWED")
+            assert "127.0.0.1" in error["message"]
+            # A name is resolved and judged by its addresses: `localhost` is loopback.
+            refused = client.post("/v1/webhooks", json={"url": "http://localhost:9/hooks", "events": ["*"]},
+                                  headers=account.headers)
+            assert refused.status_code == 422
+    finally:
+        strict.stop()
+
+
+def test_delivery_rechecks_the_address_when_the_allowlist_no_longer_permits_it(api, owner, server, receiver):
+    webhook = make_webhook(api, owner, receiver.url)["webhook"]
+    strict_worker = Worker(server, TENANTRY_OUTBOUND_ALLOWLIST="")
+    try:
+        new_user(api, owner)
+        (delivery,) = eventually(lambda: [d for d in deliveries(api, owner, webhook["id"]) if d["attempts"]])
+        assert delivery["attempts"][0]["status_code"] is None
+        assert "private or reserved" in delivery["attempts"][0]["error"]
+        assert receiver.received == []
+    finally:
+        strict_worker.stop()
+
+
+def test_endpoints_filter_events_and_the_test_ping_reaches_one_endpoint(api, owner, worker):
+    users, keys = Receiver(), Receiver()
+    try:
+        make_webhook(api, owner, users.url, events=["user.created"])
+        key_hook = make_webhook(api, owner, keys.url, events=["key.*"])
+        new_user(api, owner)
+        created = api.post("/v1/keys", json={"name": "k", "permissions": ["users:read"]}, headers=owner.headers)
+        secret = created.json()["data"]["secret"]
+        (user_event,) = users.wait_for(1)
+        (key_event,) = keys.wait_for(1)
+        assert json.loads(user_event.body)["type"] == "user.created"
+        key_payload = verify(key_hook["secret"], key_event)
+        assert key_payload["type"] == "key.created" and secret not in key_event.body.decode()
+        ping = api.post(f"/v1/webhooks/{key_hook['webhook']['id']}/test", headers=owner.headers)
+        assert ping.status_code == 202, ping.text
+        assert ping.json()["data"]["event_type"] == "webhook.test" and ping.json()["data"]["status"] == "pending"
+        second = keys.wait_for(2)[1]
+        assert verify(key_hook["secret"], second)["type"] == "webhook.test"
+        assert second.headers["webhook-id"] == ping.json()["data"]["id"]
+        time.sleep(1)
+        assert len(users.received) == 1  # the ping went to the one endpoint
+    finally:
+        users.close()
+        keys.close()
+
+
+def test_rotating_the_secret_signs_with_both_for_the_grace_period(api, owner, receiver, worker):
+    created = make_webhook(api, owner, receiver.url)
+    rotated = api.post(f"/v1/webhooks/{created['webhook']['id']}/rotate-secret", headers=owner.headers)
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["data"]["secret"]
+    assert new_secret != created["secret"] and new_secret.startswith("whsec_")
+    new_user(api, owner)
+    (got,) = receiver.wait_for(1)
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    assert verify(new_secret, got)["type"] == "user.created"
+    assert verify(created["secret"], got)["type"] == "user.created"
+
+
+def test_crud_modes_and_tenant_isolation(api, owner, receiver):
+    webhook = make_webhook(api, owner, receiver.url, description="CRM")["webhook"]
+    updated = api.patch(f"/v1/webhooks/{webhook['id']}", json={"events": ["key.*"], "enabled": False},
+                        headers=owner.headers)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["data"]["events"] == ["key.*"] and updated.json()["data"]["disabled_reason"] == "manual"
+    assert_error(api.patch(f"/v1/webhooks/{webhook['id']}", json={"url": "http://10.1.2.3/x"},
+                           headers=owner.headers), 422, "URL_NOT_ALLOWED")
+    assert_error(api.patch(f"/v1/webhooks/{webhook['id']}", json={}, headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert_error(api.post("/v1/webhooks", json={"url": receiver.url, "events": ["users"]}, headers=owner.headers),
+                 400, "VALIDATION_ERROR")
+    other = register(api, "Other")
+    for method, path in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/rotate-secret"),
+                         ("GET", "/deliveries")):
+        kwargs = {"json": {"enabled": True}} if method == "PATCH" else {}
+        response = api.request(method, f"/v1/webhooks/{webhook['id']}{path}", headers=other.headers, **kwargs)
+        assert_error(response, 404, "RESOURCE_NOT_FOUND")
+    assert api.get("/v1/webhooks", headers=other.headers).json()["data"] == []
+    # A test key sees test endpoints only, and its endpoints get test events only.
+    key = api.post("/v1/keys", json={"name": "t", "permissions": ["admin"], "mode": "test"}, headers=owner.headers)
+    test_headers = {"X-API-Key": key.json()["data"]["secret"]}
+    assert api.get("/v1/webhooks", headers=test_headers).json()["data"] == []
+    assert_error(api.get(f"/v1/webhooks/{webhook['id']}", headers=test_headers), 404, "RESOURCE_NOT_FOUND")
+    created = api.post("/v1/webhooks", json={"url": receiver.url, "events": ["*"]}, headers=test_headers)
+    assert created.status_code == 201 and created.json()["data"]["webhook"]["livemode"] is False
+    assert api.delete(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).status_code == 204
+    assert_error(api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(api.post(f"/v1/webhooks/{created.json()['data']['webhook']['id']}/deliveries/"
+                          "msg_01JDQ4D8W2X4Y6Z8A0B2C4D6E8/retry", headers=test_headers), 404, "RESOURCE_NOT_FOUND")
+
+
+@pytest.mark.skipif(backend() != "postgres", reason="several workers share one queue on PostgreSQL; "
+                    "SQLite runs one worker (tested below)")
+def test_two_workers_deliver_each_attempt_once(api, owner, server, receiver):
+    workers = [Worker(server), Worker(server)]
+    try:
+        make_webhook(api, owner, receiver.url)
+        users = [new_user(api, owner) for _ in range(12)]
+        got = receiver.wait_for(12, timeout=30)
+        time.sleep(1.5)
+        assert len(receiver.received) == 12  # each delivery once, though two workers polled
+        assert len({r.headers["webhook-id"] for r in got}) == 12
+        assert {json.loads(r.body)["data"]["object"]["id"] for r in got} == {u["id"] for u in users}
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+@pytest.mark.skipif(backend() != "sqlite", reason="the one-worker lock is SQLite's")
+def test_sqlite_runs_one_worker_and_says_so(server, worker):
+    eventually(lambda: "only worker" in worker.log())
+    second = Worker(server)
+    assert second.process.wait(timeout=20) == 1
+    assert "one worker runs per database" in second.log()
