@@ -134,7 +134,7 @@ def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
             infos = future.result(timeout=timeout)
         except FutureTimeout:
             raise OutboundFailed(f"Resolving {target.host} timed out.") from None
-        except (OSError, UnicodeError) as exc:
+        except (OSError, UnicodeError, ValueError) as exc:
             raise OutboundFailed(f"{target.host} does not resolve: {exc}.") from None
         addresses = []
         for info in infos:
@@ -204,7 +204,7 @@ def request(method: str, url: str, *, body: bytes | None = None, headers: dict[s
         response = conn.getresponse()
         content = response.read(MAX_RESPONSE_BYTES)
         status, answered = response.status, {k.lower(): v for k, v in response.getheaders()}
-    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+    except (OSError, http.client.HTTPException, ssl.SSLError, ValueError) as exc:  # ValueError: InvalidURL
         kind = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else "failed"
         raise OutboundFailed(f"The call to {target.host} {kind}: {exc or type(exc).__name__}.") from None
     finally:

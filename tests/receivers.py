@@ -42,7 +42,7 @@ class Receiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 owner.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
@@ -57,7 +57,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST  # noqa: N815
+            do_GET = do_POST
 
             def log_message(self, *_: Any) -> None:
                 pass

@@ -12,7 +12,6 @@ import httpx
 from tests.conftest import PASSWORD, assert_error, register, unique_email
 from tests.livesrv import LiveServer
 
-
 ROLE = {"name": "Auditor", "role_family": "Internal", "permissions": ["user:read"]}
 
 
@@ -62,7 +61,7 @@ def test_filters_patterns_dates_cursor_and_get(api, owner):
     users = events(api, owner.headers, type="user.*")["data"]
     assert len(users) == 3 and {e["type"] for e in users} == {"user.created"}
     both = events(api, owner.headers, type=["user.created", "role.*"])["data"]
-    assert [e["type"] for e in both][0] == "role.created" and len(both) == 4
+    assert next(e["type"] for e in both) == "role.created" and len(both) == 4
     first = events(api, owner.headers, limit=2)
     assert len(first["data"]) == 2 and first["meta"]["pagination"]["has_more"] is True
     after = first["meta"]["pagination"]["next_starting_after"]

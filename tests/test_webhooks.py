@@ -5,6 +5,7 @@ Signatures are checked with the `standardwebhooks` library unchanged, as a partn
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -88,7 +89,7 @@ def test_a_receiver_failing_three_times_gets_it_on_the_fourth_attempt_with_the_s
         assert len({r.headers["webhook-id"] for r in got}) == 1
         for attempt in got:
             assert verify(created["secret"], attempt)["type"] == "user.created"
-        gaps = [later.at - earlier.at for earlier, later in zip(got, got[1:], strict=False)]
+        gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(got)]
         assert all(gap >= 0.9 for gap in gaps), gaps  # the compressed schedule: 1 s (+ jitter) each
         (delivery,) = eventually(lambda: [d for d in deliveries(api, owner, created["webhook"]["id"])
                                           if d["status"] == "succeeded"])
@@ -302,3 +303,29 @@ def test_sqlite_runs_one_worker_and_says_so(server, worker):
     second = Worker(server)
     assert second.process.wait(timeout=20) == 1
     assert "one worker runs per database" in second.log()
+
+
+def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, server):
+    receiver = Receiver(statuses=[500])
+    impatient = Worker(server, TENANTRY_WEBHOOK_DISABLE_AFTER="1")  # "days", compressed to a second
+    try:
+        webhook = make_webhook(api, owner, receiver.url)["webhook"]
+        new_user(api, owner)
+        receiver.wait_for(2, timeout=20)  # the first failure starts the streak; the retry ends it
+        disabled = eventually(lambda: (lambda w: w if not w["enabled"] else None)(
+            api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]))
+        assert disabled["disabled_reason"] == "failing" and disabled["failing_since"] is not None
+        event = events_of(api, owner, "webhook.disabled")[0]
+        assert event["data"]["object"]["id"] == webhook["id"]
+        # Enabling it again clears the streak.
+        enabled = api.patch(f"/v1/webhooks/{webhook['id']}", json={"enabled": True}, headers=owner.headers)
+        assert enabled.json()["data"]["failing_since"] is None and enabled.json()["data"]["disabled_reason"] is None
+    finally:
+        impatient.stop()
+        receiver.close()
+
+
+def events_of(api, owner, event_type):
+    response = api.get("/v1/events", params={"type": event_type}, headers=owner.headers)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
