@@ -118,6 +118,19 @@ class Event(TenantScopedModel):
         head = EventHead.get_or_none(EventHead.tenant_id == tenant_id)
         return head.last_sequence if head is not None else 0
 
+    @classmethod
+    def purge(cls, older_than: datetime) -> dict[str, int]:
+        """Removes events made before `older_than`, and finished deliveries (with their attempts) queued
+        before it; an event a pending delivery still needs is kept. Returns how many of each."""
+        from models.webhook import WebhookDelivery
+
+        with database.atomic():
+            deliveries = WebhookDelivery.delete().where((WebhookDelivery.created_at < older_than)
+                                                        & (WebhookDelivery.status != "pending")).execute()
+            pending = WebhookDelivery.select(WebhookDelivery.event_id).where(WebhookDelivery.status == "pending")
+            events = cls.delete().where((cls.created_at < older_than) & cls.id.not_in(pending)).execute()
+        return {"events": events, "deliveries": deliveries}
+
     def as_dict(self) -> dict[str, Any]:
         """Returns the event as the API, the stream and webhook deliveries show it."""
         return {"id": self.id, "type": self.type, "tenant_id": self.tenant_id, "livemode": bool(self.livemode),

@@ -91,6 +91,25 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_purge(args: argparse.Namespace) -> int:
+    """Removes events and finished webhook deliveries older than --older-than."""
+    from datetime import timedelta
+
+    from models.base import utcnow
+    from models.event import Event
+
+    try:
+        seconds = parse_duration(args.older_than)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    _database(settings)
+    removed = Event.purge(utcnow() - timedelta(seconds=seconds))
+    print(f"removed {removed['events']} event(s) and {removed['deliveries']} finished delivery(ies)")
+    return 0
+
+
 def cmd_idempotency_purge(_args: argparse.Namespace) -> int:
     """Removes idempotency records past their 24 hours."""
     from models import IdempotencyRecord, database
@@ -330,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     idem = sub.add_parser("idempotency", help="idempotency record commands").add_subparsers(
         dest="idempotency_command", required=True)
     idem.add_parser("purge", help="remove records past their 24 hours").set_defaults(func=cmd_idempotency_purge)
+
+    events = sub.add_parser("events", help="event commands").add_subparsers(dest="events_command", required=True)
+    events_purge = events.add_parser("purge", help="remove old events and finished webhook deliveries")
+    events_purge.add_argument("--older-than", required=True, help="an age such as 30d or 12h")
+    events_purge.set_defaults(func=cmd_events_purge)
 
     worker = sub.add_parser("worker", help="deliver webhooks (signed, retried with backoff) until stopped")
     worker.add_argument("--concurrency", type=int, default=8, help="deliveries sent at once (default 8)")

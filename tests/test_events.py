@@ -202,3 +202,24 @@ def test_the_stream_shows_only_the_callers_tenant(server, api, owner):
         assert json.loads(message["data"])["data"]["object"]["id"] == mine["id"]
     finally:
         stream.close()
+
+
+def test_purge_removes_old_events_but_keeps_those_a_pending_delivery_needs(server, api, owner):
+    import subprocess
+    import sys
+
+    from tests.livesrv import ROOT
+
+    hook = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/never", "events": ["user.*"],
+                                          "enabled": True}, headers=owner.headers)
+    assert hook.status_code == 201, hook.text
+    pending_user = new_user(api, owner.headers)  # no worker runs here: its delivery stays pending
+    time.sleep(1.2)
+    command = [sys.executable, "-m", "tenantry.cli", "events", "purge"]
+    bad = subprocess.run([*command, "--older-than", "soon"], env=server.env, cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "duration" in bad.stderr
+    done = subprocess.run([*command, "--older-than", "1s"], env=server.env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    left = events(api, owner.headers)["data"]
+    assert [e["type"] for e in left] == ["user.created"]
+    assert left[0]["data"]["object"]["id"] == pending_user["id"]
