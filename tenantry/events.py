@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, g
 
 from models.audit import PLATFORM, redact
 from models.base import current_livemode
@@ -35,6 +35,22 @@ def _previous(before: dict[str, Any] | None, after: Any) -> dict[str, Any] | Non
     return changed or None
 
 
+def _unanswered(event_type: str, before: dict[str, Any] | None, resource_id: str | None) -> dict[str, Any]:
+    """Returns the object of a change answered with 204: as it was (a deletion), else as it is now."""
+    if event_type.endswith(".deleted") and before is not None:
+        return before
+    row = g.get("target")
+    if row is not None and hasattr(row, "as_dict"):
+        return row.as_dict()  # the enforcement point's row, changed in place by the handler (a revocation)
+    if event_type.startswith("user.") and resource_id:
+        from models import User  # the caller's own account (MFA turned off): as it is now
+
+        user = User.get_or_none(User.id == resource_id)
+        if user is not None:
+            return user.as_dict()
+    return {"id": resource_id}
+
+
 def record(event_type: str, kwargs: dict[str, Any], response: Response, before: dict[str, Any] | None) -> None:
     """Writes the events of a successful change (one per resource of a batch), inside its transaction."""
     if response.status_code >= 400:
@@ -42,19 +58,16 @@ def record(event_type: str, kwargs: dict[str, Any], response: Response, before: 
     resource_type = event_type.partition(".")[0]
     data = audit.response_data(response)
     items = data if isinstance(data, list) else [data]
-    own_id = f"{resource_type}_id"
     for item in items:
         changed = _object(resource_type, item)
+        resource_id = audit.resource_id_of(resource_type, kwargs, item)
         if changed is None:
-            # A 204: the object as it was (a deletion), or the ids in the path (a role taken from a user).
-            ids = {k: v for k, v in kwargs.items() if k.endswith("_id")}
-            changed = before if before is not None and own_id in kwargs else ids or before
+            changed = _unanswered(event_type, before, resource_id)
         payload: dict[str, Any] = {"object": redact(changed)}
         previous = _previous(before, changed) if response.status_code == 200 and event_type.endswith(
             ("updated", "replaced")) else None
         if previous is not None:
             payload["previous_attributes"] = redact(previous)
-        resource_id = audit.resource_id_of(resource_type, kwargs, item)
         tenant_id = audit.tenant_of(resource_type, resource_id, item)
         if tenant_id == PLATFORM:
             continue  # outside every tenant: nobody's stream

@@ -223,3 +223,12 @@ def test_purge_removes_old_events_but_keeps_those_a_pending_delivery_needs(serve
     left = events(api, owner.headers)["data"]
     assert [e["type"] for e in left] == ["user.created"]
     assert left[0]["data"]["object"]["id"] == pending_user["id"]
+
+
+def test_a_revocation_answered_204_carries_the_object_as_it_is_now(api, owner):
+    made = api.post("/v1/keys", json={"name": "k", "permissions": ["users:read"]}, headers=owner.headers)
+    key_id = made.json()["data"]["key"]["id"]
+    assert api.delete(f"/v1/keys/{key_id}", headers=owner.headers).status_code == 204
+    (revoked,) = events(api, owner.headers, type="key.revoked")["data"]
+    assert revoked["data"]["object"]["id"] == key_id and revoked["data"]["object"]["status"] == "revoked"
+    assert revoked["data"]["object"]["revoked_at"] is not None
