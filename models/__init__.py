@@ -6,11 +6,13 @@ from models.api_key import ApiKey
 from models.audit import AuditEntry
 from models.base import TenantScopedModel, database
 from models.idempotency import IdempotencyRecord
+from models.integration import IntegrationEvent, IntegrationProvider
 from models.session import RefreshToken, Session
 from models.tenant import Domain, Tenant
 from models.user import User
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Domain", "IdempotencyRecord", "Permission", "Policy", "RefreshToken", "Role",
-    "Session", "Tenant", "TenantScopedModel", "User", "UserRole", "accounts", "database", "mfa",
+    "ApiKey", "AuditEntry", "Domain", "IdempotencyRecord", "IntegrationEvent", "IntegrationProvider", "Permission",
+    "Policy", "RefreshToken", "Role", "Session", "Tenant", "TenantScopedModel", "User", "UserRole", "accounts",
+    "database", "mfa",
 ]

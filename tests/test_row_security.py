@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from models.migrations.m0009_row_level_security import TABLES
+from models.migrations import m0009_row_level_security, m0012_integrations
 from tests.conftest import add_user, register
 from tests.livesrv import backend
+
+#: Every tenant-owned table: m0009's, and those later migrations added under the same policy.
+TABLES = (*m0009_row_level_security.TABLES, *m0012_integrations.TABLES)
 
 pytestmark = pytest.mark.skipif(backend() != "postgres", reason="row-level security is PostgreSQL's; "
                                 "SQLite relies on the data layer's scoping")
