@@ -15,6 +15,7 @@ _TENANT_ADMIN = frozenset({
     "role:read", "role:create", "role:update", "role:delete", "role:assign",
     "policy:read", "policy:create", "policy:update", "policy:delete",
     "audit:read", "usage:read",
+    "integration:read", "integration:create", "integration:update", "integration:delete",
 })
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {

@@ -132,6 +132,12 @@ class MfaChannelUnavailable(ApiError):
     default_message = "This kind of second factor has no delivery channel yet; use totp."
 
 
+class UrlNotAllowed(ApiError):
+    status, code = 422, "URL_NOT_ALLOWED"
+    default_message = ("A URL may not be called: it must be http or https, without credentials, and not "
+                       "resolve to a private, loopback or link-local address.")
+
+
 class IdempotencyKeyReused(ApiError):
     status, code = 422, "IDEMPOTENCY_KEY_REUSED"
     default_message = "This Idempotency-Key was used with a different request; use a new key."
