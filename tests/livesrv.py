@@ -136,6 +136,9 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         "TENANTRY_RATE_LIMIT_IP": "1000000/minute",
         "TENANTRY_RATE_LIMIT_AUTH_IP": "1000000/minute",
         "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": "10000/minute",
+        # Outbound calls (integration health checks) may reach the tests' own servers on loopback;
+        # every other private address stays refused (tests/test_integrations.py checks both).
+        "TENANTRY_OUTBOUND_ALLOWLIST": "127.0.0.0/8",
         # On PostgreSQL the counters are in Redis, as in production, under a prefix of this server's own.
         # and the server acts as the role that row-level security binds, as in production.
         **({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
