@@ -7,14 +7,14 @@ from models.audit import AuditEntry
 from models.base import TenantScopedModel, database
 from models.event import Event, EventHead
 from models.idempotency import IdempotencyRecord
+from models.integration import IntegrationEvent, IntegrationProvider
 from models.session import RefreshToken, Session
 from models.tenant import Domain, Tenant
 from models.user import User
 from models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Domain", "Event", "EventHead", "IdempotencyRecord", "Permission", "Policy",
-    "RefreshToken", "Role",
-    "Session", "Tenant", "TenantScopedModel", "User", "UserRole", "WebhookAttempt", "WebhookDelivery",
-    "WebhookEndpoint", "accounts", "database", "mfa",
+    "ApiKey", "AuditEntry", "Domain", "Event", "EventHead", "IdempotencyRecord", "IntegrationEvent",
+    "IntegrationProvider", "Permission", "Policy", "RefreshToken", "Role", "Session", "Tenant", "TenantScopedModel",
+    "User", "UserRole", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "accounts", "database", "mfa",
 ]

@@ -16,6 +16,7 @@ _TENANT_ADMIN = frozenset({
     "policy:read", "policy:create", "policy:update", "policy:delete",
     "audit:read", "usage:read",
     "event:read", "webhook:read", "webhook:create", "webhook:update", "webhook:delete",
+    "integration:read", "integration:create", "integration:update", "integration:delete",
 })
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {

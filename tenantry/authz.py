@@ -24,7 +24,18 @@ import connexion
 from connexion.resolver import Resolution, Resolver
 from flask import current_app, g, request
 
-from models import ApiKey, Domain, Event, Policy, Role, Session, Tenant, User, WebhookEndpoint
+from models import (
+    ApiKey,
+    Domain,
+    Event,
+    IntegrationProvider,
+    Policy,
+    Role,
+    Session,
+    Tenant,
+    User,
+    WebhookEndpoint,
+)
 from models.base import use_livemode
 from policies import Decision, Resource, Subject, can_grant, evaluate, may_allow
 from tenantry import audit
@@ -178,6 +189,7 @@ def _in_tenant(model: Any, param: str) -> Callable[[dict[str, Any]], Any]:
 LOADERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "user": _in_tenant(User, "user_id"),
     "key": _in_tenant(ApiKey, "key_id"),
+    "integration": _in_tenant(IntegrationProvider, "integration_id"),
     "role": _in_tenant(Role, "role_id"),
     "policy": _in_tenant(Policy, "policy_id"),
     "event": _in_tenant(Event, "event_id"),

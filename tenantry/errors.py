@@ -119,11 +119,6 @@ class IdempotencyInProgress(Conflict):
     default_message = "A request with this Idempotency-Key is still running; retry when it has finished."
 
 
-class UrlNotAllowed(ApiError):
-    status, code = 422, "URL_NOT_ALLOWED"
-    default_message = "The URL may not be called: it must be public http(s) without credentials."
-
-
 class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "PAYLOAD_TOO_LARGE", "The request body is too large."
 
@@ -135,6 +130,12 @@ class UnsupportedMediaType(ApiError):
 class MfaChannelUnavailable(ApiError):
     status, code = 422, "MFA_CHANNEL_UNAVAILABLE"
     default_message = "This kind of second factor has no delivery channel yet; use totp."
+
+
+class UrlNotAllowed(ApiError):
+    status, code = 422, "URL_NOT_ALLOWED"
+    default_message = ("A URL may not be called: it must be http or https, without credentials, and not "
+                       "resolve to a private, loopback or link-local address.")
 
 
 class IdempotencyKeyReused(ApiError):
