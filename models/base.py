@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -64,6 +65,9 @@ class OrderedJSONField(JSONField):
         return None if value is None else json.dumps(value)
 
 
+_statement_numbers = itertools.count(1)
+
+
 class CompiledSelect:
     """A select whose SQL is compiled once per database; each run only binds new parameters.
 
@@ -77,6 +81,7 @@ class CompiledSelect:
         self.build = build
         self.arity = arity
         self._compiled: dict[int, tuple[str, list[Any], list[int | None], list[Field]]] = {}
+        self._name = f"tenantry_q{next(_statement_numbers)}"  # its prepared statement's, on PostgreSQL
 
     def _compile(self) -> tuple[str, list[Any], list[int | None], list[Field]]:
         markers = [f"\x01compiled-param-{i}\x01" for i in range(self.arity)]
@@ -95,8 +100,12 @@ class CompiledSelect:
             compiled = self._compiled[key] = self._compile()
         sql, params, slots, fields = compiled
         bound = [values[slot] if slot is not None else param for param, slot in zip(params, slots, strict=True)]
+        # On PostgreSQL each connection prepares the query once (tenantry.db); SQLite caches its own.
+        execute_prepared = getattr(database.obj, "execute_prepared", None)
+        cursor = execute_prepared(self._name, sql, bound) if execute_prepared is not None else \
+            database.execute_sql(sql, bound)
         out = []
-        for row in database.execute_sql(sql, bound).fetchall():
+        for row in cursor.fetchall():
             data: dict[type[Model], dict[str, Any]] = {}
             for field, value in zip(fields, row, strict=True):
                 data.setdefault(field.model, {})[field.name] = None if value is None else field.python_value(value)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import re
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from peewee import Database, SqliteDatabase
+from peewee import Database, SqliteDatabase, __exception_wrapper__
 from playhouse.pool import PooledPostgresqlDatabase
 
 from models.base import database, utcnow
@@ -50,6 +52,9 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
     def __init__(self, *args: Any, role: str | None = None, **kwargs: Any) -> None:
         self.role = role
         self._deferred = threading.local()
+        # The names of the statements each open connection has prepared (a connection is used by
+        # one thread at a time; a closed one drops out with its entry).
+        self._prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         super().__init__(*args, **kwargs)
 
     def defer(self, statement: str) -> None:
@@ -78,6 +83,26 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
                 sql = f"{deferred.replace('%', '%%') if params else deferred};\n{sql}"
         return super().execute_sql(sql, params)
 
+    def execute_prepared(self, name: str, sql: str, params: list[Any]) -> Any:
+        """Runs `sql` (with `%s` placeholders) as the prepared statement `name`; returns the cursor.
+
+        The statement is prepared once per connection, then each run is an EXECUTE: PostgreSQL
+        neither parses nor plans it again (a plan with row-security quals costs more than the
+        lookup itself). Preparing is a round trip of its own: a prepared statement outlives a
+        failed or rolled-back command, so it is recorded only once it exists for sure.
+        """
+        conn = self.connection()
+        prepared = self._prepared.get(conn)
+        if prepared is None:
+            prepared = self._prepared[conn] = set()
+        if name not in prepared:
+            with __exception_wrapper__, conn.cursor() as cursor:
+                cursor.execute(f"PREPARE {name} AS {_numbered_placeholders(sql)}")
+            prepared.add(name)
+        if not params:
+            return self.execute_sql(f"EXECUTE {name}")
+        return self.execute_sql(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+
     def begin(self, *args: Any, **kwargs: Any) -> None:
         """Begins a transaction, after sending any deferred statement on its own."""
         deferred = self._take_deferred()
@@ -91,6 +116,23 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
             with conn.cursor() as cursor:
                 cursor.execute(f'SET ROLE "{self.role}"')  # the name is checked by Settings
             conn.commit()
+
+
+_PLACEHOLDER = re.compile(r"%[%s]")
+
+
+def _numbered_placeholders(sql: str) -> str:
+    """Returns `sql` with its psycopg2 placeholders (`%s`) numbered as PREPARE wants them ($1, $2, ...)."""
+    count = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal count
+        if match.group() == "%%":
+            return "%"  # PREPARE is sent without parameters: a literal percent sign stands alone
+        count += 1
+        return f"${count}"
+
+    return _PLACEHOLDER.sub(number, sql)
 
 
 def make_database(url: str, pool_size: int = 20, role: str | None = None) -> Database:

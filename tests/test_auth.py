@@ -163,3 +163,22 @@ def test_self_signup_can_be_turned_off(closed_server):
             "email": unique_email(), "password": PASSWORD, "first_name": "A", "last_name": "B",
             "tenant_name": "Nope"})
         assert_error(response, 403, "SIGNUP_DISABLED")
+
+
+def test_a_remembered_access_token_still_expires_and_a_changed_one_is_checked_again():
+    from tenantry.security import BearerProblem, TokenService
+
+    service = TokenService("k" * 48, 1)
+    token = service.issue("usr_1", "ten_1", "ses_1")
+    claims = service.verify(token)
+    claims["sid"] = "changed by a caller"
+    assert service.verify(token)["sid"] == "ses_1"  # remembered, and not shared with callers
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(BearerProblem) as refused:
+        service.verify(tampered)
+    assert refused.value.error_code == "AUTHENTICATION_FAILED"
+    time.sleep(1.05 + service.verify(token)["exp"] - time.time())
+    for _ in range(2):  # expired while remembered, then no longer remembered
+        with pytest.raises(BearerProblem) as expired:
+            service.verify(token)
+        assert expired.value.error_code == "TOKEN_EXPIRED"

@@ -149,3 +149,37 @@ def test_an_unreachable_redis_fails_open_with_a_warning():
         assert warnings and '"level": "warning"' in warnings[0] and "ConnectionError" in warnings[0]
     finally:
         live.stop()
+
+
+def test_in_memory_counters_start_one_sweeper_thread_not_one_per_update():
+    from limits import parse
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
+    from tenantry.limits import SweptMemoryStorage
+
+    storage = SweptMemoryStorage()
+    storage.SWEEP_SECONDS = 0.05
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    started = []
+    original = SweptMemoryStorage._MemoryStorage__schedule_expiry
+
+    def counting(self: SweptMemoryStorage) -> None:
+        before = self._sweeper
+        original(self)
+        if self._sweeper is not before:
+            started.append(self._sweeper)
+
+    SweptMemoryStorage._MemoryStorage__schedule_expiry = counting
+    try:
+        for _ in range(50):  # over 100 ms: MemoryStorage's own 10 ms Timer would have been started anew
+            assert limiter.hit(parse("1000/second"), "sweep-test")
+            time.sleep(0.002)
+        assert len(started) == 1
+        # Expired counters are still swept: a one-second window's counters live two seconds.
+        assert storage.storage
+        deadline = time.monotonic() + 5
+        while storage.storage and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not storage.storage
+    finally:
+        SweptMemoryStorage._MemoryStorage__schedule_expiry = original
