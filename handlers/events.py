@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +12,14 @@ from flask import Response, current_app, g, request
 
 from models.base import current_livemode
 from models.event import Event, matches
-from tenantry.authz import acting_tenant, target
+from tenantry.authz import acting_tenant, credential_checker, target
 from tenantry.db import scope_rows_to
 from tenantry.envelope import cursor_page, one
 from tenantry.errors import Detail, NotFound, ValidationFailed
 from tenantry.times import parse_rfc3339
+
+#: How often an open stream checks that its credential is still good.
+RECHECK_S = 5.0
 
 
 def _moment(value: str | None, name: str) -> datetime | None:
@@ -54,23 +57,37 @@ def stream_events(type: list[str] | None = None) -> Response:
     else:
         after = Event.last_sequence(tenant_id)
     settings = current_app.extensions["tenantry"].settings
-    body = _messages(tenant_id, livemode, after, type or [], settings.sse_heartbeat, bool(g.get("rows_scoped")))
+    expires, still_good = credential_checker()
+    ends = time.time() + settings.sse_max_seconds
+    if expires is not None:
+        ends = min(ends, expires)
+    body = _messages(tenant_id, livemode, after, type or [], settings.sse_heartbeat, bool(g.get("rows_scoped")),
+                     ends, still_good)
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def _messages(tenant_id: str, livemode: bool, after: int, patterns: list[str], heartbeat_s: int,
-              scoped: bool) -> Iterator[bytes]:
+              scoped: bool, ends: float, still_good: Callable[[], bool]) -> Iterator[bytes]:
     """Yields the stream's messages; an empty chunk means nothing is new yet (the server then waits a
-    moment and asks again, holding no thread meanwhile: tenantry.middleware.FlaskBridge)."""
+    moment and asks again, holding no thread meanwhile: tenantry.middleware.FlaskBridge).
+
+    The stream ends at `ends` (the access token's expiry, or the longest a stream lasts) and as
+    soon as `still_good` says the credential was revoked: a client reconnects with
+    Last-Event-ID and is authorized afresh, so a stream never outlives its permission for long.
+    """
     yield b"retry: 1000\n\n"
-    quiet_since = time.monotonic()
-    while True:
+    quiet_since = checked = time.monotonic()
+    while time.time() < ends:
         # Each poll may run on another pool thread, whose connection served other requests:
         # bind it to this tenant's rows for the poll (row-level security), and unbind after.
         if scoped:
             scope_rows_to(tenant_id)
         try:
+            if time.monotonic() - checked >= RECHECK_S:
+                checked = time.monotonic()
+                if not still_good():
+                    return
             batch = Event.after(tenant_id, livemode, after)
         finally:
             if scoped:

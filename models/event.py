@@ -93,7 +93,7 @@ class Event(TenantScopedModel):
             if cursor is None:
                 raise NotFound("starting_after names no event of this tenant.")
             query = query.where(cls.sequence < cursor.sequence)
-        if types:
+        if types and "*" not in types:  # `*` is every type: no filter
             condition = None
             for pattern in types:
                 term = cls.type.startswith(pattern[:-1]) if pattern.endswith(".*") else cls.type == pattern

@@ -55,6 +55,7 @@ class WebhookEndpoint(TenantScopedModel):
 
     class Meta:
         table_name = "webhook_endpoint"
+        only_save_dirty = True  # a tenant's change and the worker's never overwrite each other's columns
 
     @classmethod
     def make(cls, tenant_id: str, livemode: bool, url: str, events: list[str], description: str | None,
@@ -107,9 +108,18 @@ class WebhookEndpoint(TenantScopedModel):
         return out
 
     def disable(self, reason: str) -> None:
-        """Stops deliveries to this endpoint (`gone`: it answered 410; `failing`: it failed for too long)."""
+        """Stops deliveries to this endpoint (`gone`: it answered 410; `failing`: it failed for too long).
+
+        Writes only these columns: the worker must never write a stale copy of a tenant's change.
+        """
         self.enabled, self.disabled_reason, self.updated_at = False, reason, utcnow()
-        self.save()
+        type(self).update(enabled=False, disabled_reason=reason, updated_at=self.updated_at).where(
+            type(self).id == self.id).execute()
+
+    def set_failing_since(self, moment: datetime | None) -> None:
+        """Starts (a time) or ends (None) the endpoint's failure streak, writing that column alone."""
+        self.failing_since = moment
+        type(self).update(failing_since=moment).where(type(self).id == self.id).execute()
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the endpoint as the API shows it, never its secret."""
@@ -143,6 +153,7 @@ class WebhookDelivery(TenantScopedModel):
 
     class Meta:
         table_name = "webhook_delivery"
+        only_save_dirty = True
 
     @classmethod
     def queue(cls, event: Event, endpoints: list[WebhookEndpoint]) -> None:
@@ -178,7 +189,8 @@ class WebhookDelivery(TenantScopedModel):
         return rows[:limit], len(rows) > limit
 
     @classmethod
-    def claim(cls, owner: str, count: int, lease_seconds: int) -> list[WebhookDelivery]:
+    def claim(cls, owner: str, count: int, lease_seconds: int,
+              exclude: set[str] | None = None) -> list[WebhookDelivery]:
         """Leases up to `count` due deliveries to `owner` (one transaction); returns them.
 
         Due: pending, its next attempt time reached, and not leased, or leased by a worker whose
@@ -189,6 +201,8 @@ class WebhookDelivery(TenantScopedModel):
             query = (cls.select().where((cls.status == "pending") & (cls.next_attempt_at <= now)
                                         & (cls.lease_until.is_null() | (cls.lease_until < now)))
                      .order_by(cls.next_attempt_at).limit(count))
+            if exclude:
+                query = query.where(cls.id.not_in(list(exclude)))
             if database.for_update:
                 query = query.for_update(skip_locked=True)
             rows = list(query)
@@ -200,13 +214,20 @@ class WebhookDelivery(TenantScopedModel):
         return rows
 
     def retry_now(self) -> None:
-        """Schedules an attempt now; a delivery that had finished gets exactly one more attempt."""
-        if self.lease_until is not None and self.lease_until > utcnow():
-            raise Conflict("The delivery is being attempted right now.")
-        if self.status != "pending":
-            self.final_attempt = True
-        self.status, self.next_attempt_at, self.completed_at = "pending", utcnow(), None
-        self.save()
+        """Schedules an attempt now; a delivery that had finished gets exactly one more attempt.
+
+        One conditional update: if a worker took or finished the delivery since it was read, the
+        row no longer matches and the retry is a 409, never a stale copy written over its result.
+        """
+        now = utcnow()
+        cls = type(self)
+        final = self.final_attempt or self.status != "pending"
+        changed = cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final).where(
+            (cls.id == self.id) & (cls.status == self.status) & (cls.attempt_count == self.attempt_count)
+            & (cls.lease_until.is_null() | (cls.lease_until < now))).execute()
+        if not changed:
+            raise Conflict("The delivery is being attempted right now; retry when it has finished.")
+        self.status, self.next_attempt_at, self.completed_at, self.final_attempt = "pending", now, None, final
 
     def attempts(self) -> list[WebhookAttempt]:
         """Returns this delivery's attempts, first first."""

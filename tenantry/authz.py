@@ -293,6 +293,33 @@ def principal_or_none() -> Principal | None:
     return g.principal
 
 
+def credential_checker() -> tuple[float | None, Callable[[], bool]]:
+    """Returns (when the request's access token expires, as a Unix time, or None; a check that answers
+    whether its credential is still good): for a long-lived response (the event stream) to end
+    when the key is revoked, the session logged out, or the user or tenant suspended."""
+    principal = current_principal()
+    claims = (connexion.context.context.get("token_info") or {}).get("claims") or {}
+    expires = float(claims["exp"]) if "exp" in claims else None
+    if principal.key is not None:
+        key_id = principal.key.id
+
+        def key_live() -> bool:
+            key = ApiKey.get_or_none(ApiKey.id == key_id)
+            return key is not None and key.status == "active"
+
+        return expires, key_live
+    session_id, user_id = principal.session_id, principal.id
+
+    def session_live() -> bool:
+        loaded = Session.load_principal(session_id, user_id) if session_id else None
+        if loaded is None:
+            return False
+        session, user, tenant = loaded
+        return session.is_live and user.status == "active" and (tenant is None or tenant.status == "active")
+
+    return expires, session_live
+
+
 def _require_mfa_enrollment(principal: Principal) -> None:
     """Raises MfaEnrollmentRequired for an owner or admin without MFA in a tenant that requires it."""
     user, tenant = principal.user, principal.tenant

@@ -180,7 +180,11 @@ def receive(provider_id: str, payload: dict[str, Any], address: str | None) -> t
     scope_rows_to(provider.tenant_id)
     g.rows_scoped = True
     use_livemode(True)
-    event_id = payload.get("id") or payload.get("event_id") or request.headers.get("webhook-id")
+    event_id = payload.get("id") or payload.get("event_id")
+    if not event_id and provider.signature_scheme != "hmac-sha256":
+        # The Standard Webhooks signature covers webhook-id; an hmac-sha256 one covers the body
+        # alone, so there the id must be in the body, or a replay with a fresh header would pass.
+        event_id = request.headers.get("webhook-id")
     if not event_id or len(event_id) > 255:
         raise ValidationFailed("The event has no id of 1 to 255 characters.", [Detail(
             "send `id` or `event_id` in the body, or the webhook-id header, of 1 to 255 characters", "event_id")])
@@ -190,7 +194,8 @@ def receive(provider_id: str, payload: dict[str, Any], address: str | None) -> t
     if created:
         event.finish(*_handle(provider.tenant_id, event))
         # Only a first receipt is news to the tenant's systems: a repeat changes nothing.
-        events.emit(provider.tenant_id, "integration_event.received", {"object": event.as_dict()}, livemode=True)
+        events.emit(provider.tenant_id, "integration_event.received", {"object": redact(event.as_dict())},
+                    livemode=True)
     return event, created
 
 

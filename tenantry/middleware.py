@@ -251,7 +251,7 @@ class FlaskBridge:
         Each chunk is produced in a pool thread (it may query the database) and the thread is
         free between chunks: an empty chunk means "nothing yet", and the loop waits
         STREAM_IDLE_S (or for the client to disconnect) before asking again. So an open stream
-        holds no thread, and a thousand idle clients cost no more than their sockets.
+        holds no thread between chunks (each ask is a short task in the pool).
         """
         loop = asyncio.get_running_loop()
         gone = asyncio.Event()

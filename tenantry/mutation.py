@@ -114,15 +114,22 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
                 audit.record_change(audit_action, kwargs, response, before, error)
             if event_type and error is None:
                 events.record(event_type, kwargs, response, before)
-            if scope is not None and response.status_code < 500:
+            if scope is not None and _remembered(response.status_code):
                 IdempotencyRecord.complete(scope, response.status_code, _seal(response))
     except BaseException:
         if scope is not None:
             _release(scope)
         raise
-    if scope is not None and response.status_code >= 500:
+    if scope is not None and not _remembered(response.status_code):
         _release(scope)
     return response
+
+
+def _remembered(status: int) -> bool:
+    """True for an answer a retry with the same key replays. A 401 or 403 is a refusal of the
+    credential, not a result (an inbound webhook signed just after a secret rotation), and a 5xx
+    a failure: both leave the key free for a retry, as the spec's info says."""
+    return status < 500 and status not in (401, 403)
 
 
 def _release(scope: Scope) -> None:

@@ -20,10 +20,13 @@ resolve yet is accepted: it is checked again on every call.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
+import logging
 import socket
 import ssl
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,18 +35,42 @@ from urllib.parse import urlsplit
 
 from tenantry.net import Network
 
+log = logging.getLogger("tenantry.outbound")
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: Addresses refused even where `is_global` would call them routable.
-_ALWAYS_BLOCKED = (
-    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT (shared address space)
-    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
-    ipaddress.ip_network("64:ff9b::/96"),  # NAT64: would reach any IPv4 address, private ones too
+def _networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+#: IPv4 ranges that are not public (IANA special-purpose registry), written out rather than taken
+#: from `is_global`, whose answers differ between Python versions.
+_BLOCKED_V4 = _networks(
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+)
+#: Public IPv6 is global unicast (2000::/3) only, less these special-purpose ranges inside it.
+_GLOBAL_V6 = ipaddress.ip_network("2000::/3")
+_BLOCKED_V6 = _networks(
+    "2001::/23",  # IETF protocol assignments (Teredo, ORCHID, benchmarking, ...)
+    "2001:db8::/32", "3fff::/20",  # documentation
+    "2002::/16",  # 6to4: judged by the IPv4 address inside it
+)
+#: IPv6 forms that carry an IPv4 address, each judged by that address: (range, where it sits).
+_EMBEDDED_V4 = (
+    (ipaddress.ip_network("::ffff:0:0/96"), 0),  # IPv4-mapped
+    (ipaddress.ip_network("::/96"), 0),  # IPv4-compatible (deprecated)
+    (ipaddress.ip_network("::ffff:0:0:0/96"), 0),  # SIIT
+    (ipaddress.ip_network("64:ff9b::/96"), 0),  # NAT64, well-known prefix
+    (ipaddress.ip_network("64:ff9b:1::/48"), 0),  # NAT64, local use
 )
 _RESOLVE_TIMEOUT_S = 3.0
 #: At most this much of a response body is read (and kept for the delivery log).
 MAX_RESPONSE_BYTES = 64 * 1024
-_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+# Sized so that a few hosts whose name servers never answer (each lookup holds its thread until
+# the system resolver gives up) cannot hold every lookup up.
+_resolver = ThreadPoolExecutor(max_workers=32, thread_name_prefix="resolve")
 
 
 class OutboundRefused(ValueError):
@@ -76,22 +103,34 @@ class Target:
     allow: tuple[Network, ...] = field(default=(), repr=False)
 
 
+def _v4_blocked(ip: ipaddress.IPv4Address) -> bool:
+    return any(ip in network for network in _BLOCKED_V4)
+
+
+def _allowed(ip: IPAddress, allow: tuple[Network, ...]) -> bool:
+    return any(ip.version == n.version and ip in n for n in allow)
+
+
 def is_blocked(ip: IPAddress, allow: tuple[Network, ...] = ()) -> bool:
-    """Returns True when `ip` is not a public address and no range of `allow` contains it."""
-    candidates = [ip]
-    if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address wrapped in IPv6 is judged as itself (::ffff:127.0.0.1 is loopback).
-        if ip.ipv4_mapped is not None:
-            candidates.append(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            candidates.append(ip.sixtofour)
-    if any(any(c.version == n.version and c in n for n in allow) for c in candidates):
+    """Returns True when `ip` is not a public address and no range of `allow` contains it.
+
+    IPv4: refused in any special-purpose range (private, loopback, link-local with the cloud
+    metadata address, CGNAT, documentation, multicast, reserved). IPv6: only global unicast
+    (2000::/3) outside the special-purpose ranges is public; a form that carries an IPv4
+    address (mapped, compatible, NAT64, 6to4) is judged as that IPv4 address.
+    """
+    if _allowed(ip, allow):
         return False
-    for candidate in candidates:
-        if not candidate.is_global or candidate.is_multicast or candidate.is_unspecified:
-            return True
-        if any(candidate.version == n.version and candidate in n for n in _ALWAYS_BLOCKED):
-            return True
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _v4_blocked(ip)
+    for network, _ in _EMBEDDED_V4:
+        if ip in network:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            return not _allowed(inner, allow) and _v4_blocked(inner)
+    if ip.sixtofour is not None:
+        return not _allowed(ip.sixtofour, allow) and _v4_blocked(ip.sixtofour)
+    if ip not in _GLOBAL_V6 or any(ip in network for network in _BLOCKED_V6):
+        return True
     return False
 
 
@@ -147,7 +186,10 @@ def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
     # is refused, whichever one a later lookup would have returned first.
     for address in addresses:
         if is_blocked(address, target.allow):
-            raise OutboundRefused(f"The URL resolves to {address}, a private or reserved address; "
+            # The address stays in the server's log: telling the tenant would map the private
+            # network for them (which internal names exist, and where they point).
+            log.info("outbound call refused", extra={"host": target.host, "address": str(address)})
+            raise OutboundRefused("The URL's host is, or resolves to, a private or reserved address; "
                                   "only public addresses may be called.")
     return addresses[0]
 
@@ -179,22 +221,38 @@ def request(method: str, url: str, *, body: bytes | None = None, headers: dict[s
     """Sends one request through the guard and returns the answer (a 3xx is not followed).
 
     Raises OutboundRefused when the URL may not be called, OutboundFailed when the call does
-    not complete within `timeout` seconds (connecting and each read).
+    not complete within `timeout` seconds in all: resolving, connecting, sending and reading the
+    whole answer. (A socket timeout alone bounds each read, and a far end trickling a byte at a
+    time would hold the call for as long as it liked.)
     """
+    deadline = time.monotonic() + timeout
     target = parse_target(url, allow)
-    address = resolve(target)
+    address = resolve(target, min(_RESOLVE_TIMEOUT_S, timeout))
     ip = str(address)
     host_header = target.host if ":" not in target.host else f"[{target.host}]"
     default_port = 443 if target.scheme == "https" else 80
     if target.port != default_port:
         host_header = f"{host_header}:{target.port}"
+    remaining = max(0.001, deadline - time.monotonic())
     if target.scheme == "https":
-        conn: http.client.HTTPConnection = _PinnedHTTPSConnection(ip, target.host, target.port, timeout)
+        conn: http.client.HTTPConnection = _PinnedHTTPSConnection(ip, target.host, target.port, remaining)
     else:
-        conn = http.client.HTTPConnection(ip, target.port, timeout=timeout)
+        conn = http.client.HTTPConnection(ip, target.port, timeout=remaining)
     sent = {"Host": host_header, "User-Agent": "Tenantry-Webhooks/1", "Connection": "close", **(headers or {})}
     if body is not None or method in ("POST", "PUT", "PATCH"):
         sent["Content-Length"] = str(len(body or b""))
+    expired = threading.Event()
+
+    def cut() -> None:  # the deadline passed: end the call, whatever it is waiting for
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(remaining, cut)
+    watchdog.daemon = True
+    watchdog.start()
     start = time.perf_counter()
     try:
         conn.putrequest(method, target.path, skip_host=True, skip_accept_encoding=True)
@@ -205,8 +263,12 @@ def request(method: str, url: str, *, body: bytes | None = None, headers: dict[s
         content = response.read(MAX_RESPONSE_BYTES)
         status, answered = response.status, {k.lower(): v for k, v in response.getheaders()}
     except (OSError, http.client.HTTPException, ssl.SSLError, ValueError) as exc:  # ValueError: InvalidURL
-        kind = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else "failed"
-        raise OutboundFailed(f"The call to {target.host} {kind}: {exc or type(exc).__name__}.") from None
+        if expired.is_set() or isinstance(exc, TimeoutError | socket.timeout):
+            raise OutboundFailed(f"The call to {target.host} timed out after {timeout:g} s.") from None
+        raise OutboundFailed(f"The call to {target.host} failed: {exc or type(exc).__name__}.") from None
     finally:
+        watchdog.cancel()
         conn.close()
+    if expired.is_set():  # the answer ended only because the deadline cut it
+        raise OutboundFailed(f"The call to {target.host} timed out after {timeout:g} s.")
     return OutboundResponse(status, answered, content, (time.perf_counter() - start) * 1000, ip)

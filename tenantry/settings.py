@@ -91,6 +91,7 @@ class Settings:
     webhook_lease: int = 60
     webhook_disable_after: int = 5 * 24 * 3600
     sse_heartbeat: int = 15
+    sse_max_seconds: int = 900
     integration_health_timeout: int = 5
     inbound_tolerance: int = 300
 
@@ -143,6 +144,7 @@ class Settings:
             "webhook_lease": _int("TENANTRY_WEBHOOK_LEASE", 60),
             "webhook_disable_after": _int("TENANTRY_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600),
             "sse_heartbeat": _int("TENANTRY_SSE_HEARTBEAT", 15),
+            "sse_max_seconds": _int("TENANTRY_SSE_MAX_SECONDS", 900),
             "integration_health_timeout": _int("TENANTRY_INTEGRATION_HEALTH_TIMEOUT", 5),
             "inbound_tolerance": _int("TENANTRY_INBOUND_TOLERANCE", 300),
         }
@@ -167,8 +169,10 @@ class Settings:
             _check_limit(name, str(values[key]))
         if values["db_role"] and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_role"])):
             raise SettingsError("TENANTRY_DB_ROLE must be a PostgreSQL role name (a-z, 0-9, _)")
-        if int(values["webhook_lease"]) <= int(values["webhook_timeout"]):  # type: ignore[call-overload]
-            raise SettingsError("TENANTRY_WEBHOOK_LEASE must be longer than TENANTRY_WEBHOOK_TIMEOUT")
+        # A delivery's attempt (the timeout, which covers resolving too) must end inside its lease,
+        # or another worker could take it while it is still being sent.
+        if int(values["webhook_lease"]) < int(values["webhook_timeout"]) + 2:  # type: ignore[call-overload]
+            raise SettingsError("TENANTRY_WEBHOOK_LEASE must exceed TENANTRY_WEBHOOK_TIMEOUT by 2 seconds or more")
         if values["default_plan"] not in ("standard", "professional", "enterprise"):
             raise SettingsError("TENANTRY_DEFAULT_PLAN must be standard, professional or enterprise")
         if values["redis_url"] and not str(values["redis_url"]).startswith(("redis://", "rediss://")):

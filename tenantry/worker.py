@@ -89,20 +89,22 @@ class DeliveryWorker:
 
     def run(self) -> None:
         """Delivers until `stopping` is set; then lets the deliveries in flight finish."""
-        in_flight: set[Future[None]] = set()
+        in_flight: dict[Future[None], str] = {}
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="deliver") as pool:
             while not self.stopping.is_set():
-                in_flight = {f for f in in_flight if not f.done()}
+                in_flight = {f: d for f, d in in_flight.items() if not f.done()}
                 free = self.concurrency - len(in_flight)
                 claimed = []
                 if free > 0:
                     try:
-                        claimed = WebhookDelivery.claim(self.owner, free, self.settings.webhook_lease)
+                        # Never a delivery this process still has in hand, even if its lease lapsed.
+                        claimed = WebhookDelivery.claim(self.owner, free, self.settings.webhook_lease,
+                                                        exclude=set(in_flight.values()))
                     except Exception:
                         log.exception("could not claim deliveries; retrying")
                         _drop_connection()
                 for delivery in claimed:
-                    in_flight.add(pool.submit(self._safely, delivery.id))
+                    in_flight[pool.submit(self._safely, delivery.id)] = delivery.id
                 if not claimed:
                     self.stopping.wait(POLL_S)
         log.info("worker stopped", extra={"owner": self.owner})
@@ -129,8 +131,11 @@ class DeliveryWorker:
             return
         endpoint = WebhookEndpoint.get_or_none(WebhookEndpoint.id == delivery.endpoint_id)
         event = Event.get_or_none(Event.id == delivery.event_id)
-        if endpoint is None or event is None:
+        if endpoint is None:
             return  # deleted with its endpoint (cascade) while leased
+        if event is None:
+            self._finish_unsent(delivery, "The event was purged before it could be delivered.")
+            return
         if not endpoint.enabled:
             self._finish_unsent(delivery, "The endpoint is disabled.")
             return
@@ -161,16 +166,23 @@ class DeliveryWorker:
 
     def _record(self, delivery_id: str, endpoint_id: str, started: object, duration_ms: int,
                 status_code: int | None, error: str | None, answer: str | None) -> None:
-        """Writes the attempt and the delivery's next state in one transaction, if the lease is still ours."""
+        """Writes the attempt and the delivery's next state in one transaction, if the lease is still ours.
+
+        The endpoint row is locked before the delivery's, the order a deletion of the endpoint
+        takes them in (its cascade reaches the deliveries), so the two never deadlock; and only
+        the columns meant are written, never a stale copy of the endpoint over a tenant's change.
+        """
         schedule = self.settings.webhook_retry_schedule
         now = utcnow()
         with database.atomic():
+            endpoint_query = WebhookEndpoint.select().where(WebhookEndpoint.id == endpoint_id)
             query = WebhookDelivery.select().where(WebhookDelivery.id == delivery_id)
             if database.for_update:
-                query = query.for_update()
+                endpoint_query, query = endpoint_query.for_update(), query.for_update()
+            endpoint = endpoint_query.get_or_none()
             delivery = query.get_or_none()
-            if delivery is None:
-                return
+            if endpoint is None or delivery is None:
+                return  # the endpoint was deleted meanwhile, and its deliveries with it
             number = delivery.attempt_count + 1
             WebhookAttempt.create(id=new_id("wha"), tenant_id=delivery.tenant_id, delivery_id=delivery.id,
                                   number=number, started_at=started, duration_ms=duration_ms,
@@ -181,36 +193,38 @@ class DeliveryWorker:
                 # and is on record, but its state is the other worker's to write.
                 log.warning("lease lost before the result was written", extra={"delivery_id": delivery_id})
                 return
-            endpoint = WebhookEndpoint.get_or_none(WebhookEndpoint.id == endpoint_id)
-            delivery.attempt_count = number
-            delivery.last_status_code, delivery.last_error = status_code, error
-            delivery.lease_until = delivery.lease_owner = None
+            state: dict[str, object] = {"attempt_count": number, "last_status_code": status_code,
+                                        "last_error": error, "lease_until": None, "lease_owner": None}
             if error is None:
-                delivery.status, delivery.completed_at = "succeeded", now
-                if endpoint is not None and endpoint.failing_since is not None:
-                    endpoint.failing_since = None
-                    endpoint.save()
+                state.update(status="succeeded", completed_at=now)
+                if endpoint.failing_since is not None:
+                    endpoint.set_failing_since(None)
             elif status_code == 410:
-                delivery.status, delivery.completed_at = "failed", now
-                if endpoint is not None and endpoint.enabled:
+                state.update(status="failed", completed_at=now)
+                if endpoint.enabled:
                     self._disable(endpoint, "gone")
             else:
-                if endpoint is not None:
-                    endpoint.failing_since = endpoint.failing_since or now
-                    endpoint.save()
+                if endpoint.failing_since is None:
+                    endpoint.set_failing_since(now)
                 retries_used = number - 1
                 if delivery.final_attempt or retries_used >= len(schedule):
-                    delivery.status, delivery.completed_at = "failed", now
-                    events.emit(delivery.tenant_id, "webhook.delivery_failed",
-                                {"object": delivery.as_dict()}, livemode=bool(endpoint.livemode) if endpoint
-                                else True, skip_endpoint=endpoint_id)
+                    state.update(status="failed", completed_at=now)
+                    # An endpoint is disabled for failing only when a delivery has used up every
+                    # retry and nothing has succeeded for the whole limit (days by default).
+                    if (endpoint.enabled and endpoint.failing_since is not None
+                            and (now - endpoint.failing_since).total_seconds() >= self.settings.webhook_disable_after):
+                        self._disable(endpoint, "failing")
                 else:
                     delay = schedule[retries_used] * (1 + random.uniform(0, JITTER))  # noqa: S311 (jitter, not a secret)
-                    delivery.next_attempt_at = now + timedelta(seconds=delay)
-                if (endpoint is not None and endpoint.enabled and endpoint.failing_since is not None
-                        and (now - endpoint.failing_since).total_seconds() >= self.settings.webhook_disable_after):
-                    self._disable(endpoint, "failing")
-            delivery.save()
+                    state["next_attempt_at"] = now + timedelta(seconds=delay)
+            WebhookDelivery.update(**state).where(WebhookDelivery.id == delivery.id).execute()
+            if state.get("status") == "failed" and status_code != 410:
+                delivery = WebhookDelivery.get_by_id(delivery.id)
+                events.emit(delivery.tenant_id, "webhook.delivery_failed", {"object": delivery.as_dict()},
+                            livemode=bool(endpoint.livemode), skip_endpoint=endpoint_id)
+            log.info("delivery attempt", extra={"delivery_id": delivery_id, "endpoint_id": endpoint_id,
+                                                "attempt": number, "status_code": status_code,
+                                                "outcome": "succeeded" if error is None else "failed"})
 
     def _disable(self, endpoint: WebhookEndpoint, reason: str) -> None:
         endpoint.disable(reason)

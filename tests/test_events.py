@@ -232,3 +232,17 @@ def test_a_revocation_answered_204_carries_the_object_as_it_is_now(api, owner):
     (revoked,) = events(api, owner.headers, type="key.revoked")["data"]
     assert revoked["data"]["object"]["id"] == key_id and revoked["data"]["object"]["status"] == "revoked"
     assert revoked["data"]["object"]["revoked_at"] is not None
+
+
+def test_revoking_the_key_ends_its_open_stream(server, api, owner):
+    made = api.post("/v1/keys", json={"name": "s", "permissions": ["event:read"]}, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    key = made.json()["data"]
+    stream = SseClient(server, {"X-API-Key": key["secret"]})
+    try:
+        assert stream.status == 200
+        assert api.delete(f"/v1/keys/{key['key']['id']}", headers=owner.headers).status_code == 204
+        stream.thread.join(timeout=12)  # re-checked every 5 s
+        assert not stream.thread.is_alive(), "the stream outlived its revoked key"
+    finally:
+        stream.close()

@@ -341,6 +341,25 @@ def test_hmac_sha256_providers_sign_the_raw_body(api, owner):
     error = assert_error(api.post(url, content=anonymous, headers={**headers, "X-Signature": f"sha256={signature}"}),
                          400, "VALIDATION_ERROR")
     assert error["details"][0]["field"] == "event_id"
+    # Nor does an unsigned webhook-id header stand in for it: a replay with a fresh one would pass.
+    replayed = api.post(url, content=anonymous, headers={**headers, "X-Signature": f"sha256={signature}",
+                                                         "webhook-id": "msg_fresh_each_time"})
+    assert_error(replayed, 400, "VALIDATION_ERROR")
+
+
+def test_a_refused_signature_leaves_the_idempotency_key_free_for_the_signed_retry(api, owner):
+    provider = make_provider(api, owner)
+    payload = user_event("user.created", unique_email("retry"), name="Re Try")
+    raw = json.dumps(payload).encode()
+    url = f"/v1/integrations/webhooks/{provider['id']}"
+    key = {"Idempotency-Key": f"idem-{uuid.uuid4().hex}"}
+    good = standard_headers(provider["secret"], raw)
+    bad = {**good, "webhook-signature": "v1,AAAA"}
+    assert_error(api.post(url, content=raw, headers={**key, **bad}), 401, "AUTHENTICATION_FAILED")
+    # Same key, same body, now signed right (as just after a secret rotation): not the stored 401.
+    signed = api.post(url, content=raw, headers={**key, **good})
+    assert signed.status_code == 202, signed.text
+    assert "Idempotent-Replayed" not in signed.headers
 
 
 def test_the_webhook_id_header_is_the_event_id_when_the_body_has_none(api, owner):

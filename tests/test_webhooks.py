@@ -188,7 +188,8 @@ def test_a_private_address_is_refused_at_creation_and_at_delivery(api, owner):
             account = register(client)
             error = assert_error(client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]},
                                              headers=account.headers), 422, "URL_NOT_ALLOWED")
-            assert "127.0.0.1" in error["message"]
+            # Refused without saying where the name points: that would map the private network.
+            assert "127.0.0.1" not in error["message"] and "private" in error["message"]
             # A name is resolved and judged by its addresses: `localhost` is loopback.
             refused = client.post("/v1/webhooks", json={"url": "http://localhost:9/hooks", "events": ["*"]},
                                   headers=account.headers)
@@ -311,7 +312,8 @@ def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, s
     try:
         webhook = make_webhook(api, owner, receiver.url)["webhook"]
         new_user(api, owner)
-        receiver.wait_for(2, timeout=20)  # the first failure starts the streak; the retry ends it
+        # The first failure starts the streak; the delivery's last retry, past the limit, ends it.
+        receiver.wait_for(4, timeout=30)
         disabled = eventually(lambda: (lambda w: w if not w["enabled"] else None)(
             api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]))
         assert disabled["disabled_reason"] == "failing" and disabled["failing_since"] is not None
