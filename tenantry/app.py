@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     )
     # Flask is reached with one thread hand-off a request instead of a2wsgi's several.
     flask_asgi = app._middleware_app
-    flask_asgi.asgi_app = FlaskBridge(app.app.wsgi_app, fallback=flask_asgi.asgi_app)
+    flask_asgi.asgi_app = FlaskBridge(app.app.wsgi_app, fallback=flask_asgi.asgi_app, threads=settings.threads)
     _register_problem_handlers(app, spec)
     _configure_flask(app.app, state)
     # After _configure_flask: its before_request (only operations the spec routes) runs first.
