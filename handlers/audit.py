@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from models.audit import AuditEntry
 from models.base import current_livemode
 from tenantry.authz import acting_tenant
 from tenantry.envelope import cursor_page, one
-from tenantry.errors import Detail, ValidationFailed
-from tenantry.times import parse_rfc3339
+from tenantry.times import query_moment
 
 
 def list_audit_logs(action: str | None = None, resource_type: str | None = None, resource_id: str | None = None,
@@ -22,17 +20,9 @@ def list_audit_logs(action: str | None = None, resource_type: str | None = None,
         acting_tenant(), limit, current_livemode() if livemode is None else livemode, starting_after,
         action=action, resource_type=resource_type,
         resource_id=resource_id, actor_id=user_id,
-        date_from=_moment(date_from, "date_from"), date_to=_moment(date_to, "date_to"))
+        date_from=query_moment(date_from, "date_from"), date_to=query_moment(date_to, "date_to"))
     return cursor_page([e.as_dict() for e in entries], limit, has_more)
 
-
-def _moment(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
 
 
 def verify_audit_logs() -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -15,27 +14,19 @@ from models.event import Event, matches
 from tenantry.authz import acting_tenant, credential_checker, target
 from tenantry.db import scope_rows_to
 from tenantry.envelope import cursor_page, one
-from tenantry.errors import Detail, NotFound, ValidationFailed
-from tenantry.times import parse_rfc3339
+from tenantry.errors import NotFound
+from tenantry.times import query_moment
 
 #: How often an open stream checks that its credential is still good.
 RECHECK_S = 5.0
 
-
-def _moment(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
 
 
 def list_events(type: list[str] | None = None, created_from: str | None = None,
                 created_to: str | None = None, limit: int = 20, starting_after: str | None = None) -> dict[str, Any]:
     """The tenant's events of the caller's mode, newest first, a cursor page at a time."""
     events, has_more = Event.page(acting_tenant(), current_livemode(), limit, starting_after, type or None,
-                                  _moment(created_from, "created_from"), _moment(created_to, "created_to"))
+                                  query_moment(created_from, "created_from"), query_moment(created_to, "created_to"))
     return cursor_page([e.as_dict() for e in events], limit, has_more)
 
 

@@ -11,8 +11,7 @@ from models.api_key import normalize_ranges
 from tenantry import integrations
 from tenantry.authz import acting_tenant, caller_address, current_principal, target
 from tenantry.envelope import cursor_page, no_content, one, page
-from tenantry.errors import Detail, ValidationFailed
-from tenantry.times import parse_rfc3339
+from tenantry.times import query_moment
 
 
 def list_providers(limit: int = 20, offset: int = 0) -> dict[str, Any]:
@@ -61,7 +60,7 @@ def list_events(provider: str | None = None, event_type: str | None = None, stat
     """The tenant's received events, newest first, a cursor page at a time."""
     events, has_more = IntegrationEvent.page(
         acting_tenant(), limit, starting_after, provider_id=provider, event_type=event_type, status=status,
-        created_from=_moment(created_from, "created_from"), created_to=_moment(created_to, "created_to"))
+        created_from=query_moment(created_from, "created_from"), created_to=query_moment(created_to, "created_to"))
     return cursor_page([e.as_dict() for e in events], limit, has_more)
 
 
@@ -74,11 +73,3 @@ def check_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Every active provider's health, checked now, at once."""
     return one(integrations.check_health(acting_tenant()))
 
-
-def _moment(value: str | None, name: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None

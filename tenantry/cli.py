@@ -71,41 +71,43 @@ def parse_duration(text: str) -> int:
     return int(value) * _DURATION_UNITS[unit]
 
 
-def cmd_audit_purge(args: argparse.Namespace) -> int:
-    """Removes audit entries older than the given age, keeping each chain verifiable from its new start."""
+def _cutoff(older_than: str) -> Any:
+    """Returns the moment `older_than` (`90d`, `12h`) ago as naive UTC, with the database bound; None
+    (after printing why) when it is not a duration."""
     from datetime import timedelta
 
-    from models import AuditEntry, database
     from models.base import utcnow
 
     try:
-        seconds = parse_duration(args.older_than)
+        seconds = parse_duration(older_than)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+    _database(Settings.from_env())
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def cmd_audit_purge(args: argparse.Namespace) -> int:
+    """Removes audit entries older than the given age, keeping each chain verifiable from its new start."""
+    from models import AuditEntry, database
+
+    cutoff = _cutoff(args.older_than)
+    if cutoff is None:
         return 2
-    settings = Settings.from_env()
-    _database(settings)
     with database.connection_context():
-        removed = AuditEntry.purge(utcnow() - timedelta(seconds=seconds))
+        removed = AuditEntry.purge(cutoff)
     print(json.dumps({"purged": removed, "entries": sum(removed.values())}))
     return 0
 
 
 def cmd_events_purge(args: argparse.Namespace) -> int:
     """Removes events and finished webhook deliveries older than --older-than."""
-    from datetime import timedelta
-
-    from models.base import utcnow
     from models.event import Event
 
-    try:
-        seconds = parse_duration(args.older_than)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cutoff = _cutoff(args.older_than)
+    if cutoff is None:
         return 2
-    settings = Settings.from_env()
-    _database(settings)
-    removed = Event.purge(utcnow() - timedelta(seconds=seconds))
+    removed = Event.purge(cutoff)
     print(f"removed {removed['events']} event(s) and {removed['deliveries']} finished delivery(ies)")
     return 0
 

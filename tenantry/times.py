@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from tenantry.errors import Detail, ValidationFailed
+
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -39,3 +41,14 @@ def parse_rfc3339(value: str) -> datetime:
 def now_utc() -> datetime:
     """Returns the current time as naive UTC."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def query_moment(value: str | None, name: str) -> datetime | None:
+    """Returns a date-time query parameter as naive UTC (None when absent); raises a 400
+    ValidationFailed naming the parameter when it is not RFC 3339."""
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None

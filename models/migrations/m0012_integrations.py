@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.migrations.m0009_row_level_security import _VISIBLE
+from models.migrations.m0009_row_level_security import secure_tables
 
 STATEMENTS = [
     """CREATE TABLE integration_provider (
@@ -53,11 +53,4 @@ TABLES = ("integration_provider", "integration_event")
 
 def after(db: Any) -> None:
     """Puts the new tables under m0009's tenant-isolation policy (PostgreSQL only)."""
-    from playhouse.pool import PooledPostgresqlDatabase
-
-    if not isinstance(db, PooledPostgresqlDatabase):
-        return
-    for table in TABLES:
-        db.execute_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        db.execute_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-        db.execute_sql(f"CREATE POLICY tenant_isolation ON {table} USING {_VISIBLE} WITH CHECK {_VISIBLE}")
+    secure_tables(db, TABLES)
