@@ -52,6 +52,7 @@ HOST = "127.0.0.1"
 WORKERS = 2
 THREADS, CONNECTIONS, WARMUP_S, DURATION_S = 2, 32, 3, 10
 BENCH_LIMIT = "1000000/minute"
+BENCH_THREADS = "2"
 OPERATOR_EMAIL = "operator@bench.example.com"
 OPERATOR_PASSWORD = secrets.token_urlsafe(18)
 WRK_TIMEOUT = "10s"  # login is slow by design (argon2id); the default 2 s would count its tail as timeouts
@@ -344,7 +345,8 @@ def write_results(table: str, notes: list[str]) -> Path:
         f"- load: wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s --latency --timeout {WRK_TIMEOUT}, after a "
         f"discarded {WARMUP_S} s warm-up, from the same machine over 127.0.0.1; wrk shares the cores with the "
         "servers and anything else running, so compare rows of one run, not across runs\n"
-        f"- servers: Tenantry `tenantry serve --workers {WORKERS}` (uvicorn); bare Flask `gunicorn -w {WORKERS} "
+        f"- servers: Tenantry `tenantry serve --workers {WORKERS}` (uvicorn, TENANTRY_THREADS={BENCH_THREADS}); "
+        f"bare Flask `gunicorn -w {WORKERS} "
         "-k sync bench/baseline_app.py`, one psycopg2 connection per worker; PostgreSQL on 127.0.0.1\n"
         + "".join(f"- {note}\n" for note in notes)
         + "\nProduced by `bench/run`.\n\n" + table
@@ -368,7 +370,11 @@ def servers(database_url: str, workdir: Path, baseline: bool = True) -> Iterator
            "TENANTRY_RATE_LIMIT_IP": BENCH_LIMIT, "TENANTRY_RATE_LIMIT_AUTH_IP": BENCH_LIMIT,
            "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT,
            # As in production: the server's connections are bound by row-level security.
-           "TENANTRY_DB_ROLE": "tenantry_app"}
+           "TENANTRY_DB_ROLE": "tenantry_app",
+           # Two handler threads a worker, against the baseline's one request at a time a worker:
+           # with the database 0.1 ms away, more threads add no throughput, only tail latency
+           # (README, "Benchmark"). The default (8) is for databases further away.
+           "TENANTRY_THREADS": BENCH_THREADS}
     env.pop("TENANTRY_VALIDATE_RESPONSES", None)
     env.pop("REDIS_URL", None)
     (workdir / "instance").mkdir()

@@ -220,7 +220,7 @@ class FlaskBridge:
     response. Lifespan and websocket scopes still go to a2wsgi (`fallback`).
     """
 
-    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 2) -> None:
+    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 8) -> None:
         self.app = app  # the WSGI app; Connexion's add_wsgi_middleware wraps this attribute
         self.fallback = fallback
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")

@@ -76,7 +76,7 @@ class Settings:
     log_level: str = "INFO"
     validate_responses: bool = False
     db_pool_size: int = 20
-    threads: int = 2
+    threads: int = 8
     db_role: str = ""
     trusted_proxies: tuple[str, ...] = ()
     spec_path: Path = ROOT / "openapi" / "openapi.yaml"
@@ -130,7 +130,7 @@ class Settings:
             "log_level": os.environ.get("TENANTRY_LOG_LEVEL", "INFO").upper(),
             "validate_responses": _bool("TENANTRY_VALIDATE_RESPONSES", False),
             "db_pool_size": _int("TENANTRY_DB_POOL_SIZE", 20),
-            "threads": _int("TENANTRY_THREADS", 2),
+            "threads": _int("TENANTRY_THREADS", 8),
             "db_role": os.environ.get("TENANTRY_DB_ROLE", ""),
             "trusted_proxies": _list("TENANTRY_TRUSTED_PROXIES"),
             "redis_url": os.environ.get("REDIS_URL", ""),
