@@ -14,7 +14,6 @@ from models.event import Event, matches
 from tenantry.authz import acting_tenant, credential_checker, target
 from tenantry.db import scope_rows_to
 from tenantry.envelope import cursor_page, one
-from tenantry.errors import NotFound
 from tenantry.times import query_moment
 
 #: How often an open stream checks that its credential is still good.
@@ -39,14 +38,7 @@ def stream_events(type: list[str] | None = None) -> Response:
     """The tenant's events as Server-Sent Events, from the next one or after `Last-Event-ID`."""
     tenant_id, livemode = acting_tenant(), current_livemode()
     last_id = request.headers.get("Last-Event-ID")
-    if last_id:
-        seen = Event.get_or_none((Event.tenant_id == tenant_id) & (Event.id == last_id)
-                                 & (Event.livemode == livemode))
-        if seen is None:
-            raise NotFound("Last-Event-ID names no event of this tenant.")
-        after = seen.sequence
-    else:
-        after = Event.last_sequence(tenant_id)
+    after = Event.sequence_of(tenant_id, livemode, last_id) if last_id else Event.last_sequence(tenant_id)
     settings = current_app.extensions["tenantry"].settings
     expires, still_good = credential_checker()
     ends = time.time() + settings.sse_max_seconds

@@ -8,19 +8,15 @@ from flask import Response, current_app
 
 from models.base import current_livemode
 from models.webhook import WebhookDelivery, WebhookEndpoint
-from tenantry import events
+from tenantry import events, outbound
 from tenantry.authz import acting_tenant, target
 from tenantry.envelope import cursor_page, no_content, one, page
-from tenantry.errors import Conflict, Detail, UrlNotAllowed
-from tenantry.outbound import OutboundRefused, check_url
+from tenantry.errors import Conflict
 
 
 def _checked_url(url: str) -> str:
     """Returns `url` when outbound calls may go there; a private or reserved address is a 422."""
-    try:
-        check_url(url, current_app.extensions["tenantry"].settings.outbound_networks)
-    except OutboundRefused as exc:
-        raise UrlNotAllowed(str(exc), details=[Detail(str(exc), "url")]) from None
+    outbound.refuse_uncallable({"url": url}, ("url",), current_app.extensions["tenantry"].settings.outbound_networks)
     return url
 
 
@@ -75,9 +71,7 @@ def test_webhook(webhook_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         raise Conflict("The endpoint is disabled: enable it first.")
     event = events.emit(endpoint.tenant_id, "webhook.test", {"object": {"id": endpoint.id, "url": endpoint.url}},
                         livemode=bool(endpoint.livemode), only_endpoint=endpoint.id)
-    delivery = WebhookDelivery.get((WebhookDelivery.tenant_id == endpoint.tenant_id)
-                                   & (WebhookDelivery.event_id == event.id))
-    return one(delivery.as_dict([]), 202)
+    return one(WebhookDelivery.of_event(endpoint, event.id).as_dict([]), 202)
 
 
 def list_deliveries(webhook_id: str, status: str | None = None, limit: int = 20,

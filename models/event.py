@@ -113,6 +113,14 @@ class Event(TenantScopedModel):
                                        & (cls.sequence > sequence)).order_by(cls.sequence.asc()).limit(limit))
 
     @classmethod
+    def sequence_of(cls, tenant_id: str, livemode: bool, event_id: str) -> int:
+        """Returns the sequence of the tenant's event `event_id` in the mode, or raises NotFound."""
+        seen = cls.get_or_none((cls.tenant_id == tenant_id) & (cls.id == event_id) & (cls.livemode == livemode))
+        if seen is None:
+            raise NotFound("Last-Event-ID names no event of this tenant.")
+        return seen.sequence
+
+    @classmethod
     def last_sequence(cls, tenant_id: str) -> int:
         """Returns the sequence of the tenant's latest committed event (0 when there is none)."""
         head = EventHead.get_or_none(EventHead.tenant_id == tenant_id)

@@ -176,6 +176,15 @@ class WebhookDelivery(TenantScopedModel):
         return row
 
     @classmethod
+    def of_event(cls, endpoint: WebhookEndpoint, event_id: str) -> WebhookDelivery:
+        """Returns the endpoint's delivery of one event (a test ping's), or raises NotFound."""
+        row = cls.get_or_none((cls.tenant_id == endpoint.tenant_id) & (cls.endpoint_id == endpoint.id)
+                              & (cls.event_id == event_id))
+        if row is None:
+            raise NotFound("No delivery of this event for this endpoint.")
+        return row
+
+    @classmethod
     def page(cls, endpoint: WebhookEndpoint, limit: int, starting_after: str | None = None,
              status: str | None = None) -> tuple[list[WebhookDelivery], bool]:
         """Returns up to `limit` of the endpoint's deliveries, newest first, after the cursor; and whether

@@ -47,7 +47,6 @@ from tenantry.errors import (
     AuthenticationFailed,
     Detail,
     PermissionDenied,
-    UrlNotAllowed,
     ValidationFailed,
     format_datetime,
 )
@@ -274,18 +273,7 @@ HANDLERS: dict[str, Callable[[str, Any], None]] = {
 
 def check_urls(fields: Mapping[str, Any]) -> None:
     """Raises UrlNotAllowed naming each URL field the outbound guard would refuse to call."""
-    allow = _settings().outbound_networks
-    details = []
-    for name in _URL_FIELDS:
-        url = fields.get(name)
-        if url is None:
-            continue
-        try:
-            outbound.check_url(url, allow)
-        except outbound.OutboundRefused as exc:
-            details.append(Detail(str(exc), name))
-    if details:
-        raise UrlNotAllowed(details=details)
+    outbound.refuse_uncallable(fields, _URL_FIELDS, _settings().outbound_networks)
 
 
 # Health.

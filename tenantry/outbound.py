@@ -28,9 +28,11 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from tenantry.net import Network
@@ -202,6 +204,24 @@ def check_url(url: str, allow: tuple[Network, ...] = ()) -> None:
         resolve(target)
     except OutboundFailed:
         pass  # checked again, with the same guard, on every call
+
+
+def refuse_uncallable(fields: Mapping[str, Any], names: tuple[str, ...], allow: tuple[Network, ...] = ()) -> None:
+    """Raises a 422 UrlNotAllowed naming each of the URL fields `names` in `fields` that `check_url`
+    refuses (absent and null fields are skipped): the one translation of the guard into the API's error."""
+    from tenantry.errors import Detail, UrlNotAllowed
+
+    details = []
+    for name in names:
+        url = fields.get(name)
+        if url is None:
+            continue
+        try:
+            check_url(url, allow)
+        except OutboundRefused as exc:
+            details.append(Detail(str(exc), name))
+    if details:
+        raise UrlNotAllowed(details[0].message, details=details)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
