@@ -71,8 +71,11 @@ class KeyStanding:
         creator_id = self.creator_id
         if creator_id is None:
             return None
+        if not creator_id.startswith("usr_"):
+            # Made by a key that a key made, before such chains were refused: honoured no longer.
+            return "The API key was made by a key made by another key."
         creator = self.creator
-        if creator is None or not creator_id.startswith("usr_"):
+        if creator is None:
             return "The API key's creator no longer exists."
         if creator.status != "active":
             return "The API key's creator is suspended."

@@ -258,12 +258,16 @@ class UnsupportedBody(UnsupportedMediaTypeProblem):
 
 def _carries_body(scope: Scope) -> bool:
     """True when the request says a body follows: a non-zero Content-Length, or any Transfer-Encoding."""
+    carries = False
     for name, value in scope["headers"]:
         if name == b"transfer-encoding":
             return True
         if name == b"content-length":
-            return value.strip() not in (b"", b"0")
-    return False
+            try:
+                carries = int(value) > 0
+            except ValueError:
+                carries = True  # the server refuses a malformed length before we see it; be strict anyway
+    return carries
 
 
 class _BodyTypeOperation(RequestValidationOperation):
