@@ -5,12 +5,15 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import string
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import CharField
+from peewee import JOIN, CharField, fn
 
 from models.base import CompiledSelect, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.tenant import Tenant
+from models.user import User
 from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
 from tenantry.ids import new_id
 from tenantry.security import lookup_hash
@@ -35,6 +38,50 @@ def normalize_ranges(ranges: list[str]) -> list[str]:
 
 def _new_secret(mode: str) -> str:
     return f"sk_{mode}_" + "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_LENGTH))
+
+
+@dataclass(frozen=True)
+class KeyStanding:
+    """An API key with what its authority rests on, read in one query.
+
+    `parent` is the key that made it (None when a user made it); `creator` the user behind it: its
+    maker, or its parent's maker (None when that user no longer exists, or none was recorded);
+    `tenant` the key's tenant.
+    """
+
+    key: ApiKey
+    parent: ApiKey | None
+    creator: User | None
+    tenant: Tenant | None
+
+    @property
+    def creator_id(self) -> str | None:
+        """The id of the user the key acts for, as recorded (whether or not they still exist)."""
+        return self.parent.created_by if self.parent is not None else self.key.created_by
+
+    def refusal(self) -> str | None:
+        """Returns why the key may not act now (its own status aside), or None when it may.
+
+        A key acts for its creator: when the key that made it is revoked or expired, or the user
+        behind it is gone, suspended or no longer in the key's tenant, it is refused at once. A
+        key made before creators were recorded (no creator) acts with the admin ceiling alone.
+        """
+        if self.parent is not None and self.parent.status != "active":
+            return f"The API key that made this key is {self.parent.status}."
+        creator_id = self.creator_id
+        if creator_id is None:
+            return None
+        if not creator_id.startswith("usr_"):
+            # Made by a key that a key made, before such chains were refused: honoured no longer.
+            return "The API key was made by a key made by another key."
+        creator = self.creator
+        if creator is None:
+            return "The API key's creator no longer exists."
+        if creator.status != "active":
+            return "The API key's creator is suspended."
+        if not creator.is_platform_operator and creator.tenant_id != self.key.tenant_id:
+            return "The API key's creator is no longer in its tenant."
+        return None
 
 
 class ApiKey(TenantScopedModel):
@@ -72,8 +119,9 @@ class ApiKey(TenantScopedModel):
         return key, secret
 
     @classmethod
-    def find_live(cls, secret: str) -> ApiKey | None:
-        """Returns the key whose current secret, or previous secret within its grace period, is `secret`.
+    def find_live(cls, secret: str) -> KeyStanding | None:
+        """Returns the key whose current secret, or previous secret within its grace period, is `secret`,
+        with its creator, parent key and tenant (one query).
 
         Revoked and expired keys are returned too (the caller refuses them with the reason);
         None means no key has this secret.
@@ -82,10 +130,17 @@ class ApiKey(TenantScopedModel):
         rows = _BY_SECRET.rows(digest, digest)
         if not rows:
             return None
-        key = rows[0][ApiKey]
+        standing = _standing(rows[0])
+        key = standing.key
         if key.secret_hash != digest and (key.previous_expires_at is None or key.previous_expires_at <= utcnow()):
             return None
-        return key
+        return standing
+
+    @classmethod
+    def standing_of(cls, key_id: str) -> KeyStanding | None:
+        """Returns the key with this id and what its authority rests on (one query), or None."""
+        rows = _BY_ID.rows(key_id)
+        return _standing(rows[0]) if rows else None
 
     @property
     def status(self) -> str:
@@ -160,9 +215,36 @@ class ApiKey(TenantScopedModel):
         }
 
 
+_Parent = ApiKey.alias("parent_key")
+_Creator = User.alias("creator")
+
+
+def _with_standing(query_filter: Any) -> Any:
+    """The key, the key that made it, the user behind them and the key's tenant, in one select.
+
+    The creator is joined on `COALESCE(parent.created_by, key.created_by)`: the parent's maker for
+    a key made by a key, else the key's own (an indexed primary-key probe either way).
+    """
+    return (ApiKey.select(ApiKey, _Parent, _Creator, Tenant)
+            .join_from(ApiKey, _Parent, JOIN.LEFT_OUTER, on=(_Parent.id == ApiKey.created_by))
+            .join_from(ApiKey, _Creator, JOIN.LEFT_OUTER,
+                       on=(_Creator.id == fn.COALESCE(_Parent.created_by, ApiKey.created_by)))
+            .join_from(ApiKey, Tenant, JOIN.LEFT_OUTER, on=(Tenant.id == ApiKey.tenant_id))
+            .where(query_filter).limit(1))
+
+
+def _standing(row: dict[Any, Any]) -> KeyStanding:
+    parent, creator, tenant = row.get(_Parent), row.get(_Creator), row.get(Tenant)
+    return KeyStanding(row[ApiKey], parent if parent is not None and parent.id else None,
+                       creator if creator is not None and creator.id else None,
+                       tenant if tenant is not None and tenant.id else None)
+
+
 # Every key-authenticated request runs this, so its SQL is compiled once (see CompiledSelect).
 _BY_SECRET = CompiledSelect(
-    lambda current, previous: ApiKey.select().where(
-        (ApiKey.secret_hash == current) | (ApiKey.previous_secret_hash == previous)).limit(1),
+    lambda current, previous: _with_standing(
+        (ApiKey.secret_hash == current) | (ApiKey.previous_secret_hash == previous)),
     2,
 )
+# An open event stream re-checks its key with this.
+_BY_ID = CompiledSelect(lambda key_id: _with_standing(ApiKey.id == key_id), 1)

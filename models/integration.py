@@ -7,6 +7,7 @@ from typing import Any
 
 from peewee import BooleanField, CharField, IntegerField, IntegrityError, TextField
 
+from models.audit import redact
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
 from tenantry.errors import Conflict, Detail, NotFound, format_datetime
 from tenantry.ids import new_id
@@ -204,7 +205,9 @@ class IntegrationEvent(TenantScopedModel):
         return rows[:limit], len(rows) > limit
 
     def as_dict(self) -> dict[str, Any]:
-        """Returns the event as the API shows it."""
+        """Returns the event as the API shows it: the payload with every secret-looking field (a
+        `password`, a token, ...) redacted, as events and the audit trail show changes. The stored
+        payload stays as sent; handlers read that, never this."""
         return {
             "id": self.id,
             "provider_id": self.provider_id,
@@ -212,7 +215,7 @@ class IntegrationEvent(TenantScopedModel):
             "event_type": self.event_type,
             "status": self.status,
             "error": self.error,
-            "payload": self.payload,
+            "payload": redact(self.payload),
             "created_at": format_datetime(self.created_at),
             "processed_at": format_datetime(self.processed_at) if self.processed_at else None,
         }

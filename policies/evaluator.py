@@ -36,21 +36,37 @@ class Subject:
     role_grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Attributes conditions see as `subject.<name>` (email, status, mfa_enabled, ...).
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: For an API key: the user who made it (or who made the key that made it), as they stand now.
+    #: A key never does more than its creator could: its permissions are its scopes that the
+    #: creator holds, its rank is theirs, and the self-change rules see the creator's id. None for
+    #: a key with no recorded creator, which keeps the admin ceiling.
+    creator: Subject | None = None
+    #: For an API key made by another API key: it makes no keys itself (chains stop at two).
+    delegated: bool = False
 
     @property
     def rank(self) -> int:
-        """The subject's highest role rank; above every role for the operator, an admin's for a key."""
+        """The subject's highest role rank; above every role for the operator; for a key, its creator's,
+        an admin's at most."""
         if self.is_operator:
             return 100
         if self.scopes is not None:
-            return ROLE_RANK["admin"]  # a key may act as an admin at most: it never manages owners
+            # A key may act as an admin at most: it never manages owners, whoever made it.
+            ceiling = ROLE_RANK["admin"]
+            return ceiling if self.creator is None else min(ceiling, self.creator.rank)
         return max((ROLE_RANK.get(r, 0) for r in self.roles), default=0)
+
+    @property
+    def self_id(self) -> str:
+        """The account the self-change rules protect: the user's own, or a key's creator's."""
+        return self.creator.id if self.creator is not None else self.id
 
     @cached_property
     def permissions(self) -> frozenset[str]:
-        """Every permission the subject holds."""
+        """Every permission the subject holds (for a key: its scopes that its creator holds too)."""
         if self.scopes is not None:
-            return expand_scopes(self.scopes, self.role_grants.get("admin"))
+            scoped = expand_scopes(self.scopes, self.role_grants.get("admin"))
+            return scoped if self.creator is None else scoped & self.creator.permissions
         if self.is_operator or not self.role_grants:
             return permissions_for(self.roles, self.is_operator)
         granted: set[str] = set()
@@ -67,8 +83,11 @@ class Subject:
     def condition_view(self) -> dict[str, Any]:
         """The subject as conditions see it: `subject.id`, `subject.roles`, `subject.type`, attributes."""
         kind = "operator" if self.is_operator else "key" if self.scopes is not None else "user"
-        return {"type": kind, **self.attributes, "id": self.id, "tenant_id": self.tenant_id,
+        view = {"type": kind, **self.attributes, "id": self.id, "tenant_id": self.tenant_id,
                 "roles": list(self.roles), "role": self.roles[0] if self.roles else None}
+        if self.creator is not None:
+            view["creator_id"] = self.creator.id
+        return view
 
 
 @dataclass(frozen=True)
@@ -183,14 +202,16 @@ def _deny_rules(subject: Subject, action: str, resource: Resource | None,
         if wanted > subject.rank:
             return Decision(False, f"You cannot grant the role {attrs.get('new_role')}.",
                             ("rule:no-escalation",))
-        if action == "user:delete" and resource.id == subject.id:
+        if action == "user:delete" and resource.id == subject.self_id:
             return Decision(False, "You cannot delete your own account.", ("rule:no-self-delete",))
         guarded = SELF_GUARDED_FIELDS & set(attrs.get("changes", ()))
-        if action == "user:update" and resource.id == subject.id and guarded:
+        if action == "user:update" and resource.id == subject.self_id and guarded:
             # An account cannot lock itself out or re-identify itself through the admin API:
             # another owner or admin changes these.
             return Decision(False, f"You cannot change your own {', '.join(sorted(guarded))}.",
                             ("rule:no-self-lockout",))
+    if resource.type == "key" and action == "key:create" and subject.delegated:
+        return Decision(False, "A key made by another key cannot make keys.", ("rule:no-key-chains",))
     operator_fields = _OPERATOR_TENANT_FIELDS & set(attrs.get("changes", ())) if resource.type == "tenant" else set()
     if operator_fields and not subject.is_operator:
         fields = ", ".join(sorted(operator_fields))

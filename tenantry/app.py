@@ -18,7 +18,6 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.middleware import MiddlewarePosition
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
-from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.security import SecurityMiddleware
@@ -43,7 +42,7 @@ from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_tok
 from tenantry.settings import Settings
 from tenantry.spec import bundle, operations
 from tenantry.usage import UsageRecorder
-from tenantry.validation import RequestValidationProblem, validator_map
+from tenantry.validation import BodyTypeValidationMiddleware, RequestValidationProblem, UnsupportedBody, validator_map
 
 log = logging.getLogger("tenantry")
 
@@ -192,10 +191,11 @@ def _middlewares(validate_responses: bool) -> list[type]:
     Each layer runs on every request. Left out: Swagger UI (off, yet its router ran on every
     request: tenantry.docs serves /docs and the spec's own operations serve /openapi.json),
     lifespan (no lifespan handler; the Flask bridge answers the lifespan protocol), and response
-    validation unless it is turned on.
+    validation unless it is turned on. Request validation is Connexion's, with a body's type checked
+    against the spec first (tenantry.validation.BodyTypeValidationMiddleware).
     """
     stack: list[type] = [ServerErrorMiddleware, ExceptionMiddleware, RoutingMiddleware, SecurityMiddleware,
-                         RequestValidationMiddleware]
+                         BodyTypeValidationMiddleware]
     if validate_responses:
         stack.append(ResponseValidationMiddleware)
     return [*stack, ContextMiddleware]
@@ -317,7 +317,7 @@ def _register_problem_handlers(app: connexion.FlaskApp, spec: dict[str, Any]) ->
         if status == 401 and not code:
             message = "Authentication credentials are missing or invalid."
         if status == 415:
-            message = "Send the body as application/json."
+            message = str(exc.detail) if isinstance(exc, UnsupportedBody) else "Send the body as application/json."
         return _problem_response(request, status, code, message, headers=headers)
 
     def http_exception(request: ConnexionRequest, exc: StarletteHTTPException) -> ConnexionResponse:

@@ -69,6 +69,10 @@ class Principal:
     session_id: str | None = None
     key: ApiKey | None = None
     tenant: Tenant | None = None  # the row of the tenant acted in (None for the operator outside one)
+    #: For a key: the user it acts for (its maker, or its parent key's), None when none was recorded.
+    creator: User | None = None
+    #: For a key: True when another key made it.
+    delegated: bool = False
 
     @property
     def id(self) -> str:
@@ -97,16 +101,28 @@ class Principal:
 
     @cached_property
     def subject(self) -> Subject:
-        """The policy subject for this caller, with the tenant's grants and the caller's attributes."""
+        """The policy subject for this caller, with the tenant's grants and the caller's attributes.
+
+        A key's subject carries its creator's subject as they stand now: the key's permissions are
+        its scopes that the creator holds, its rank and the self-change rules are the creator's.
+        """
         access = self.access
         grants = access.role_grants if access is not None else {}
         if self.key is not None:
+            creator = self._user_subject(self.creator) if self.creator is not None else None
             return Subject(id=self.key.id, tenant_id=self.tenant_id, scopes=frozenset(self.key.permissions),
-                           role_grants=grants, attributes={"mode": self.key.mode, "name": self.key.name})
-        user = self.user
-        assert user is not None
-        roles = access.role_names(user) if access is not None and not self.is_operator else (user.role,)
-        return Subject(id=user.id, tenant_id=self.tenant_id, roles=roles, is_operator=self.is_operator,
+                           role_grants=grants, attributes={"mode": self.key.mode, "name": self.key.name},
+                           creator=creator, delegated=self.delegated)
+        assert self.user is not None
+        return self._user_subject(self.user)
+
+    def _user_subject(self, user: User) -> Subject:
+        """The policy subject of `user` in the acting tenant: their roles there, or the operator's standing."""
+        access = self.access
+        grants = access.role_grants if access is not None else {}
+        operator = bool(user.is_platform_operator)
+        roles = access.role_names(user) if access is not None and not operator else (user.role,)
+        return Subject(id=user.id, tenant_id=self.tenant_id, roles=roles, is_operator=operator,
                        role_grants=grants, attributes={"email": user.email, "status": user.status,
                                                        "mfa_enabled": bool(user.mfa_enabled)})
 
@@ -226,22 +242,28 @@ def authorize_grant(permissions: frozenset[str]) -> None:
 
 
 def _key_principal(secret: str) -> Principal:
-    """Turns an API key's secret into a Principal: known, active, allowed from this address."""
-    key = ApiKey.find_live(secret)
-    if key is None or key.status != "active":
+    """Turns an API key's secret into a Principal: known, active, its creator still standing in its
+    tenant, allowed from this address. The key, its creator and its tenant are read in one query."""
+    standing = ApiKey.find_live(secret)
+    if standing is None or standing.key.status != "active":
         raise AuthenticationFailed("The API key is unknown, revoked or expired.")
-    if not key.admits(caller_address()):
-        raise PermissionDenied("This API key may not be used from this address.")
-    tenant = Tenant.get_or_none(Tenant.id == key.tenant_id)
+    key, tenant = standing.key, standing.tenant
     if tenant is None:
         raise AuthenticationFailed("The API key is unknown, revoked or expired.")
+    refusal = standing.refusal()
+    if refusal is not None:
+        # Like a revoked key: the credential no longer stands for anyone who may act.
+        raise AuthenticationFailed(refusal)
+    if not key.admits(caller_address()):
+        raise PermissionDenied("This API key may not be used from this address.")
     if tenant.status != "active":
         raise TenantSuspended()
     header = request.headers.get("X-Tenant-ID")
     if header and header != key.tenant_id:
         raise PermissionDenied("X-Tenant-ID may only name your own tenant.")
     key.touch()
-    return Principal(tenant_id=key.tenant_id, key=key, tenant=tenant)
+    return Principal(tenant_id=key.tenant_id, key=key, tenant=tenant, creator=standing.creator,
+                     delegated=standing.parent is not None)
 
 
 def _load_principal() -> Principal:
@@ -304,8 +326,8 @@ def credential_checker() -> tuple[float | None, Callable[[], bool]]:
         key_id = principal.key.id
 
         def key_live() -> bool:
-            key = ApiKey.get_or_none(ApiKey.id == key_id)
-            return key is not None and key.status == "active"
+            standing = ApiKey.standing_of(key_id)
+            return standing is not None and standing.key.status == "active" and standing.refusal() is None
 
         return expires, key_live
     session_id, user_id = principal.session_id, principal.id

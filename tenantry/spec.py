@@ -206,7 +206,8 @@ def _event_catalog(doc: dict[str, Any]) -> set[str]:
 def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> list[str]:
     """Returns what an operation fails to declare of the core's guarantees.
 
-    Every operation names its rate-limit class (`x-rate-limit`: standard, auth or none), and a
+    Every operation declares 415 (a body it does not take is refused before it runs). Every
+    operation names its rate-limit class (`x-rate-limit`: standard, auth or none), and a
     limited one declares 429 and the X-RateLimit-* headers on each response. Every non-GET
     operation names its audit action (`x-audit-action`, or `false` when it changes nothing);
     every POST declares both idempotency headers, the 409 and 422 they can answer, and
@@ -215,6 +216,9 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     """
     problems = [f"must declare {status} (the request limits)" for status in ("414", "431")
                 if status not in op.get("responses", {})]
+    if "415" not in op.get("responses", {}):
+        # A body of no or an undeclared type is refused on every operation, one without a body too.
+        problems.append("must declare 415 (a body of a type it does not take)")
     if op.get("x-rate-limit") not in ("standard", "auth", "none"):
         problems.append("x-rate-limit must be standard, auth or none")
     elif op["x-rate-limit"] != "none":

@@ -8,17 +8,32 @@ each into a `Detail(field, message)` a client can show next to the field.
 from __future__ import annotations
 
 import json
+import re
 import typing as t
 from typing import Any
 
+from connexion import utils
 from connexion.datastructures import MediaTypeDict
-from connexion.exceptions import BadRequestProblem
+from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
+from starlette.types import Receive, Scope, Send
 
 from tenantry.errors import Detail
+
+#: A JSON body nested deeper than this (arrays and objects) is refused before it is parsed:
+#: Python's parser recurses once a level, and a few thousand levels exhaust its stack.
+MAX_JSON_DEPTH = 64
+#: A JSON string (escapes included), or one bracket: what the depth scan steps through.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_NUL = "must not contain NUL characters"
 
 # Connexion builds its validator objects on every request; compiling a JSON Schema validator is
 # the expensive part, so each schema's validator is made once and kept (the schemas are the
@@ -32,6 +47,51 @@ def _validator_for(schema: dict, cls: type) -> Any:
         entry = (schema, cls(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
         _COMPILED[(id(schema), cls)] = entry
     return entry[1]
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Returns True when the JSON `text` nests arrays and objects deeper than `limit`.
+
+    A flat scan, never a recursion: brackets inside strings do not count. On text that is not
+    JSON the answer may be either; the parser refuses such text anyway.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False  # the common case: too few brackets to nest that deep
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def nul_fields(document: Any) -> list[str]:
+    """Returns the path of every string, and of every object key, holding a NUL character, in
+    document order (`users[3].email`; a key's NUL written `\\u0000`). No database stores NUL:
+    PostgreSQL refuses it, so it is refused everywhere alike. Iterative, not recursive."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append(path or "body")
+        elif isinstance(value, dict):
+            children = []
+            for key, child in value.items():
+                name = _join(path, str(key).replace("\x00", "\\u0000"))
+                if "\x00" in str(key):
+                    found.append(name)
+                else:
+                    children.append((child, name))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            stack.extend(reversed([(child, f"{path}[{index}]") for index, child in enumerate(value)]))
+    return found
 
 
 class RequestValidationProblem(BadRequestProblem):
@@ -105,11 +165,27 @@ class BodyValidator(JSONRequestBodyValidator):
         if not body:
             return _ABSENT  # no body at all, which differs from a JSON `null`
         try:
-            return json.loads(body.decode(self._encoding))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = body.decode(self._encoding)
+        except (UnicodeDecodeError, LookupError) as exc:
             raise RequestValidationProblem(
                 "The request body is not valid JSON.", [Detail(f"is not valid JSON: {exc}", "body")]
             ) from None
+        if json_depth_exceeds(text):
+            raise RequestValidationProblem(
+                f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.",
+                [Detail(f"is nested deeper than {MAX_JSON_DEPTH} levels", "body")])
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RequestValidationProblem(
+                "The request body is not valid JSON.", [Detail(f"is not valid JSON: {exc}", "body")]
+            ) from None
+        if "\\u0000" in text:  # JSON can only carry NUL escaped; without the escape, no walk
+            fields = nul_fields(document)
+            if fields:
+                raise RequestValidationProblem("The request body has NUL characters.",
+                                               [Detail(_NUL, field) for field in fields])
+        return document
 
     def _validate(self, body: t.Any) -> dict | None:
         if body is _ABSENT:
@@ -157,9 +233,9 @@ class ParamsValidator(ParameterValidator):
             return Detail("is required", name) if param.get("required") else None
         if is_nullable(param) and is_null(value):
             return None
-        if isinstance(value, str) and "\x00" in value:
-            # No database stores NUL; every string parameter's pattern excludes it too.
-            return Detail("must not contain NUL characters", name)
+        if any("\x00" in item for item in (value if isinstance(value, list) else [value]) if isinstance(item, str)):
+            # No database stores NUL (PostgreSQL refuses it): refused on both alike.
+            return Detail(_NUL, name)
         schema = param.get("schema", param)
         error = next(iter(_validator_for(schema, Draft4Validator).iter_errors(value)), None)
         if error is None:
@@ -174,6 +250,64 @@ _SOURCES: dict[str, t.Callable[[t.Any], t.Any]] = {
     "header": lambda request: request.headers,
     "cookie": lambda request: request.cookies,
 }
+
+
+class UnsupportedBody(UnsupportedMediaTypeProblem):
+    """A 415 whose message says which types the operation takes (rendered as UNSUPPORTED_MEDIA_TYPE)."""
+
+
+def _carries_body(scope: Scope) -> bool:
+    """True when the request says a body follows: a non-zero Content-Length, or any Transfer-Encoding."""
+    carries = False
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            try:
+                carries = int(value) > 0
+            except ValueError:
+                carries = True  # the server refuses a malformed length before we see it; be strict anyway
+    return carries
+
+
+class _BodyTypeOperation(RequestValidationOperation):
+    """Connexion's request validation, with a body's type checked against the spec first.
+
+    Connexion reads a body without a Content-Type as the operation's first declared type (JSON),
+    while Flask then hands the handler its raw bytes. Here a body must declare one of the types
+    the operation's requestBody lists (derived from the spec, never hard-coded), and an
+    operation without a requestBody takes no body: otherwise 415, before any handler runs.
+    """
+
+    def _accepted(self) -> str:
+        return " or ".join(self._operation.consumes)
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        """Raises UnsupportedBody unless `mime_type` is one the operation declares."""
+        consumes = self._operation.consumes
+        if consumes and mime_type.lower() not in MediaTypeDict([(c.lower(), None) for c in consumes]):
+            raise UnsupportedBody(f"Send the body as {self._accepted()}.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuses a body of no or an undeclared type with 415, then validates as Connexion does."""
+        if _carries_body(scope):
+            if not self._operation.consumes:
+                raise UnsupportedBody("This operation takes no request body.")
+            if utils.extract_content_type(scope["headers"]) is None:
+                raise UnsupportedBody(f"The body has no Content-Type: send it as {self._accepted()}.")
+        await super().__call__(scope, receive, send)
+
+
+class _BodyTypeAPI(RequestValidationAPI):
+    def make_operation(self, operation: Any) -> RequestValidationOperation:
+        return _BodyTypeOperation(self.next_app, operation=operation, strict_validation=self.strict_validation,
+                                  validator_map=self.validator_map)
+
+
+class BodyTypeValidationMiddleware(RequestValidationMiddleware):
+    """Connexion's request validation middleware, refusing bodies of no or undeclared type (415)."""
+
+    api_cls = _BodyTypeAPI
 
 
 def validator_map() -> dict:

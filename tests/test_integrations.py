@@ -457,3 +457,24 @@ def test_health_of_no_providers_and_of_a_name_that_does_not_resolve(api):
     report = api.get("/v1/integrations/health", headers=owner.headers).json()["data"]
     assert report["status"] == "down"
     assert report["providers"][0]["status"] == "down" and "resolve" in report["providers"][0]["error"]
+
+
+def test_secrets_a_provider_sent_are_redacted_wherever_its_event_is_shown(api, owner):
+    provider = make_provider(api, owner)
+    email = unique_email("hooked")
+    payload = {"event_type": "user.created", "event_id": f"evt_{uuid.uuid4().hex}",
+               "data": {"email": email, "name": "John Doe", "password": "hunter2-plain",
+                        "profile": {"api_token": "tok_123", "city": "Oslo"}}}
+    redacted = {**payload, "data": {"email": email, "name": "John Doe", "password": "[REDACTED]",
+                                    "profile": {"api_token": "[REDACTED]", "city": "Oslo"}}}
+    first = deliver(api, provider, payload)
+    assert first.status_code == 202, first.text
+    event = first.json()["data"]
+    assert event["status"] == "processed" and event["payload"] == redacted
+    listed = [e for e in events(api, owner, provider=provider["id"]) if e["id"] == event["id"]]
+    assert [e["payload"] for e in listed] == [redacted]
+    shown = api.get(f"/v1/integrations/events/{event['id']}", headers=owner.headers)
+    assert shown.status_code == 200 and shown.json()["data"]["payload"] == redacted
+    assert "hunter2-plain" not in shown.text and "tok_123" not in shown.text
+    # The user was still made from the event as sent (the secret only ever hidden, not lost to handling).
+    assert find_user(api, owner, email) is not None

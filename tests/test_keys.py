@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.conftest import PASSWORD, add_user, assert_error, register, unique_email
+from tests.conftest import PASSWORD, add_user, assert_error, login, register, unique_email
 from tests.livesrv import start_server
 
 
@@ -176,3 +176,107 @@ def test_a_key_expiring_in_year_148_is_answered_in_rfc_3339(api, owner):
     assert data["key"]["expires_at"] == "0148-02-29T01:31:39.000Z" and data["key"]["status"] == "expired"
     listed = api.get("/v1/keys", headers=owner.headers)
     assert listed.status_code == 200 and listed.json()["data"][0]["expires_at"] == "0148-02-29T01:31:39.000Z"
+
+
+# A key acts for its creator: never with more authority than they hold at the moment of use.
+
+def _member_with(api, owner, name, permissions):
+    """A member given a custom role with `permissions`."""
+    member = add_user(api, owner, role="member")
+    role = api.post("/v1/roles", json={"name": name, "role_family": "Internal", "permissions": permissions},
+                    headers=owner.headers)
+    assert role.status_code == 201, role.text
+    given = api.post(f"/v1/users/{member.user['id']}/roles", json={"role_id": role.json()["data"]["id"]},
+                     headers=owner.headers)
+    assert given.status_code == 200, given.text
+    return member
+
+
+def test_a_members_key_cannot_create_an_admin_its_creator_could_not(api, owner):
+    member = _member_with(api, owner, "Recruiter", ["user:create", "key:create"])
+    admin_body = {**new_user(), "role": "admin"}
+    assert_error(api.post("/v1/users", json=admin_body, headers=member.headers), 403, "PERMISSION_DENIED")
+    key = make_key(api, member, permissions=["user:create"])
+    headers = {"X-API-Key": key["secret"]}
+    error = assert_error(api.post("/v1/users", json=admin_body, headers=headers), 403, "PERMISSION_DENIED")
+    assert "admin" in error["message"]
+    assert_error(api.post("/v1/auth/login", json={"email": admin_body["email"], "password": PASSWORD}), 401,
+                 "AUTHENTICATION_FAILED")
+    # What the member may do, their key may do.
+    made = api.post("/v1/users", json=new_user(), headers=headers)
+    assert made.status_code == 201 and made.json()["data"]["role"] == "member", made.text
+
+
+def test_a_members_key_follows_the_members_self_change_and_rank_rules(api, owner):
+    admin = add_user(api, owner, role="admin")
+    peer = add_user(api, owner, role="member")
+    member = _member_with(api, owner, "Editor", ["user:update", "key:create"])
+    headers = {"X-API-Key": make_key(api, member, permissions=["user:update"])["secret"]}
+    error = assert_error(api.patch(f"/v1/users/{member.user['id']}", json={"role": "admin"}, headers=headers),
+                         403, "PERMISSION_DENIED")
+    assert "role admin" in error["message"]
+    error = assert_error(api.patch(f"/v1/users/{member.user['id']}", json={"email": unique_email()},
+                                   headers=headers), 403, "PERMISSION_DENIED")
+    assert "your own email" in error["message"]
+    assert_error(api.patch(f"/v1/users/{admin.user['id']}", json={"password": "taken-over-123456"},
+                           headers=headers), 403, "PERMISSION_DENIED")
+    assert api.get(f"/v1/users/{member.user['id']}", headers=owner.headers).json()["data"]["role"] == "member"
+    login(api, admin.email, tenant_id=owner.tenant["id"])  # the admin's password is unchanged
+    renamed = api.patch(f"/v1/users/{peer.user['id']}", json={"first_name": "Renamed"}, headers=headers)
+    assert renamed.status_code == 200 and renamed.json()["data"]["first_name"] == "Renamed", renamed.text
+
+
+def test_a_key_loses_at_once_what_its_creator_loses(api, owner):
+    admin = add_user(api, owner, role="admin")
+    headers = {"X-API-Key": make_key(api, admin, permissions=["user:read", "user:create"])["secret"]}
+    assert api.post("/v1/users", json=new_user(), headers=headers).status_code == 201
+    demoted = api.patch(f"/v1/users/{admin.user['id']}", json={"role": "member"}, headers=owner.headers)
+    assert demoted.status_code == 200, demoted.text
+    error = assert_error(api.post("/v1/users", json=new_user(), headers=headers), 403, "PERMISSION_DENIED")
+    assert "user:create" in error["message"]
+    assert api.get("/v1/users", headers=headers).status_code == 200  # a member still reads users
+    suspended = api.patch(f"/v1/users/{admin.user['id']}", json={"status": "suspended"}, headers=owner.headers)
+    assert suspended.status_code == 200, suspended.text
+    error = assert_error(api.get("/v1/users", headers=headers), 401, "AUTHENTICATION_FAILED")
+    assert "creator" in error["message"]
+    api.patch(f"/v1/users/{admin.user['id']}", json={"status": "active"}, headers=owner.headers)
+    assert api.get("/v1/users", headers=headers).status_code == 200
+    assert api.delete(f"/v1/users/{admin.user['id']}", headers=owner.headers).status_code == 204
+    assert_error(api.get("/v1/users", headers=headers), 401, "AUTHENTICATION_FAILED")
+
+
+def test_a_key_made_by_a_key_answers_to_both(api, owner):
+    admin = add_user(api, owner, role="admin")
+    parent = make_key(api, admin, permissions=["user:read", "user:create", "key:create"])
+    child = api.post("/v1/keys", json={"name": "child", "permissions": ["user:read", "user:create"]},
+                     headers={"X-API-Key": parent["secret"]})
+    assert child.status_code == 201, child.text
+    headers = {"X-API-Key": child.json()["data"]["secret"]}
+    assert api.post("/v1/users", json=new_user(), headers=headers).status_code == 201
+    # Bound by the human behind the parent ...
+    api.patch(f"/v1/users/{admin.user['id']}", json={"role": "member"}, headers=owner.headers)
+    assert_error(api.post("/v1/users", json=new_user(), headers=headers), 403, "PERMISSION_DENIED")
+    assert api.get("/v1/users", headers=headers).status_code == 200
+    # ... and by the parent key itself: revoked, its keys stop too.
+    assert api.delete(f"/v1/keys/{parent['key']['id']}", headers=owner.headers).status_code == 204
+    assert_error(api.get("/v1/users", headers=headers), 401, "AUTHENTICATION_FAILED")
+    # Chains stop at two: a key made by a key makes no keys.
+    api.patch(f"/v1/users/{admin.user['id']}", json={"role": "admin"}, headers=owner.headers)
+    parent = make_key(api, admin, permissions=["admin"])
+    child = api.post("/v1/keys", json={"name": "child", "permissions": ["key:create", "user:read"]},
+                     headers={"X-API-Key": parent["secret"]})
+    assert child.status_code == 201, child.text
+    error = assert_error(api.post("/v1/keys", json={"name": "grandchild", "permissions": ["user:read"]},
+                                  headers={"X-API-Key": child.json()["data"]["secret"]}), 403, "PERMISSION_DENIED")
+    assert "made by another key" in error["message"]
+
+
+def test_an_operators_key_acts_as_an_admin_at_most(api, owner, operator):
+    headers = {**operator, "X-Tenant-ID": owner.tenant["id"]}
+    made = api.post("/v1/keys", json={"name": "ops", "permissions": ["admin"]}, headers=headers)
+    assert made.status_code == 201, made.text
+    key = {"X-API-Key": made.json()["data"]["secret"]}
+    assert api.post("/v1/users", json=new_user(), headers=key).status_code == 201
+    assert_error(api.post("/v1/users", json={**new_user(), "role": "owner"}, headers=key), 403, "PERMISSION_DENIED")
+    assert_error(api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=key), 403,
+                 "PERMISSION_DENIED")

@@ -39,6 +39,12 @@ def test_check_reports_a_missing_permission_and_an_unknown_handler():
     assert "handlers.users.create_user is a public handler no operation routes to" in problems
 
 
+def test_check_requires_every_operation_to_declare_415():
+    broken = bundle(ROOT / "openapi" / "openapi.yaml")
+    del broken["paths"]["/v1/users"]["get"]["responses"]["415"]
+    assert "GET /v1/users: must declare 415" in "\n".join(check(broken))
+
+
 def test_bundle_refuses_a_dangling_ref(tmp_path):
     (tmp_path / "openapi.yaml").write_text("openapi: 3.0.3\npaths:\n  /x:\n    $ref: 'paths/missing.yaml#/x'\n")
     with pytest.raises(SpecError):

@@ -197,3 +197,59 @@ def test_custom_role_grants_replace_the_builtin_table():
     owner = Subject("usr_o", "ten_a", ("owner",), role_grants={"owner": frozenset({"booking:cancel"})})
     assert evaluate(owner, "booking:cancel").allowed
     assert can_grant(owner, frozenset({"booking:cancel"})).allowed
+
+
+# A key acts for its creator: scopes ∩ the creator's permissions, the creator's rank, the creator's
+# self-change rules.
+
+RECRUITER_GRANTS = {"Recruiter": frozenset({"user:create", "key:create"})}
+RECRUITER = Subject("usr_rec", "ten_a", ("member", "Recruiter"), role_grants=RECRUITER_GRANTS)
+
+
+def key_of(creator, scopes, delegated=False):
+    return Subject("key_x", "ten_a", scopes=frozenset(scopes), role_grants=creator.role_grants,
+                   creator=creator, delegated=delegated)
+
+
+CREATOR_CASES = [
+    # key, action, resource, allowed, decided_by
+    (key_of(RECRUITER, {"user:create"}), "user:create", Resource("user", None, "ten_a", {"new_role": "member"}),
+     True, "scope:user:create"),
+    (key_of(RECRUITER, {"user:create"}), "user:create", Resource("user", None, "ten_a", {"new_role": "admin"}),
+     False, "rule:no-escalation"),
+    (key_of(RECRUITER, {"admin"}), "user:delete", None, False, None),  # the creator does not hold it
+    (key_of(MEMBER, {"user:update"}), "user:update", user("admin"), False, None),
+    (key_of(ADMIN, {"user:update"}), "user:update", user("member"), True, "scope:user:update"),
+    (key_of(ADMIN, {"user:update"}), "user:update", user("owner"), False, "rule:role-rank"),
+    (key_of(OWNER, {"admin"}), "user:update", user("owner"), False, "rule:role-rank"),  # still an admin at most
+    (key_of(ADMIN, {"user:update"}), "user:update",
+     Resource("user", "usr_admin", "ten_a", {"role": "admin", "changes": ("password",)}), False,
+     "rule:no-self-lockout"),
+    (key_of(ADMIN, {"user:delete"}), "user:delete", user("member", id_="usr_admin"), False, "rule:no-self-delete"),
+    (key_of(OPERATOR, {"admin"}), "user:update", user("admin"), True, "scope:admin"),
+    (key_of(OPERATOR, {"admin"}), "user:update", user("owner"), False, "rule:role-rank"),
+    (key_of(ADMIN, {"key:create"}), "key:create", Resource("key", None, "ten_a", {}), True, "scope:key:create"),
+    (key_of(ADMIN, {"key:create"}, delegated=True), "key:create", Resource("key", None, "ten_a", {}), False,
+     "rule:no-key-chains"),
+]
+
+
+@pytest.mark.parametrize(("subject", "action", "resource", "allowed", "decided_by"), CREATOR_CASES)
+def test_a_key_never_does_more_than_its_creator(subject, action, resource, allowed, decided_by):
+    decision = evaluate(subject, action, resource)
+    assert decision.allowed is allowed, decision
+    if decided_by is not None:
+        assert decided_by in decision.decided_by, decision
+
+
+def test_a_keys_permissions_and_grants_are_bounded_by_its_creator():
+    key = key_of(MEMBER, {"user:read", "user:create"})
+    assert key.permissions == frozenset({"user:read"})
+    assert key.rank == 1 and key.self_id == "usr_member"
+    assert not may_allow(key, "user:create")
+    assert not can_grant(key, frozenset({"user:create"})).allowed
+    assert can_grant(key, frozenset({"user:read"})).allowed
+    # With no recorded creator, a key keeps the admin ceiling alone.
+    legacy = Subject("key_l", "ten_a", scopes=frozenset({"admin"}))
+    assert legacy.rank == 2 and legacy.self_id == "key_l" and "user:delete" in legacy.permissions
+    assert key.condition_view["creator_id"] == "usr_member" and key.condition_view["type"] == "key"

@@ -1,0 +1,100 @@
+"""Request bodies the server refuses before any handler: too deeply nested, NUL characters, no Content-Type."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import PASSWORD, assert_error, unique_email
+
+#: The documented limit (tenantry.validation.MAX_JSON_DEPTH, the spec's info and README).
+LIMIT = 64
+
+
+def nested(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+def post_raw(api, path, body, headers=None, content_type="application/json"):
+    sent = {**(headers or {}), **({"Content-Type": content_type} if content_type else {})}
+    return api.post(path, content=body, headers=sent)
+
+
+DEEP_TARGETS = ["/v1/auth/login", "/v1/auth/register", "/v1/users", "/v1/policies/evaluate", "/v1/tenants"]
+
+
+@pytest.mark.parametrize("path", DEEP_TARGETS)
+@pytest.mark.parametrize("levels", [LIMIT + 1, 1000, 5000])
+def test_a_body_nested_past_the_limit_is_400_before_it_is_parsed(api, owner, path, levels):
+    headers = owner.headers if not path.startswith("/v1/auth/") else {}
+    error = assert_error(post_raw(api, path, nested(levels), headers), 400, "VALIDATION_ERROR")
+    assert f"{LIMIT}" in error["message"]
+    assert error["details"] == [{"field": "body", "message": f"is nested deeper than {LIMIT} levels"}]
+
+
+@pytest.mark.parametrize("path", DEEP_TARGETS)
+def test_a_body_nested_to_the_limit_passes_the_depth_check(api, owner, path):
+    headers = owner.headers if not path.startswith("/v1/auth/") else {}
+    response = post_raw(api, path, nested(LIMIT), headers)
+    assert response.status_code == 400, response.text  # the schema refuses an array: that is fine
+    assert "nested" not in response.json()["error"]["message"]
+
+
+def test_the_depth_check_counts_objects_and_skips_brackets_inside_strings(api, owner):
+    deep = b'{"a":' * (LIMIT + 1) + b"1" + b"}" * (LIMIT + 1)
+    assert_error(post_raw(api, "/v1/users", deep, owner.headers), 400, "VALIDATION_ERROR")
+    assert "nested" in post_raw(api, "/v1/users", deep, owner.headers).json()["error"]["message"]
+    brackets = ('{"email": "' + "[{" * 500 + '", "password": "x", "first_name": "A", "last_name": "B"}').encode()
+    response = post_raw(api, "/v1/users", brackets, owner.headers)
+    assert response.status_code == 400 and "nested" not in response.json()["error"]["message"], response.text
+    escaped = ('{"first_name": "\\"' + "[" * 100 + '"}').encode()  # an escaped quote does not end the string
+    response = post_raw(api, "/v1/users", escaped, owner.headers)
+    assert response.status_code == 400 and "nested" not in response.json()["error"]["message"], response.text
+
+
+def test_nul_in_any_string_field_is_400_naming_the_field(api, owner):
+    error = assert_error(api.post("/v1/permissions", json={"name": "booking:cancel", "description": "a\u0000b"},
+                                  headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "description", "message": "must not contain NUL characters"}]
+    error = assert_error(api.post("/v1/webhooks", json={"url": "https://hooks.example.com/x", "events": ["*"],
+                                                        "description": "a\u0000b"}, headers=owner.headers),
+                         400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "description", "message": "must not contain NUL characters"}]
+    users = [{"email": unique_email(), "password": PASSWORD, "first_name": "A", "last_name": "B"} for _ in range(4)]
+    users[3]["email"] = "nul\u0000@example.com"
+    error = assert_error(api.post("/v1/users/batch", json={"users": users}, headers=owner.headers), 400,
+                         "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "users[3].email", "message": "must not contain NUL characters"}]
+    # In an object's keys too (named with the NUL escaped), and in a list item.
+    error = assert_error(api.post("/v1/policies/evaluate", json={"action": "user:read", "subject": {"a\u0000": 1},
+                                                                 "context": {"tags": ["ok", "x\u0000"]}},
+                                  headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "subject.a\\u0000", "message": "must not contain NUL characters"},
+                                {"field": "context.tags[1]", "message": "must not contain NUL characters"}]
+    # Query and path parameters alike.
+    assert_error(api.get("/v1/users", params={"search": "a\u0000b"}, headers=owner.headers), 400, "VALIDATION_ERROR")
+    error = assert_error(api.get("/v1/users/usr_%00", headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "user_id"
+    # Nothing was written.
+    listed = api.get("/v1/permissions", headers=owner.headers).json()["data"]
+    assert all(p["name"] != "booking:cancel" for p in listed)
+
+
+def test_a_body_without_a_content_type_is_415_before_any_handler(api, owner):
+    for path, body in [("/v1/auth/mfa/setup", b'{"type": "totp"}'), ("/v1/auth/mfa/verify", b'{"code": "123456"}'),
+                       ("/v1/users", b'{"email": "a@example.com"}')]:
+        error = assert_error(post_raw(api, path, body, owner.headers, content_type=None), 415,
+                             "UNSUPPORTED_MEDIA_TYPE")
+        assert "application/json" in error["message"]
+    # No user was created.
+    assert api.get("/v1/users", params={"search": "a@example.com"}, headers=owner.headers).json()["data"] == []
+    # A type the operation does not declare, and a body where the operation takes none.
+    assert_error(post_raw(api, "/v1/auth/mfa/setup", b"type=totp", owner.headers,
+                          content_type="application/x-www-form-urlencoded"), 415, "UNSUPPORTED_MEDIA_TYPE")
+    error = assert_error(post_raw(api, "/v1/auth/logout", b"{}", owner.headers), 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert "no request body" in error["message"]
+    # Declared JSON, with or without a charset, is served; so is no body at all where it is optional.
+    assert post_raw(api, "/v1/auth/mfa/setup", b'{"type": "totp"}', owner.headers).status_code == 200
+    assert post_raw(api, "/v1/auth/mfa/setup", b'{"type": "totp"}', owner.headers,
+                    content_type="application/json; charset=utf-8").status_code == 200
+    key = api.post("/v1/keys", json={"name": "n", "permissions": ["user:read"]}, headers=owner.headers).json()["data"]
+    assert api.post(f"/v1/keys/{key['key']['id']}/rotate", headers=owner.headers).status_code == 200
