@@ -151,35 +151,58 @@ def test_an_unreachable_redis_fails_open_with_a_warning():
         live.stop()
 
 
-def test_in_memory_counters_start_one_sweeper_thread_not_one_per_update():
-    from limits import parse
-    from limits.strategies import SlidingWindowCounterRateLimiter
+def answered_by(live: LiveServer, responses: list[httpx.Response]) -> set[int]:
+    """Returns the worker processes that answered `responses`, from their access log lines (by request id)."""
+    import json
 
-    from tenantry.limits import SweptMemoryStorage
+    wanted = {response.headers["x-request-id"] for response in responses}
+    deadline = time.monotonic() + 10  # a worker writes its access line just after it answered
+    while True:
+        pids = {}
+        for line in live.log().splitlines():
+            if line.startswith("{") and '"msg": "request"' in line:
+                entry = json.loads(line)
+                if entry.get("request_id") in wanted:
+                    pids[entry["request_id"]] = entry["pid"]
+        if len(pids) == len(wanted) or time.monotonic() > deadline:
+            assert set(pids) == wanted, "some requests have no access log line"
+            return set(pids.values())
+        time.sleep(0.05)
 
-    storage = SweptMemoryStorage()
-    storage.SWEEP_SECONDS = 0.05
-    limiter = SlidingWindowCounterRateLimiter(storage)
-    started = []
-    original = SweptMemoryStorage._MemoryStorage__schedule_expiry
 
-    def counting(self: SweptMemoryStorage) -> None:
-        before = self._sweeper
-        original(self)
-        if self._sweeper is not before:
-            started.append(self._sweeper)
-
-    SweptMemoryStorage._MemoryStorage__schedule_expiry = counting
+@pytest.mark.parametrize("redis", [False, True], ids=["shared-memory", "redis"])
+def test_limits_hold_exactly_across_two_workers(redis):
+    # The README offers `tenantry serve --workers N` without Redis on SQLite and on PostgreSQL:
+    # the documented limits must hold exactly there too, whichever worker answers.
+    counters = ({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}"} if redis
+                else {"REDIS_URL": ""})
+    live = start_server(workers=2, **counters, **DEFAULTS)
     try:
-        for _ in range(50):  # over 100 ms: MemoryStorage's own 10 ms Timer would have been started anew
-            assert limiter.hit(parse("1000/second"), "sweep-test")
-            time.sleep(0.002)
-        assert len(started) == 1
-        # Expired counters are still swept: a one-second window's counters live two seconds.
-        assert storage.storage
-        deadline = time.monotonic() + 5
-        while storage.storage and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not storage.storage
+        with live.client() as api:
+            owner = register(api)
+            # A user made by the owner (not a signup): no login has counted for this account yet.
+            email = unique_email()
+            created = api.post("/v1/users", json={"email": email, "password": PASSWORD, "first_name": "Ten",
+                                                  "last_name": "Tries"}, headers=owner.headers)
+            assert created.status_code == 201, created.text
+        wrong = {"email": email, "password": "wrong-password!", "tenant_id": owner.tenant["id"]}
+        answers = []
+        for body in [wrong] * 12 + [{**wrong, "password": PASSWORD}]:
+            with live.client(headers={"Connection": "close"}) as client:  # new connections reach both workers
+                answers.append(client.post("/v1/auth/login", json=body))
+        # Exactly ten attempts a minute for the account are answered; every later one is refused,
+        # the right password included, and the remaining count falls by one each time.
+        assert [r.status_code for r in answers] == [401] * 10 + [429] * 3, [r.status_code for r in answers]
+        assert [limited(r)[:2] for r in answers[:10]] == [(10, left) for left in range(9, -1, -1)]
+        assert_error(answers[-1], 429, "RATE_LIMIT_EXCEEDED")
+        # A credential's minute budget: X-RateLimit-Remaining strictly falls whichever worker answers.
+        me = []
+        for _ in range(20):
+            with live.client(headers={"Connection": "close"}) as client:
+                me.append(client.get("/v1/auth/me", headers=owner.headers))
+        assert {r.status_code for r in me} == {200}
+        remaining = [limited(r)[1] for r in me]
+        assert remaining == list(range(remaining[0], remaining[0] - 20, -1)), remaining
+        assert len(answered_by(live, answers + me)) == 2  # both workers answered
     finally:
-        SweptMemoryStorage._MemoryStorage__schedule_expiry = original
+        live.stop()
