@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from tenantry.counters import (
     SharedCounters,
     create_table,
 )
+from tests.livesrv import HungRedis
 
 
 class Clock:
@@ -188,32 +188,6 @@ def test_only_one_probe_runs_at_a_time():
     release.set()
     probe.join(10)
     assert breaker.call(lambda: "asked", ConnectionError) == "asked"
-
-
-class HungRedis:
-    """A TCP listener on 127.0.0.1 that accepts connections and never answers: a hung Redis."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
 
 
 def test_a_hung_redis_is_asked_once_per_cool_down():

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, assert_error, login, register, unique_email
-from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, LiveServer, start_server
+from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, HungRedis, LiveServer, start_server
 
 #: The server defaults, undoing what tests/livesrv.py raises for the rest of the suite.
 DEFAULTS = {"TENANTRY_DEFAULT_PLAN": "standard", "TENANTRY_RATE_LIMIT_IP": "1200/minute",
@@ -137,7 +137,7 @@ def test_two_processes_on_one_redis_share_one_budget():
         live.stop()
 
 
-def test_an_unreachable_redis_fails_open_with_a_warning():
+def test_an_unreachable_redis_fails_open_with_one_warning():
     live = start_server(REDIS_URL="redis://127.0.0.1:9/0", **DEFAULTS)  # nothing listens on port 9
     try:
         with live.client() as api:
@@ -145,10 +145,31 @@ def test_an_unreachable_redis_fails_open_with_a_warning():
             answers = [api.get("/v1/auth/me", headers=owner.headers) for _ in range(60)]
             assert {r.status_code for r in answers} == {200}  # past the burst of 50: nothing counted
             assert "x-ratelimit-limit" not in answers[0].headers
+        # The outage is reported once, when the breaker opens, not once a request.
         warnings = [line for line in live.log().splitlines() if "failing open" in line]
-        assert warnings and '"level": "warning"' in warnings[0] and "ConnectionError" in warnings[0]
+        assert len(warnings) == 1, warnings
+        assert '"level": "warning"' in warnings[0] and "ConnectionError" in warnings[0]
     finally:
         live.stop()
+
+
+def test_a_hung_redis_is_asked_once_and_adds_no_wait_to_later_requests():
+    hung = HungRedis()  # accepts connections, never answers
+    live = start_server(REDIS_URL=f"redis://127.0.0.1:{hung.port}/0", TENANTRY_REDIS_RETRY_AFTER="600", **DEFAULTS)
+    try:
+        with live.client() as api:
+            owner = register(api)  # the first limited request waits for the timeout and opens the breaker
+            answers = [api.get("/v1/auth/me", headers=owner.headers) for _ in range(60)]
+        assert {r.status_code for r in answers} == {200}
+        assert "x-ratelimit-limit" not in answers[0].headers
+        # Redis was tried by the first limited request only (one worker: one connection), not once
+        # a request: the breaker answers the others at once until TENANTRY_REDIS_RETRY_AFTER.
+        assert len(hung.accepted) == 1, len(hung.accepted)
+        warnings = [line for line in live.log().splitlines() if "failing open" in line]
+        assert len(warnings) == 1 and "TimeoutError" in warnings[0], warnings
+    finally:
+        live.stop()
+        hung.close()
 
 
 def answered_by(live: LiveServer, responses: list[httpx.Response]) -> set[int]:
