@@ -90,8 +90,8 @@ def create_table(slots: int, directory: str | None = None) -> Path:
 class SharedCounters(Storage, SlidingWindowCounterSupport):
     """limits' sliding-window-counter storage over a table shared by one host's processes (module docstring).
 
-    `path`: a table made by `create_table` (or `$TENANTRY_RATE_LIMIT_TABLE`); none: memory of this
-    process's own, of `slots` slots.
+    `path`: a table made by `create_table` (default: `$TENANTRY_RATE_LIMIT_TABLE`); empty or unset:
+    memory of this process's own, of `slots` slots.
     """
 
     STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-shared"]  # registers the scheme with limits
@@ -99,7 +99,7 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, path: str | None = None,
                  slots: int = 131072, clock: Callable[[], float] = time.time, **options: Any) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self._path = path if path is not None else os.environ.get(TABLE_ENV) or None
+        self._path = (path if path is not None else os.environ.get(TABLE_ENV)) or None  # "": anonymous
         self._slots = slots
         self._clock = clock
         self._lock = threading.Lock()
