@@ -225,8 +225,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
         _demo(settings, args.host, args.port)
     workers = args.workers or os.cpu_count() or 1
+    from tenantry.counters import TABLE_ENV
+
+    os.environ.pop(TABLE_ENV, None)  # the workers share this server's own table, or none
     table = None
-    if not settings.redis_url:
+    if workers > 1 and not settings.redis_url:
         table, workers = _rate_limit_table(settings, workers)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tenantry-metrics-")
@@ -250,11 +253,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _rate_limit_table(settings: Settings, workers: int) -> tuple[Path | None, int]:
-    """Creates the rate-limit table every worker maps (no Redis), named to them in the environment.
+    """Creates the rate-limit table every worker maps (several workers, no Redis), named to them in the environment.
 
     Returns (its path, the workers to start). When no table can be made, nothing can share the
     counters, so one worker is started (and the log says so): a limit counted by each of several
-    processes alone would let several times its budget through.
+    processes alone would let several times its budget through. One worker needs no file: its
+    table is in its own memory (uvicorn ends a single worker by re-raising the signal, which would
+    leave a file behind).
     """
     import logging
 
@@ -263,11 +268,9 @@ def _rate_limit_table(settings: Settings, workers: int) -> tuple[Path | None, in
     try:
         table = create_table(settings.rate_limit_slots)
     except OSError as exc:
-        os.environ.pop(TABLE_ENV, None)
-        if workers > 1:
-            logging.getLogger("tenantry.limits").warning(
-                "no shared rate-limit table (%s): serving with one worker so the limits hold; "
-                "set REDIS_URL to run more", exc)
+        logging.getLogger("tenantry.limits").warning(
+            "no shared rate-limit table (%s): serving with one worker so the limits hold; "
+            "set REDIS_URL to run more", exc)
         return None, 1
     os.environ[TABLE_ENV] = str(table)
     return table, workers

@@ -3,8 +3,8 @@
 `SharedCounters` is a `limits` storage over a fixed-size table in a memory-mapped file. The
 `tenantry serve` parent creates the file before it starts its workers (`create_table`) and names
 it to them in `TABLE_ENV`; every worker maps the same file, so all of them count in one place and
-a limit holds whichever worker answers. Without that variable (one process built another way)
-the table is anonymous memory of the process's own.
+a limit holds whichever worker answers. Without that variable (one worker, or a process built
+another way) the table is anonymous memory of the process's own.
 
 Each limit's key takes one 48-byte slot: a 16-byte digest of the key, the start of its current
 window, the window's length, and the counts of the previous and the current window (the sliding
@@ -66,16 +66,22 @@ def _buckets(slots: int) -> int:
     return max(1, slots // _BUCKET)
 
 
+_PREFIX = "tenantry-ratelimits-"
+
+
 def create_table(slots: int, directory: str | None = None) -> Path:
     """Creates an empty shared table of `slots` slots and returns its path; raises OSError when it cannot.
 
     The file goes to /dev/shm when there is one (memory, never written back to a disk), else to the
-    temporary directory. The caller removes it when the processes using it are done.
+    temporary directory, named with the creating process's id. The caller removes it when the
+    processes using it are done; the tables of creators that died without removing theirs (killed)
+    are removed here.
     """
     if directory is None:
         shm = Path("/dev/shm")  # noqa: S108 - memory-backed, and the file is created mode 0600 by mkstemp
         directory = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir()
-    fd, name = tempfile.mkstemp(prefix="tenantry-ratelimits-", dir=directory)
+    _remove_orphans(Path(directory))
+    fd, name = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=directory)
     try:
         os.ftruncate(fd, table_size(slots))
         os.pwrite(fd, _HEADER.pack(_MAGIC, _buckets(slots) * _BUCKET, _SLOT_SIZE), 0)
@@ -85,6 +91,20 @@ def create_table(slots: int, directory: str | None = None) -> Path:
         raise
     os.close(fd)
     return Path(name)
+
+
+def _remove_orphans(directory: Path) -> None:
+    """Removes the tables in `directory` whose creating process is gone."""
+    for path in directory.glob(f"{_PREFIX}*-*"):
+        pid = path.name[len(_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:  # alive under another user, or not ours to judge
+            continue
 
 
 class SharedCounters(Storage, SlidingWindowCounterSupport):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,34 @@ def test_a_full_bucket_restarts_the_counter_nearest_its_end_and_warns_once(caplo
     assert [r.getMessage() for r in caplog.records].count(
         "rate-limit table full: 1 counters restarted so far; raise TENANTRY_RATE_LIMIT_SLOTS") == 1
     assert len(caplog.records) == 1
+
+
+def test_a_new_table_removes_those_whose_creator_died(tmp_path):
+    gone = multiprocessing.get_context("spawn").Process(target=int)
+    gone.start()
+    gone.join(30)
+    orphan = tmp_path / f"tenantry-ratelimits-{gone.pid}-abc"
+    orphan.write_bytes(b"")
+    mine = create_table(1024, directory=str(tmp_path))
+    assert mine.name.startswith(f"tenantry-ratelimits-{os.getpid()}-")
+    assert not orphan.exists()
+    create_table(1024, directory=str(tmp_path))
+    assert mine.exists()  # its creator (this process) is alive
+
+
+def test_serve_starts_one_worker_when_no_table_can_be_made(monkeypatch, caplog):
+    from tenantry import cli, counters
+    from tenantry.settings import Settings
+
+    def no_room(slots: int, directory: str | None = None) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(counters, "create_table", no_room)
+    monkeypatch.delenv(counters.TABLE_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="tenantry.limits"):
+        assert cli._rate_limit_table(Settings(), 4) == (None, 1)
+    assert "serving with one worker so the limits hold" in caplog.text
+    assert counters.TABLE_ENV not in os.environ
 
 
 def test_no_thread_is_started_to_expire_counters():

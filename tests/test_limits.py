@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import PASSWORD, Account, add_user, assert_error, login, register, unique_email
 from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, HungRedis, LiveServer, start_server
+
+SHM = Path("/dev/shm")  # where `tenantry serve` puts the workers' table on Linux
 
 #: The server defaults, undoing what tests/livesrv.py raises for the rest of the suite.
 DEFAULTS = {"TENANTRY_DEFAULT_PLAN": "standard", "TENANTRY_RATE_LIMIT_IP": "1200/minute",
@@ -286,5 +289,8 @@ def test_limits_hold_exactly_across_two_workers(redis):
         remaining = [limited(r)[1] for r in me]
         assert remaining == list(range(remaining[0], remaining[0] - 20, -1)), remaining
         assert len(answered_by(live, answers + me)) == 2  # both workers answered
+        tables = list(SHM.glob(f"tenantry-ratelimits-{live.process.pid}-*")) if SHM.is_dir() else []
+        assert len(tables) == (0 if redis or not SHM.is_dir() else 1)
     finally:
         live.stop()
+    assert not any(table.exists() for table in tables)  # the serve parent removes its table when it stops
