@@ -214,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serves the API on uvicorn with one worker process per core by default."""
     import uvicorn
 
+    from tenantry.counters import TABLE_ENV
     from tenantry.db import upgrade
     from tenantry.logs import configure_logging
 
@@ -225,8 +226,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
         _demo(settings, args.host, args.port)
     workers = args.workers or os.cpu_count() or 1
-    from tenantry.counters import TABLE_ENV
-
     os.environ.pop(TABLE_ENV, None)  # the workers share this server's own table, or none
     table = None
     if workers > 1 and not settings.redis_url:
