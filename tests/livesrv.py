@@ -187,13 +187,12 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
 class LatencyProxy:
     """A TCP proxy on 127.0.0.1 that delays every chunk it forwards: a slow network to a real database."""
 
-    def __init__(self, target_port: int, delay: float) -> None:
+    def __init__(self, target_port: int, delay: float, port: int | None = None) -> None:
         import asyncio
-        import threading
 
         self.delay = delay
         self.target_port = target_port
-        self.port = free_port()
+        self.port = port or free_port()
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 

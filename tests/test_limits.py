@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, Account, add_user, assert_error, login, register, unique_email
-from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, HungRedis, LiveServer, start_server
+from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, HungRedis, LatencyProxy, LiveServer, free_port, start_server
 
 SHM = Path("/dev/shm")  # where `tenantry serve` puts the workers' table on Linux
 
@@ -234,6 +234,35 @@ def test_a_hung_redis_is_asked_once_and_adds_no_wait_to_later_requests():
     finally:
         live.stop()
         hung.close()
+
+
+def test_limits_apply_again_once_redis_answers_again():
+    from urllib.parse import urlparse
+
+    port = free_port()  # Redis "stopped": nothing listens here yet
+    live = start_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", TENANTRY_REDIS_RETRY_AFTER="1",
+                        TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}", **DEFAULTS)
+    proxy = None
+    try:
+        with live.client() as api:
+            owner = register(api)
+            assert "x-ratelimit-limit" not in api.get("/v1/auth/me", headers=owner.headers).headers
+            # Redis "started": the port now leads to the real one. Within a retry period or two a
+            # request probes it, and the limits (and their headers) apply again.
+            proxy = LatencyProxy(urlparse(REDIS_URL).port or 6379, delay=0, port=port)
+            deadline = time.monotonic() + 15
+            while "x-ratelimit-limit" not in (me := api.get("/v1/auth/me", headers=owner.headers)).headers:
+                assert time.monotonic() < deadline, "the limits never applied again"
+                time.sleep(0.1)
+            assert limited(me)[0] == 100
+        lines = live.log().splitlines()
+        assert len([line for line in lines if "failing open" in line]) == 1
+        recovered = [line for line in lines if "reachable again" in line]
+        assert len(recovered) == 1 and '"level": "info"' in recovered[0]
+    finally:
+        live.stop()
+        if proxy is not None:
+            proxy.close()
 
 
 def answered_by(live: LiveServer, responses: list[httpx.Response]) -> set[int]:
