@@ -365,7 +365,7 @@ def servers(database_url: str, workdir: Path, baseline: bool = True) -> Iterator
     env = {**os.environ, "DATABASE_URL": database_url, "TENANTRY_SECRET_KEY": _secret(),
            "TENANTRY_INSTANCE_PATH": str(workdir / "instance"), "TENANTRY_LOG_LEVEL": "WARNING",
            "TENANTRY_ACCESS_TOKEN_TTL": "3600", "PYTHONUNBUFFERED": "1",
-           # Rate limits stay on (every request is counted, in memory per worker) with budgets no
+           # Rate limits stay on (every request is counted, in the table the workers share) with budgets no
            # load here reaches: the address and login limits here, the tenant's through the operator.
            "TENANTRY_RATE_LIMIT_IP": BENCH_LIMIT, "TENANTRY_RATE_LIMIT_AUTH_IP": BENCH_LIMIT,
            "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT,

@@ -214,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serves the API on uvicorn with one worker process per core by default."""
     import uvicorn
 
+    from tenantry.counters import TABLE_ENV
     from tenantry.db import upgrade
     from tenantry.logs import configure_logging
 
@@ -225,6 +226,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
         _demo(settings, args.host, args.port)
     workers = args.workers or os.cpu_count() or 1
+    os.environ.pop(TABLE_ENV, None)  # the workers share this server's own table, or none
+    table = None
+    if workers > 1 and not settings.redis_url:
+        table, workers = _rate_limit_table(settings, workers)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tenantry-metrics-")
     config = uvicorn.Config(
@@ -235,11 +240,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # decided once, by TENANTRY_TRUSTED_PROXIES (tenantry.net), and spoofing cannot pass.
         proxy_headers=False,
     )
-    if workers > 1:
-        _run_workers(config)
-    else:
-        uvicorn.Server(config).run()
+    try:
+        if workers > 1:
+            _run_workers(config)
+        else:
+            uvicorn.Server(config).run()
+    finally:
+        if table is not None:
+            table.unlink(missing_ok=True)
     return 0
+
+
+def _rate_limit_table(settings: Settings, workers: int) -> tuple[Path | None, int]:
+    """Creates the rate-limit table every worker maps (several workers, no Redis), named to them in the environment.
+
+    Returns (its path, the workers to start). When no table can be made, nothing can share the
+    counters, so one worker is started (and the log says so): a limit counted by each of several
+    processes alone would let several times its budget through. One worker needs no file: its
+    table is in its own memory (uvicorn ends a single worker by re-raising the signal, which would
+    leave a file behind).
+    """
+    import logging
+
+    from tenantry.counters import TABLE_ENV, create_table
+
+    try:
+        table = create_table(settings.rate_limit_slots)
+    except OSError as exc:
+        logging.getLogger("tenantry.limits").warning(
+            "no shared rate-limit table (%s): serving with one worker so the limits hold; "
+            "set REDIS_URL to run more", exc)
+        return None, 1
+    os.environ[TABLE_ENV] = str(table)
+    return table, workers
 
 
 def cmd_spec_check(_args: argparse.Namespace) -> int:

@@ -14,10 +14,12 @@ Every operation declares its class in the spec (`x-rate-limit`):
   the signed-in user).
 - `none` (health, metrics, the spec): not limited, so monitoring never competes with traffic.
 
-Counts live in memory on the embedded default (per process) and in Redis when `REDIS_URL` is
-set, shared by every process. When Redis cannot be reached the limiter fails open: the request
-is served without limits or headers and a warning is logged, so an outage of the counter store
-never becomes an outage of the API.
+Counts live in a table in memory shared by the worker processes of one `tenantry serve`
+(tenantry/counters.py) on the default, and in Redis when `REDIS_URL` is set, shared by every
+process on every host. When Redis cannot be reached the limiter fails open: the request is served
+without limits or headers, and a circuit breaker stops asking Redis for
+`TENANTRY_REDIS_RETRY_AFTER` seconds (one warning when it opens, one info line when it closes),
+so an outage of the counter store never becomes an outage of the API, nor a slower one.
 """
 
 from __future__ import annotations
@@ -25,16 +27,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 import time
-import weakref
-from typing import Any, ClassVar
+from typing import Any
 
 import connexion
 from flask import Flask, Response, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
-from limits.storage import MemoryStorage
 
+from tenantry.counters import CounterStoreUnavailable
 from tenantry.errors import error_response
 from tenantry.settings import Settings
 
@@ -59,13 +59,25 @@ def plan_limits(plan: str, custom: dict[str, int] | None) -> tuple[int, int]:
     return PLANS.get(plan, PLANS["standard"])
 
 
+#: Seconds the limiter's Redis client waits to connect and for each answer. Redis answers in a
+#: millisecond or two; a hung one costs this much to the one request per TENANTRY_REDIS_RETRY_AFTER
+#: (per process) that tries it again.
+REDIS_TIMEOUT = 0.25
+
+
 class _FailOpenWarning(logging.Filter):
-    """Turns flask-limiter's swallowed-error records into one warning line naming the error."""
+    """Turns flask-limiter's swallowed-error records into one warning line naming the error.
+
+    A Redis failure is reported by the breaker once when it opens (tenantry/counters.py): the
+    records of the requests it fails open are dropped, not one line each.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrites the record in place; keeps every record."""
+        """Rewrites the record in place; drops it when the breaker has already said it."""
         if record.exc_info and "Swallowing" in record.getMessage():
             error = record.exc_info[1]
+            if isinstance(error, CounterStoreUnavailable):
+                return False
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.msg, record.args = "rate limits not applied (failing open): %s: %s", (type(error).__name__, error)
             record.exc_info, record.exc_text = None, None
@@ -75,44 +87,13 @@ class _FailOpenWarning(logging.Filter):
 logging.getLogger("flask-limiter").addFilter(_FailOpenWarning())
 
 
-class SweptMemoryStorage(MemoryStorage):
-    """limits' in-memory counters, with expired ones swept by one long-lived thread.
-
-    MemoryStorage starts a new 10 ms `threading.Timer` on a counter update whenever the previous
-    one has finished: under steady traffic, a thread start (and the wait for the new thread to
-    take the GIL) on roughly every other limited request, measured at 884 starts in 2,000
-    requests. Reads already drop an expired counter, so the sweep only frees memory: here one
-    daemon thread does it every SWEEP_SECONDS, and stops once the storage is gone.
-    """
-
-    STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-memory"]  # registers the scheme with limits
-    SWEEP_SECONDS = 1.0
-
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str) -> None:
-        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self._sweeper_lock = threading.Lock()
-        self._sweeper: threading.Thread | None = None
-
-    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces MemoryStorage's per-update Timer
-        sweeper = self._sweeper
-        if sweeper is not None and sweeper.is_alive():
-            return
-        with self._sweeper_lock:
-            if self._sweeper is None or not self._sweeper.is_alive():
-                self._sweeper = threading.Thread(target=_sweep, args=(weakref.ref(self), self.SWEEP_SECONDS),
-                                                 name="rate-limit-sweeper", daemon=True)
-                self._sweeper.start()
-
-
-def _sweep(storage_ref: weakref.ref[SweptMemoryStorage], interval: float) -> None:
-    """Drops the expired counters of the referenced storage every `interval` seconds, until it is gone."""
-    while True:
-        time.sleep(interval)
-        storage = storage_ref()
-        if storage is None:
-            return
-        storage._MemoryStorage__expire_events()  # type: ignore[attr-defined]
-        del storage
+def counter_store(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Returns the limits storage URI and options for these settings: Redis behind a breaker, else the shared table."""
+    if settings.redis_url:
+        return "tenantry-" + settings.redis_url, {"socket_timeout": REDIS_TIMEOUT,
+                                                  "socket_connect_timeout": REDIS_TIMEOUT,
+                                                  "retry_after": settings.redis_retry_after}
+    return "tenantry-shared://", {"slots": settings.rate_limit_slots}
 
 
 class RateLimits:
@@ -120,8 +101,7 @@ class RateLimits:
 
     def __init__(self, app: Flask, settings: Settings, classes: dict[str, str]) -> None:
         self.classes = classes
-        storage = settings.redis_url or "tenantry-memory://"
-        options: dict[str, Any] = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5} if settings.redis_url else {}
+        uri, options = counter_store(settings)
         self.limiter = Limiter(
             key_func=self._address,
             application_limits=[
@@ -136,7 +116,7 @@ class RateLimits:
                 ApplicationLimit(settings.rate_limit_auth_account, key_function=self._account_key,
                                  scope="auth-account", exempt_when=lambda: self._class() != "auth"),
             ],
-            storage_uri=storage,
+            storage_uri=uri,
             storage_options=options,
             # O(1) a check (two counters a limit) whatever the budget: a moving window keeps one
             # entry a request, which at enterprise budgets costs more than the request itself.
@@ -232,6 +212,8 @@ class RateLimits:
             if chosen is None:
                 return response
             reset, remaining = chosen.window
+        except CounterStoreUnavailable:  # the breaker opened mid-request and has said so: fail open
+            return response
         except Exception:  # the store went away mid-request: fail open, as the check did
             log.warning("rate limit headers skipped: the limit store is unreachable", exc_info=True)
             return response

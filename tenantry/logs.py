@@ -24,6 +24,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            # Which worker process wrote it: `tenantry serve --workers N` writes N processes' lines to one stream.
+            "pid": record.process,
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:

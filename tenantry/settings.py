@@ -85,6 +85,8 @@ class Settings:
     rate_limit_ip: str = "1200/minute"
     rate_limit_auth_ip: str = "30/minute"
     rate_limit_auth_account: str = "10/minute"
+    rate_limit_slots: int = 131072
+    redis_retry_after: int = 5
     default_plan: str = "standard"
     outbound_allowlist: tuple[str, ...] = ()
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -138,6 +140,10 @@ class Settings:
             "rate_limit_ip": os.environ.get("TENANTRY_RATE_LIMIT_IP", "1200/minute"),
             "rate_limit_auth_ip": os.environ.get("TENANTRY_RATE_LIMIT_AUTH_IP", "30/minute"),
             "rate_limit_auth_account": os.environ.get("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "10/minute"),
+            # Counters the shared table of one host's workers holds (48 bytes each) when there is no Redis.
+            "rate_limit_slots": _int("TENANTRY_RATE_LIMIT_SLOTS", 131072, minimum=1024),
+            # Seconds the limiter leaves a failed Redis alone (failing open) before one request tries it again.
+            "redis_retry_after": _int("TENANTRY_REDIS_RETRY_AFTER", 5),
             "default_plan": os.environ.get("TENANTRY_DEFAULT_PLAN", "standard"),
             "outbound_allowlist": _list("TENANTRY_OUTBOUND_ALLOWLIST"),
             "webhook_retry_schedule": _schedule("TENANTRY_WEBHOOK_RETRY_SCHEDULE",

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -186,13 +187,12 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
 class LatencyProxy:
     """A TCP proxy on 127.0.0.1 that delays every chunk it forwards: a slow network to a real database."""
 
-    def __init__(self, target_port: int, delay: float) -> None:
+    def __init__(self, target_port: int, delay: float, port: int | None = None) -> None:
         import asyncio
-        import threading
 
         self.delay = delay
         self.target_port = target_port
-        self.port = free_port()
+        self.port = port or free_port()
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -232,3 +232,35 @@ class LatencyProxy:
         """Stops the proxy and waits for its thread."""
         self.loop.call_soon_threadsafe(self.server.close)
         self.thread.join(5)
+
+
+class HungRedis:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        """Stops listening (waking the accepting thread) and drops the connections it accepted."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+        for conn in self.accepted:
+            conn.close()
