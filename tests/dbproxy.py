@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 from tests.livesrv import free_port
@@ -134,15 +133,8 @@ class FaultProxy:
             self._marker = marker
         self._call(arm)
 
-    def wait_for_cut(self, cuts: int, timeout: float = 10) -> None:
-        """Waits until the proxy has cut `cuts` times in all; raises TimeoutError after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while self.cuts < cuts:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the proxy cut {self.cuts} times, not {cuts}")
-            time.sleep(0.01)
-
     def close(self) -> None:
-        """Stops the proxy and waits for its thread."""
+        """Stops the proxy (cutting what it still carries) and waits for its thread."""
+        self.down()
         self.loop.call_soon_threadsafe(self.server.close)
         self.thread.join(5)
