@@ -97,6 +97,25 @@ def test_after_a_restart_of_an_idle_database_the_next_gets_answer_200(proxied, a
     assert "running the request again on a new one" in server.log()
 
 
+def test_after_a_restart_the_next_posts_are_created_once_each(proxied, account):
+    server, proxy = proxied
+    _every_thread_connected(server, proxy, account)
+    proxy.cut()
+    bodies = [new_user() for _ in range(THREADS * 2)]
+
+    def create(body: dict[str, str]) -> httpx.Response:
+        with server.client() as client:
+            key = {"Idempotency-Key": str(uuid.uuid4())}
+            return client.post("/v1/users", json=body, headers={**account.headers, **key})
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        responses = list(pool.map(create, bodies))
+    refused = [r.text for r in responses if r.status_code != 201]
+    assert not refused, refused
+    with server.client() as client:
+        assert [users_with(client, account, body["email"]) for body in bodies] == [1] * len(bodies)
+
+
 def test_readiness_recovers_on_its_next_poll_after_a_restart(proxied, account):
     server, proxy = proxied
     _every_thread_connected(server, proxy, account)
