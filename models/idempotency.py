@@ -3,17 +3,22 @@
 A record is claimed (state `running`) in its own committed transaction before the request's
 handler runs, so a concurrent duplicate finds it at once; it is completed (state `done`, with
 the response) inside the request's own transaction, so the answer is kept exactly when the
-change is. A claim whose request died is taken over once its lock lapses.
+change is. A claim whose request died is taken over once its lock lapses, or at once on
+PostgreSQL when the connection that claimed it is gone: a claim records its connection's
+holder token (tenantry.db.claim_holder), which the connection holds as a session lock until
+it ends, so a claim whose holder's lock is free was abandoned (its process died, the server
+restarted, or its release failed and the connection was dropped) and nothing can complete it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from peewee import CharField, CompositeKey, IntegerField, IntegrityError, TextField
+from peewee import BigIntegerField, CharField, CompositeKey, IntegerField, IntegrityError, TextField
 
 from models.base import BaseModel, UTCDateTimeField, database, utcnow
+from tenantry import db as tenantry_db  # a module, not names: tenantry.db imports models too
 from tenantry.errors import IdempotencyInProgress, IdempotencyKeyReused
 
 KEEP_FOR = timedelta(hours=24)
@@ -39,6 +44,7 @@ class IdempotencyRecord(BaseModel):
     fingerprint = CharField(max_length=64)
     state = CharField(max_length=10)
     locked_until = UTCDateTimeField()
+    holder = BigIntegerField(null=True)  # the claiming connection's holder token (PostgreSQL); None on SQLite
     status_code = IntegerField(null=True)
     response = TextField(null=True)  # sealed (tenantry.security.SecretBox): it may hold secrets shown once
     created_at = UTCDateTimeField(default=utcnow)
@@ -53,20 +59,23 @@ class IdempotencyRecord(BaseModel):
                 & (cls.idem_key == scope.key))
 
     @classmethod
-    def claim(cls, scope: Scope, fingerprint: str) -> IdempotencyRecord | None:
+    def claim(cls, scope: Scope, fingerprint: str, now: datetime | None = None) -> IdempotencyRecord | None:
         """Claims the key for a request with `fingerprint`.
 
         Returns None when the caller now holds the claim (run the request), or the finished
         record to replay. Raises IdempotencyKeyReused for a different request under the key and
-        IdempotencyInProgress while another request holds it.
+        IdempotencyInProgress while another request holds it: until its lock lapses
+        (LOCK_FOR), or, on PostgreSQL, until the connection that claimed it is gone. `now`
+        is the clock (naive UTC), the current time unless a test drives it.
         """
+        clock = now
         for _ in range(3):
-            now = utcnow()
+            now = clock or utcnow()
             try:
                 with database.atomic():
                     cls.insert(tenant_id=scope.tenant_id, credential=scope.credential, idem_key=scope.key,
                                fingerprint=fingerprint, state="running", locked_until=now + LOCK_FOR,
-                               created_at=now, expires_at=now + KEEP_FOR).execute()
+                               holder=tenantry_db.claim_holder(), created_at=now, expires_at=now + KEEP_FOR).execute()
                 return None
             except IntegrityError:
                 pass
@@ -81,10 +90,16 @@ class IdempotencyRecord(BaseModel):
             if row.state == "done":
                 return row
             if row.locked_until > now:
-                raise IdempotencyInProgress()
-            # The request that claimed it died before answering: take the claim over, once.
-            taken = (cls.update(locked_until=now + LOCK_FOR)
-                     .where(cls._where(scope) & (cls.state == "running") & (cls.locked_until <= now)).execute())
+                if row.holder is None or tenantry_db.holder_alive(row.holder):
+                    raise IdempotencyInProgress()
+                # Its connection is gone, so its request can no longer answer: take it over now,
+                # unless another request took it first (the holder changed).
+                abandoned = cls.holder == row.holder
+            else:
+                # The request that claimed it died before answering and its lock lapsed.
+                abandoned = cls.locked_until <= now
+            taken = (cls.update(locked_until=now + LOCK_FOR, holder=tenantry_db.claim_holder())
+                     .where(cls._where(scope) & (cls.state == "running") & abandoned).execute())
             if taken:
                 return None
             raise IdempotencyInProgress()

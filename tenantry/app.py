@@ -30,7 +30,15 @@ from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from models.base import database
 from tenantry.authz import EnforcingResolver
-from tenantry.db import bypasses_row_security, init_database, scope_rows_to
+from tenantry.db import (
+    bypasses_row_security,
+    connection_lost,
+    drop_connection,
+    init_database,
+    retry_safe,
+    scope_rows_to,
+    track_writes,
+)
 from tenantry.docs import DocsApp
 from tenantry.envelope import JSONIFIER
 from tenantry.errors import ApiError, Detail, NotFound, api_error_response, error_body, error_response
@@ -181,7 +189,24 @@ class _PreparedOperation:
             operation._fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Serves the request Flask routed here."""
+        """Serves the request Flask routed here, once more on a fresh connection if its connection was lost.
+
+        A thread keeps its connection between requests and never pings it (that cost a fifth of a
+        GET), so after a database restart its first statement finds the connection dead. The
+        connection is dropped and, when nothing could have been written yet (tenantry.db.retry_safe:
+        no COMMIT sent, no statement that commits by itself), the whole operation runs again on
+        a fresh one, enforcement point included. Otherwise, or if it fails again, the error goes
+        on to the 503 handler.
+        """
+        try:
+            return self._call(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError):
+            if not retry_safe():
+                if connection_lost():
+                    log.warning("database connection lost after the request may have written; not run again")
+                raise
+            log.warning("database connection lost; running the request again on a new one")
+            drop_connection()
         return self._call(*args, **kwargs)
 
 
@@ -213,6 +238,7 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
             raise NotFound("The resource does not exist.")
         # No connect here: Peewee connects on the first query, so /health and /health/live
         # answer without touching the database.
+        track_writes()  # nothing written yet: a lost connection may be replaced and the request run again
 
     @flask_app.teardown_request
     def unscope_rows(_exc: BaseException | None) -> None:
@@ -223,8 +249,9 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
 
     # No teardown closes the connection: each of the a2wsgi worker threads keeps its own (Peewee
     # connections are per thread), so a request pays neither a connect nor the pool's checkout
-    # ping (measured at ~19% of a GET under load). A connection that fails is dropped below and
-    # the next request on that thread connects afresh.
+    # ping (measured at ~19% of a GET under load). A connection found lost is replaced and the
+    # request run again when it wrote nothing (_PreparedOperation); one that fails otherwise is
+    # dropped below and the next request on that thread connects afresh.
 
     envelope = error_response
 
@@ -247,24 +274,13 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
     @flask_app.errorhandler(peewee.InterfaceError)
     def database_down(exc: Exception) -> Response:
         log.error("database unavailable", exc_info=exc)
-        _drop_connection()
+        drop_connection()
         return envelope(503, message="The database is unavailable.")
 
     @flask_app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return envelope(500)
-
-
-def _drop_connection() -> None:
-    """Discards this thread's database connection after a failure, so the next request reconnects."""
-    try:
-        if hasattr(database.obj, "manual_close"):
-            database.obj.manual_close()  # pooled: close it rather than hand a broken one back out
-        elif not database.is_closed():
-            database.close()
-    except Exception:
-        log.debug("closing a failed connection failed", exc_info=True)
 
 
 def _operation_bound() -> bool:

@@ -6,6 +6,7 @@ import importlib
 import logging
 import pkgutil
 import re
+import secrets
 import threading
 import weakref
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from peewee import Database, SqliteDatabase, __exception_wrapper__
+from peewee import Database, InterfaceError, OperationalError, SqliteDatabase, __exception_wrapper__
 from playhouse.pool import PooledPostgresqlDatabase
 
 from models.base import database, utcnow
@@ -55,6 +56,11 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
         # The names of the statements each open connection has prepared (a connection is used by
         # one thread at a time; a closed one drops out with its entry).
         self._prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        # Each connection's holder token: a session advisory lock the connection takes when it
+        # opens and keeps until it closes (see `holder_token`).
+        self._holders: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # Whether this thread may have committed anything since `track_writes` (see `may_have_written`).
+        self._writes = threading.local()
         super().__init__(*args, **kwargs)
 
     def defer(self, statement: str) -> None:
@@ -72,8 +78,29 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
         self._deferred.sql = None
         return statement
 
+    def track_writes(self) -> None:
+        """Starts a unit of work on this thread (a request): nothing is written in it yet."""
+        self._writes.sent = False
+
+    def may_have_written(self) -> bool:
+        """True when this thread's unit of work may have changed the database since `track_writes`.
+
+        That is once a COMMIT was sent (whether or not it answered: a COMMIT the connection lost
+        has an unknown outcome), or a statement other than a read ran outside a transaction,
+        where it commits by itself. A statement inside a transaction writes nothing until its
+        COMMIT. Unknown statements count as writes.
+        """
+        return getattr(self._writes, "sent", True)
+
+    def commit(self) -> None:
+        """Commits this thread's transaction (and records that it may have written)."""
+        self._writes.sent = True
+        super().commit()
+
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         """Runs `sql`, preceded in the same round trip by a deferred statement, if any."""
+        if not self.in_transaction() and not sql.lstrip()[:8].upper().startswith(_READS):
+            self._writes.sent = True
         deferred = self._take_deferred()
         if deferred is not None:
             if self.in_transaction():
@@ -107,16 +134,51 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
         """Begins a transaction, after sending any deferred statement on its own."""
         deferred = self._take_deferred()
         if deferred is not None:
-            self.cursor().execute(deferred)
+            with __exception_wrapper__:  # the driver's errors as Peewee's, as every other statement's
+                self.cursor().execute(deferred)
         super().begin(*args, **kwargs)
 
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)
-        if self.role:
-            with conn.cursor() as cursor:
-                cursor.execute(f'SET ROLE "{self.role}"')  # the name is checked by Settings
-            conn.commit()
+        # One round trip: the role (the name is checked by Settings) and the holder token's lock.
+        role = f'SET ROLE "{self.role}";\n' if self.role else ""
+        with conn.cursor() as cursor:
+            for _ in range(3):  # a token another session holds (a 1 in 2**63 chance) is drawn again
+                token = secrets.randbits(63)
+                cursor.execute(f"{role}SELECT pg_try_advisory_lock(%s)", (token,))
+                role = ""
+                if cursor.fetchone()[0]:
+                    self._holders[conn] = token
+                    break
+        conn.commit()
 
+    def holder_token(self) -> int | None:
+        """Returns the token of this thread's connection (connecting if need be), or None if it has none.
+
+        The connection holds a session advisory lock on its token for as long as it lives, and
+        PostgreSQL frees it the moment the session ends, whether it was closed, its process
+        died or the server restarted. A row that records the token of the connection that
+        claimed it can thus tell whether its holder is still there (`holder_alive`).
+        """
+        return self._holders.get(self.connection())
+
+    def holder_alive(self, token: int) -> bool:
+        """True while the connection with `token` (another one, or this one) still holds its lock.
+
+        Taking the lock for an instant shows whether it is free. Advisory locks count their
+        holds per session, so this connection's own token answers False: a claim this very
+        connection made earlier belongs to a request that has finished, since a connection
+        serves one request at a time.
+        """
+        row = self.execute_sql(
+            "SELECT CASE WHEN pg_try_advisory_lock(%s) THEN NOT pg_advisory_unlock(%s) ELSE TRUE END",
+            (token, token)).fetchone()
+        return bool(row[0])
+
+
+#: Statements that change no data: outside a transaction they commit nothing (see `may_have_written`).
+#: EXECUTE runs the prepared lookups of models.base.CompiledSelect, which are all selects.
+_READS = ("SELECT", "EXECUTE", "PREPARE", "SET", "SHOW", "BEGIN", "ROLLBACK")
 
 _PLACEHOLDER = re.compile(r"%[%s]")
 
@@ -268,5 +330,94 @@ def bypasses_row_security() -> bool:
 
 
 def ping() -> None:
-    """Runs a trivial query; raises the driver's error when the database does not answer."""
-    database.execute_sql("SELECT 1").fetchone()
+    """Runs a trivial query; raises the driver's error when the database does not answer.
+
+    Answers for the database as it is now, not for this thread's connection: a connection
+    found broken (the server restarted since it opened) is replaced and the query sent once
+    more on a fresh one, and any failure drops the connection, so the next ping connects afresh.
+    """
+    try:
+        database.execute_sql("SELECT 1").fetchone()
+    except (OperationalError, InterfaceError):
+        lost = connection_lost()
+        drop_connection()
+        if not lost:
+            raise
+        try:
+            database.execute_sql("SELECT 1").fetchone()
+        except (OperationalError, InterfaceError):
+            drop_connection()
+            raise
+
+
+def connection_lost() -> bool:
+    """True when this thread's open PostgreSQL connection is broken: closed under it, or its state unknown.
+
+    psycopg2 marks a connection so the moment a statement finds it gone (the server restarted or
+    the network cut it), without a round trip. False on SQLite, and when no connection is open
+    (a failed connect is the database being unreachable, not a connection to replace).
+    """
+    db = database.obj
+    if not isinstance(db, PooledPostgresqlDatabase) or db.is_closed():
+        return False
+    from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN
+
+    conn = db._state.conn
+    try:
+        return bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
+    except Exception:  # a driver that cannot even say: treat it as gone
+        return True
+
+
+def drop_connection() -> None:
+    """Closes and discards this thread's connection, so its next statement connects afresh.
+
+    After a failure: a pooled connection is closed rather than handed back (the pool would give a
+    broken one out again). Never raises; a no-op when no connection is open. Every thread that
+    keeps a connection (request threads, the usage writer, the delivery worker) uses this one.
+    """
+    db = database.obj
+    try:
+        if db.is_closed():
+            return
+        if db.in_transaction():
+            # Only after a transaction block is left can its connection be closed; a caller
+            # inside one lets the failure propagate and drops it on the way out.
+            log.debug("not dropping a connection inside a transaction")
+            return
+        if isinstance(db, PooledPostgresqlDatabase):
+            db.manual_close()  # closed, and removed from the pool's books
+        else:
+            db.close()
+    except Exception:
+        log.debug("closing a failed connection failed", exc_info=True)
+
+
+def track_writes() -> None:
+    """Starts a unit of work on this thread (a request) for `may_have_written` (PostgreSQL; else a no-op)."""
+    db = database.obj
+    if isinstance(db, ScopedPostgresqlDatabase):
+        db.track_writes()
+
+
+def retry_safe() -> bool:
+    """True when this thread's unit of work failed on a lost connection before it could have written anything.
+
+    Then it can run again, once, on a fresh connection with the same outcome as if the first
+    connection had never broken. Never after a COMMIT was sent (its outcome is unknown) nor after
+    a statement that commits by itself; never on SQLite, whose connection cannot be lost.
+    """
+    db = database.obj
+    return isinstance(db, ScopedPostgresqlDatabase) and connection_lost() and not db.may_have_written()
+
+
+def claim_holder() -> int | None:
+    """Returns the holder token of this thread's connection (PostgreSQL), recorded with a claim; None on SQLite."""
+    db = database.obj
+    return db.holder_token() if isinstance(db, ScopedPostgresqlDatabase) else None
+
+
+def holder_alive(token: int) -> bool:
+    """True while the connection with the holder token `token` lives (always True on SQLite: unknown)."""
+    db = database.obj
+    return db.holder_alive(token) if isinstance(db, ScopedPostgresqlDatabase) else True

@@ -26,6 +26,7 @@ from flask import Response, g, request
 from models.base import database
 from models.idempotency import IdempotencyRecord, Scope
 from tenantry import audit, events
+from tenantry.db import drop_connection
 from tenantry.envelope import to_response
 from tenantry.errors import ApiError, IdempotencyInProgress, api_error_response
 from tenantry.security import secret_box
@@ -136,5 +137,8 @@ def _release(scope: Scope) -> None:
     """Frees the claim of a request that failed, so a retry runs it; never hides the failure itself."""
     try:
         IdempotencyRecord.release(scope)
-    except Exception:  # the database may be what failed: the claim then lapses after its lock time
+    except Exception:  # the database may be what failed
         log.warning("could not release an idempotency claim", exc_info=True)
+        # Dropping the connection ends the claim's holder (models.idempotency): on PostgreSQL
+        # the client's retry takes the claim over at once instead of 409 until it lapses.
+        drop_connection()

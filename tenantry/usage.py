@@ -44,6 +44,7 @@ class UsageRecorder:
         row-level security, which would refuse the other tenants' rows.
         """
         from models.usage import UsageCounter
+        from tenantry.db import drop_connection
 
         with self._flush_lock:
             with self._lock:
@@ -62,7 +63,7 @@ class UsageRecorder:
                 with self._lock:
                     self._counts.update(counts)
                 if tenant_id is None:  # the writer thread's own connection; a request's is the core's to handle
-                    _drop_connection()
+                    drop_connection()
 
     def _start(self) -> None:
         with self._lock:
@@ -77,15 +78,3 @@ class UsageRecorder:
         while not stop.wait(self.interval):
             self.flush()
 
-
-def _drop_connection() -> None:
-    """Closes this thread's connection after a failed write, so the next try connects afresh."""
-    from models.base import database
-
-    try:
-        if hasattr(database.obj, "manual_close"):
-            database.obj.manual_close()
-        elif not database.is_closed():
-            database.close()
-    except Exception:
-        log.debug("closing the usage writer's connection failed", exc_info=True)

@@ -19,7 +19,6 @@ worker runs per database file, held by a file lock.
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -40,6 +39,7 @@ from models.base import database, utcnow
 from models.event import Event
 from models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tenantry import events, outbound
+from tenantry.db import drop_connection
 from tenantry.ids import new_id
 from tenantry.settings import Settings
 
@@ -102,7 +102,7 @@ class DeliveryWorker:
                                                         exclude=set(in_flight.values()))
                     except Exception:
                         log.exception("could not claim deliveries; retrying")
-                        _drop_connection()
+                        drop_connection()
                 for delivery in claimed:
                     in_flight[pool.submit(self._safely, delivery.id)] = delivery.id
                 if not claimed:
@@ -122,7 +122,7 @@ class DeliveryWorker:
         except Exception:
             # The lease lapses and the delivery is taken again: nothing is lost.
             log.exception("delivery failed inside the worker", extra={"delivery_id": delivery_id})
-            _drop_connection()
+            drop_connection()
 
     def deliver(self, delivery_id: str) -> None:
         """Makes one attempt at a leased delivery and records it."""
@@ -232,11 +232,3 @@ class DeliveryWorker:
                     livemode=bool(endpoint.livemode), skip_endpoint=endpoint.id)
         log.warning("webhook endpoint disabled", extra={"endpoint_id": endpoint.id, "reason": reason})
 
-
-def _drop_connection() -> None:
-    """Closes this thread's connection after a database error, so the next use reconnects."""
-    with contextlib.suppress(Exception):
-        if hasattr(database.obj, "manual_close"):
-            database.obj.manual_close()
-        elif not database.is_closed():
-            database.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
+from models.base import utcnow
 from tests.conftest import PASSWORD, assert_error, register, unique_email
+from tests.livesrv import backend
 
 
 def new_user(email: str | None = None) -> dict[str, str]:
@@ -137,3 +141,136 @@ def test_an_answer_that_can_no_longer_be_opened_is_forgotten_not_a_500(api, owne
     assert again.json()["error"]["code"] == "CONFLICT"
     replay = api.post("/v1/users", json=body, headers=headers)
     assert replay.status_code == 409 and replay.headers["idempotent-replayed"] == "true"
+
+
+def test_a_5xx_frees_the_key_and_the_retry_runs_the_request(api, owner, server):
+    from tests.test_audit import sql
+
+    body, key = new_user(), str(uuid.uuid4())
+    headers = {**owner.headers, "Idempotency-Key": key}
+    # The handler's insert of this one user fails inside the database (a server error, not a
+    # refusal): on PostgreSQL a trigger raises, on SQLite it overflows an integer.
+    if backend() == "postgres":
+        sql(server, "CREATE FUNCTION fail_for_test() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'failing on purpose'; END $$")
+        sql(server, f"CREATE TRIGGER fail_once BEFORE INSERT ON user_account FOR EACH ROW "
+                    f"WHEN (NEW.email = '{body['email']}') EXECUTE FUNCTION fail_for_test()")
+    else:
+        sql(server, f"CREATE TRIGGER fail_once BEFORE INSERT ON user_account WHEN NEW.email = '{body['email']}' "
+                    "BEGIN SELECT abs(-9223372036854775807 - 1); END")
+    try:
+        failed = api.post("/v1/users", json=body, headers=headers)
+        assert 500 <= failed.status_code < 600, failed.text
+    finally:
+        sql(server, "DROP TRIGGER fail_once ON user_account" if backend() == "postgres" else "DROP TRIGGER fail_once")
+    assert users_with(api, owner, body["email"]) == 0  # nothing half-written
+    again = api.post("/v1/users", json=body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert "idempotent-replayed" not in again.headers  # run, not replayed, not 409 IDEMPOTENCY_IN_PROGRESS
+    assert users_with(api, owner, body["email"]) == 1
+
+
+@pytest.fixture
+def in_process_db(server):
+    """The live server's database bound to the models in this process (tenantry.db), on its own connections."""
+    from tenantry.db import init_database
+
+    db = init_database(server.database.url)
+    yield db
+    if hasattr(db, "close_all"):
+        db.close_all()
+    else:
+        db.close()
+
+
+class _Holder:
+    """Another connection (a thread of its own) that claims a key and keeps the connection until told."""
+
+    def __init__(self, scope, fingerprint: str, now) -> None:
+        from models.idempotency import IdempotencyRecord
+
+        self.claimed, self.drop, self.done = threading.Event(), threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                assert IdempotencyRecord.claim(scope, fingerprint, now=now) is None
+                self.claimed.set()
+                self.drop.wait(30)
+            except BaseException as exc:  # reported by the test thread
+                self.error = exc
+                self.claimed.set()
+            finally:
+                from tenantry.db import drop_connection
+
+                drop_connection()  # its connection closes: on PostgreSQL its holder token's lock is freed
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        assert self.claimed.wait(10) and self.error is None, self.error
+
+    def end(self) -> None:
+        self.drop.set()
+        assert self.done.wait(10)
+
+
+def test_a_claim_whose_request_died_is_taken_over_after_60_seconds(in_process_db):
+    from datetime import timedelta
+
+    from models.idempotency import LOCK_FOR, IdempotencyRecord, Scope
+    from tenantry.errors import IdempotencyInProgress
+
+    assert LOCK_FOR == timedelta(seconds=60)
+    scope, t0 = Scope("-", "test:takeover", str(uuid.uuid4())), utcnow()
+    first = _Holder(scope, "fp", t0)  # claims at t0 and keeps its connection: its process is hung, not gone
+    try:
+        with in_process_db.connection_context():
+            for later in (timedelta(0), timedelta(seconds=30), timedelta(seconds=59, microseconds=999_999)):
+                with pytest.raises(IdempotencyInProgress):
+                    IdempotencyRecord.claim(scope, "fp", now=t0 + later)
+            second = _Holder(scope, "fp", t0 + timedelta(seconds=60))  # takes it over (asserted), and holds it
+            try:
+                # The takeover holds it for 60 seconds of its own: another request is refused meanwhile.
+                for later in (timedelta(seconds=60), timedelta(seconds=119)):
+                    with pytest.raises(IdempotencyInProgress):
+                        IdempotencyRecord.claim(scope, "fp", now=t0 + later)
+                assert IdempotencyRecord.claim(scope, "fp", now=t0 + timedelta(seconds=120)) is None
+            finally:
+                second.end()
+            IdempotencyRecord.release(scope)
+    finally:
+        first.end()
+
+
+def test_a_claim_whose_connection_is_gone_is_taken_over_at_once_on_postgresql(in_process_db):
+    from datetime import timedelta
+
+    from models.idempotency import IdempotencyRecord, Scope
+    from tenantry.errors import IdempotencyInProgress
+
+    scope, t0 = Scope("-", "test:holder", str(uuid.uuid4())), utcnow()
+    holder = _Holder(scope, "fp", t0)
+    with in_process_db.connection_context():
+        with pytest.raises(IdempotencyInProgress):  # its holder is alive: its request may still answer
+            IdempotencyRecord.claim(scope, "fp", now=t0 + timedelta(seconds=1))
+        token = IdempotencyRecord.get(IdempotencyRecord._where(scope)).holder
+        holder.end()  # its connection ends (its process died, the server restarted, or its release failed)
+        if backend() == "postgres":
+            _wait_until_unlocked(in_process_db, token)  # its session has ended on the server's side too
+            assert IdempotencyRecord.claim(scope, "fp", now=t0 + timedelta(seconds=2)) is None
+        else:  # SQLite cannot tell a live holder from a dead one: the claim lapses after its 60 seconds
+            with pytest.raises(IdempotencyInProgress):
+                IdempotencyRecord.claim(scope, "fp", now=t0 + timedelta(seconds=2))
+            assert IdempotencyRecord.claim(scope, "fp", now=t0 + timedelta(seconds=61)) is None
+        IdempotencyRecord.release(scope)
+
+
+def _wait_until_unlocked(db, token: int, timeout: float = 10) -> None:
+    """Waits until no PostgreSQL session holds the advisory lock on `token` (a bigint key: classid, objid)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while db.execute_sql("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+                         "AND ((classid::bigint << 32) | objid::bigint) = %s)", (token,)).fetchone()[0]:
+        assert time.monotonic() < deadline, f"the lock on {token} was still held after {timeout} s"
+        time.sleep(0.02)
