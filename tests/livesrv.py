@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -41,6 +42,23 @@ def postgres_reachable() -> bool:
     except psycopg2.Error:
         return False
     return True
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Returns `check()`'s first truthy result, retrying until `timeout` (then fails the test).
+
+    For whatever the server does after it has answered (the access log line, the metrics, the
+    usage counts written every second, a worker's output): reading it at once races the server
+    and fails under load, so tests wait for the condition, bounded, instead.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import re
 import yaml
 
 from tests.conftest import assert_error
+from tests.livesrv import eventually
 
 
 def test_health_endpoints_answer_ok(api):
@@ -33,8 +34,9 @@ def test_request_id_is_echoed_when_well_formed_and_generated_otherwise(api):
 
 def test_request_id_appears_in_the_access_log(api, server):
     api.get("/health", headers={"X-Request-Id": "log-trace-me-123"})
-    lines = [line for line in server.log().splitlines() if "log-trace-me-123" in line]
-    assert lines and '"operation": "health.get_health"' in lines[0] and '"status": 200' in lines[0]
+    # The line is written after the response has gone: wait for it rather than read at once.
+    lines = eventually(lambda: [line for line in server.log().splitlines() if "log-trace-me-123" in line])
+    assert '"operation": "health.get_health"' in lines[0] and '"status": 200' in lines[0]
 
 
 def test_security_headers_on_every_response_including_errors(api):
@@ -60,9 +62,10 @@ def test_docs_page_has_its_own_csp_with_no_cdn(api):
 def test_metrics_count_requests_by_operation_and_status(api):
     api.get("/health")
     api.get("/v1/users")
-    text = api.get("/metrics").text
+    # A request is counted once its response has gone, so the next request may come first.
+    text = eventually(lambda: (lambda t: t if 'operation="users.list_users",status="401"' in t else None)(
+        api.get("/metrics").text), timeout=10)
     assert 'tenantry_requests_total{method="GET",operation="health.get_health",status="200"}' in text
-    assert 'operation="users.list_users",status="401"' in text
     assert "tenantry_request_duration_seconds_bucket" in text
     assert "tenantry_requests_in_flight" in text
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, assert_error, login, register, unique_email
-from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, LiveServer, start_server
+from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, LiveServer, eventually, start_server
 
 #: The server defaults, undoing what tests/livesrv.py raises for the rest of the suite.
 DEFAULTS = {"TENANTRY_DEFAULT_PLAN": "standard", "TENANTRY_RATE_LIMIT_IP": "1200/minute",
@@ -145,8 +145,8 @@ def test_an_unreachable_redis_fails_open_with_a_warning():
             answers = [api.get("/v1/auth/me", headers=owner.headers) for _ in range(60)]
             assert {r.status_code for r in answers} == {200}  # past the burst of 50: nothing counted
             assert "x-ratelimit-limit" not in answers[0].headers
-        warnings = [line for line in live.log().splitlines() if "failing open" in line]
-        assert warnings and '"level": "warning"' in warnings[0] and "ConnectionError" in warnings[0]
+        warnings = eventually(lambda: [line for line in live.log().splitlines() if "failing open" in line])
+        assert '"level": "warning"' in warnings[0] and "ConnectionError" in warnings[0]
     finally:
         live.stop()
 
