@@ -23,6 +23,8 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            # Which process wrote it: with `serve --workers N`, which worker served a request.
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
