@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -52,11 +53,34 @@ def test_security_headers_on_every_response_including_errors(api):
 def test_docs_page_has_its_own_csp_with_no_cdn(api):
     response = api.get("/docs/")
     assert response.status_code == 200
-    assert "swagger-ui-bundle.js" in response.text
-    assert "http" not in re.sub(r'url: "[^"]*"', "", response.text.split("<body>")[1]).replace("https://", "")
+    page = response.text
+    assert "swagger-ui-bundle.js" in page
+    # The whole document, <head> included: every reference is to this server (a relative URL),
+    # and no absolute or protocol-relative URL appears anywhere, inline script and style too.
+    refs = _references(page)
+    assert {"./swagger-ui.css", "./swagger-ui-bundle.js", "./swagger-ui-standalone-preset.js"} <= set(refs), refs
+    external = [ref for ref in refs if urlsplit(ref).scheme or urlsplit(ref).netloc]
+    assert external == [], external
+    assert re.findall(r"(?:\b[a-z][a-z0-9+.-]*:)?//[^\s\"'<>()]+", page, flags=re.I) == []
+    assert re.search(r'url: "/[^/"][^"]*"', page) and "validatorUrl: null" in page  # the spec here; no validator
     csp = response.headers["content-security-policy"]
     assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert api.get("/docs/swagger-ui-bundle.js").status_code == 200
+
+
+def _references(page: str) -> list[str]:
+    """Returns every URL the page's elements point at (src, href, action, ...), in order."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found.extend(v for k, v in attrs if k in {"src", "href", "action", "data", "poster", "srcset",
+                                                       "formaction", "content"} and v and "/" in v)
+
+    Parser().feed(page)
+    return found
 
 
 def test_metrics_count_requests_by_operation_and_status(api):
