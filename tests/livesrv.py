@@ -187,7 +187,8 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         )
     url = f"http://127.0.0.1:{port}"
     server = LiveServer(url, env, process, database, password, log_path)
-    deadline = time.monotonic() + 60
+    # Generous: on a loaded two-core machine (CI, parallel runs) a start has taken over a minute.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
@@ -197,8 +198,9 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    log = server.log()  # before stop(), which removes the log with the database's directory
     server.stop()
-    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+    raise RuntimeError(f"server did not become ready within 120 s:\n{log}")
 
 
 class LatencyProxy:
