@@ -35,6 +35,10 @@ UNREACHABLE_FOR_ANY_RUN = {
                                                        "with the provider's secret (tests/test_integrations.py)",
     "GET /v1/integrations/events/{integration_event_id}": "an integration event exists only once a signed "
                                                           "inbound call (above) stored it",
+    # Schemathesis 4.32 leaves the document it was loaded from out of an unfiltered run (it
+    # reports 79 operations of the spec's 80, and never calls this one); selected alone with
+    # `--include-path /openapi.json` it answers 200. tests/test_health.py checks the document.
+    "GET /openapi.json": "the run's own schema document, which Schemathesis does not call",
 }
 
 
