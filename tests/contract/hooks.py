@@ -135,13 +135,20 @@ def _real(what: str) -> list:
     return values
 
 
+def _role_name() -> str:
+    """A role name no other role has (names are unique in a tenant)."""
+    return f"Role{next(_calls)}x{os.getpid()}"
+
+
 @schemathesis.hook
 def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
     """Gives every other valid case of a few operations a real row of the fixture tenant.
 
     Their success needs a row the generator cannot make up or reach by a link: an audit entry
     (there is no create), a permission no role uses, a role of the tenant's own with a new name,
-    a user and a role to assign, an assignment to remove, a domain to delete. Only positive cases
+    a user and a role to assign, an assignment to remove, a domain to delete, a user to delete;
+    and a role's permissions must exist in the tenant, which a schema cannot say (random names
+    are 400s), so role bodies get a real one and a new name. Only positive cases
     are changed (a negative case must stay invalid), and only every other one, so the
     generator's own values are still sent. Without this the run never saw these succeed.
     """
@@ -157,7 +164,15 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         path["permission_name"] = random.choice(names)
     elif label == "PUT /v1/roles/{role_id}" and body is not None and (ids := _real("role_id")):
         path["role_id"] = random.choice(ids)
-        case.body = {**body, "name": f"Role{next(_calls)}x{os.getpid()}", "permissions": []}
+        case.body = {**body, "name": _role_name(), "permissions": ["user:read"]}
+    elif label == "POST /v1/roles" and body is not None:
+        case.body = {**body, "name": _role_name(), "permissions": ["user:read"]}
+    elif label == "PATCH /v1/roles/{role_id}" and body is not None and (ids := _real("role_id")):
+        path["role_id"] = random.choice(ids)
+        case.body = {**body, **({"name": _role_name()} if "name" in body else {}),
+                     **({"permissions": ["user:read"]} if "permissions" in body else {})}
+    elif label == "DELETE /v1/users/{user_id}" and (users := _real("user_id")):
+        path["user_id"] = random.choice(users)
     elif label == "POST /v1/users/{user_id}/roles" and body is not None and (users := _real("user_id")) \
             and (roles := _real("role_id")):
         path["user_id"] = random.choice(users)
