@@ -23,9 +23,9 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
-            # Which worker process wrote it: `tenantry serve --workers N` writes N processes' lines to one stream.
+            # Which process wrote it: with `serve --workers N`, which worker served a request.
             "pid": record.process,
+            "msg": record.getMessage(),
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:

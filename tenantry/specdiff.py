@@ -157,3 +157,32 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Report:
     for code in sorted(set(new_codes) - set(old_codes)):
         report.non_breaking.append(f"error code {code}: added")
     return report
+
+
+def _major(version: str) -> int | None:
+    """Returns the major number of a semantic version (`2` for `2.0.0-rc.1`), or None if it has none."""
+    match = re.match(r"^(\d+)\.\d+\.\d+", version.strip())
+    return int(match.group(1)) if match else None
+
+
+def release_problems(released: dict[str, Any], current: dict[str, Any], changelog: str) -> list[str]:
+    """Returns why `current` may not follow the `released` contract; an empty list means it may.
+
+    A breaking change (`diff`) needs a new major version (seed 001: breaking changes only in a new
+    major version): `info.version`'s major number above the released one, whatever the minor
+    says, and a `## <version>` entry in `changelog`. Without a breaking change nothing is asked.
+    """
+    breaking = diff(released, current).breaking
+    if not breaking:
+        return []
+    old, new = str(released["info"]["version"]), str(current["info"]["version"])
+    old_major, new_major = _major(old), _major(new)
+    problems = []
+    if old_major is None or new_major is None:
+        problems.append(f"info.version {new!r} or the released {old!r} is not a semantic version")
+    elif new_major <= old_major:
+        problems.append(f"{len(breaking)} breaking change(s) against the released {old} need a new major "
+                        f"version, and info.version is {new}:\n  " + "\n  ".join(breaking))
+    if not re.search(rf"^## {re.escape(new)}(\s|$)", changelog, re.M):
+        problems.append(f"CHANGELOG.md has no '## {new}' entry, and {new} breaks the released contract")
+    return problems

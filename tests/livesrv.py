@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,6 +43,23 @@ def postgres_reachable() -> bool:
     except psycopg2.Error:
         return False
     return True
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Returns `check()`'s first truthy result, retrying until `timeout` (then fails the test).
+
+    For whatever the server does after it has answered (the access log line, the metrics, the
+    usage counts written every second, a worker's output): reading it at once races the server
+    and fails under load, so tests wait for the condition, bounded, instead.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -170,7 +188,8 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         )
     url = f"http://127.0.0.1:{port}"
     server = LiveServer(url, env, process, database, password, log_path)
-    deadline = time.monotonic() + 60
+    # Generous: on a loaded two-core machine (CI, parallel runs) a start has taken over a minute.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
@@ -180,8 +199,9 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
+    log = server.log()  # before stop(), which removes the log with the database's directory
     server.stop()
-    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+    raise RuntimeError(f"server did not become ready within 120 s:\n{log}")
 
 
 class LatencyProxy:

@@ -6,13 +6,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.livesrv import ROOT, LiveServer
+from tests.livesrv import ROOT, LiveServer, eventually
+
+__all__ = ["Received", "Receiver", "Worker", "eventually"]
 
 
 @dataclass
@@ -115,14 +116,3 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Returns `check()`'s first truthy result, retrying until `timeout` (then fails the test)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
-        time.sleep(interval)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import add_user, assert_error, register
-from tests.livesrv import start_server
+from tests.livesrv import eventually, start_server
 from tests.test_mfa import enable
 
 SEED_POLICY = {
@@ -285,17 +287,42 @@ def test_a_tenant_can_require_mfa_of_its_owners_and_admins(api, owner):
 
 
 def test_role_and_policy_changes_reach_every_server_process(server):
-    """Two worker processes on one database: a change through one is enforced by both at once."""
+    """Two worker processes on one database: a change through one is enforced by both at once.
+
+    Each request goes on a fresh connection (one keep-alive connection stays on one worker), and
+    the access log's `pid` tells which worker answered: both must have, before and after.
+    """
     live = start_server(workers=2)
+
+    def ask(headers: dict[str, str]) -> tuple[int, int]:
+        """One request on a new connection; returns its status and the pid of the worker that answered."""
+        request_id = f"two-workers-{uuid.uuid4().hex}"
+        with live.client(headers={"Connection": "close"}) as client:
+            status = client.get("/v1/users", headers={**headers, "X-Request-Id": request_id}).status_code
+        line = eventually(lambda: next((json.loads(line) for line in live.log().splitlines()
+                                        if request_id in line and '"msg": "request"' in line), None))
+        return status, line["pid"]
+
+    def until_both_answered(headers: dict[str, str]) -> dict[int, list[int]]:
+        """Asks until both workers have answered (at most 40 requests); returns statuses by pid."""
+        seen: dict[int, list[int]] = {}
+        for _ in range(40):
+            status, pid = ask(headers)
+            seen.setdefault(pid, []).append(status)
+            if len(seen) == 2:
+                break
+        return seen
+
     try:
-        with live.client() as api:
+        with live.client(headers={"Connection": "close"}) as api:
             owner = register(api)
             member = add_user(api, owner, role="member")
-            for _ in range(6):  # warm both workers' caches for this tenant
-                assert api.get("/v1/users", headers=member.headers).status_code == 200
+        before = until_both_answered(member.headers)  # and so both workers cached this tenant's grants
+        assert len(before) == 2 and {s for statuses in before.values() for s in statuses} == {200}, before
+        with live.client(headers={"Connection": "close"}) as api:
             make_policy(api, owner, name="NoReading", target={"resource": "user", "action": "read"},
                         rules={"effect": "deny", "conditions": ["subject.role == 'member'"]})
-            statuses = {api.get("/v1/users", headers=member.headers).status_code for _ in range(12)}
-            assert statuses == {403}
+        after = until_both_answered(member.headers)
+        assert set(after) == set(before) and {s for statuses in after.values() for s in statuses} == {403}, after
     finally:
         live.stop()

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from tests.conftest import PASSWORD, assert_error, register, unique_email
-from tests.livesrv import LiveServer
+from tests.livesrv import LiveServer, eventually
 
 ROLE = {"name": "Auditor", "role_family": "Internal", "permissions": ["user:read"]}
 
@@ -158,7 +158,9 @@ def test_the_stream_delivers_an_event_within_a_second_of_its_commit(server, api,
     stream = SseClient(server, owner.headers)
     try:
         assert stream.status == 200 and stream.content_type.startswith("text/event-stream")
-        time.sleep(0.5)  # the stream is open and idle
+        # The stream is open and idle once it has sent a heartbeat (TENANTRY_SSE_HEARTBEAT=1 here).
+        eventually(lambda: ": heartbeat" in stream.comments, timeout=10)
+        heartbeats = len(stream.comments)
         before = time.monotonic()
         user = new_user(api, owner.headers)
         committed = time.monotonic()  # the 201 came back: the change and its event are committed
@@ -167,8 +169,9 @@ def test_the_stream_delivers_an_event_within_a_second_of_its_commit(server, api,
         assert message["event"] == "user.created"
         payload = json.loads(message["data"])
         assert payload["id"] == message["id"] and payload["data"]["object"]["id"] == user["id"]
-        time.sleep(1.5)
-        assert ": heartbeat" in stream.comments  # TENANTRY_SSE_HEARTBEAT=1 in the tests
+        # Quiet again after the event: another heartbeat comes (waited for, not slept for).
+        eventually(lambda: len(stream.comments) > heartbeats, timeout=10)
+        assert set(stream.comments) == {": heartbeat"}
     finally:
         stream.close()
 

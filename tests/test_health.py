@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import yaml
 
 from tests.conftest import assert_error
+from tests.livesrv import eventually
 
 
 def test_health_endpoints_answer_ok(api):
@@ -33,8 +35,9 @@ def test_request_id_is_echoed_when_well_formed_and_generated_otherwise(api):
 
 def test_request_id_appears_in_the_access_log(api, server):
     api.get("/health", headers={"X-Request-Id": "log-trace-me-123"})
-    lines = [line for line in server.log().splitlines() if "log-trace-me-123" in line]
-    assert lines and '"operation": "health.get_health"' in lines[0] and '"status": 200' in lines[0]
+    # The line is written after the response has gone: wait for it rather than read at once.
+    lines = eventually(lambda: [line for line in server.log().splitlines() if "log-trace-me-123" in line])
+    assert '"operation": "health.get_health"' in lines[0] and '"status": 200' in lines[0]
 
 
 def test_security_headers_on_every_response_including_errors(api):
@@ -50,19 +53,43 @@ def test_security_headers_on_every_response_including_errors(api):
 def test_docs_page_has_its_own_csp_with_no_cdn(api):
     response = api.get("/docs/")
     assert response.status_code == 200
-    assert "swagger-ui-bundle.js" in response.text
-    assert "http" not in re.sub(r'url: "[^"]*"', "", response.text.split("<body>")[1]).replace("https://", "")
+    page = response.text
+    assert "swagger-ui-bundle.js" in page
+    # The whole document, <head> included: every reference is to this server (a relative URL),
+    # and no absolute or protocol-relative URL appears anywhere, inline script and style too.
+    refs = _references(page)
+    assert {"./swagger-ui.css", "./swagger-ui-bundle.js", "./swagger-ui-standalone-preset.js"} <= set(refs), refs
+    external = [ref for ref in refs if urlsplit(ref).scheme or urlsplit(ref).netloc]
+    assert external == [], external
+    assert re.findall(r"(?:\b[a-z][a-z0-9+.-]*:)?//[^\s\"'<>()]+", page, flags=re.I) == []
+    assert re.search(r'url: "/[^/"][^"]*"', page) and "validatorUrl: null" in page  # the spec here; no validator
     csp = response.headers["content-security-policy"]
     assert "script-src 'self' 'sha256-" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert api.get("/docs/swagger-ui-bundle.js").status_code == 200
 
 
+def _references(page: str) -> list[str]:
+    """Returns every URL the page's elements point at (src, href, action, ...), in order."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found.extend(v for k, v in attrs if k in {"src", "href", "action", "data", "poster", "srcset",
+                                                       "formaction", "content"} and v and "/" in v)
+
+    Parser().feed(page)
+    return found
+
+
 def test_metrics_count_requests_by_operation_and_status(api):
     api.get("/health")
     api.get("/v1/users")
-    text = api.get("/metrics").text
+    # A request is counted once its response has gone, so the next request may come first.
+    text = eventually(lambda: (lambda t: t if 'operation="users.list_users",status="401"' in t else None)(
+        api.get("/metrics").text), timeout=10)
     assert 'tenantry_requests_total{method="GET",operation="health.get_health",status="200"}' in text
-    assert 'operation="users.list_users",status="401"' in text
     assert "tenantry_request_duration_seconds_bucket" in text
     assert "tenantry_requests_in_flight" in text
 

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, Account, add_user, assert_error, login, register, unique_email
-from tests.livesrv import OPERATOR_EMAIL, REDIS_URL, HungRedis, LatencyProxy, LiveServer, free_port, start_server
+from tests.livesrv import (OPERATOR_EMAIL, REDIS_URL, HungRedis, LatencyProxy, LiveServer, eventually, free_port,
+                           start_server)
 
 SHM = Path("/dev/shm")  # where `tenantry serve` puts the workers' table on Linux
 
@@ -210,7 +211,7 @@ def test_an_unreachable_redis_fails_open_with_one_warning():
             assert {r.status_code for r in answers} == {200}  # past the burst of 50: nothing counted
             assert "x-ratelimit-limit" not in answers[0].headers
         # The outage is reported once, when the breaker opens, not once a request.
-        warnings = [line for line in live.log().splitlines() if "failing open" in line]
+        warnings = eventually(lambda: [line for line in live.log().splitlines() if "failing open" in line])
         assert len(warnings) == 1, warnings
         assert '"level": "warning"' in warnings[0] and "ConnectionError" in warnings[0]
     finally:

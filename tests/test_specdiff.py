@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tenantry.spec import bundle
-from tenantry.specdiff import diff
+from tenantry.specdiff import diff, release_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 CURRENT = bundle(ROOT / "openapi" / "openapi.yaml")
@@ -86,21 +83,39 @@ def test_cli_exits_1_on_a_breaking_change(tmp_path):
     assert "BREAKING" in result.stdout and "settings: response field removed" in result.stdout
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
+CHANGELOG = (ROOT / "CHANGELOG.md").read_text()
 
 
 def test_working_spec_does_not_break_the_released_contract():
-    report = diff(RELEASED, CURRENT)
-    if not report.breaking:
-        return
-    released, current = RELEASED["info"]["version"], CURRENT["info"]["version"]
-    changelog = (ROOT / "CHANGELOG.md").read_text()
-    if _version(current) <= _version(released):
-        pytest.fail("the working spec breaks openapi/released/v1.json without a version bump:\n"
-                    + "\n".join(report.breaking))
-    assert re.search(rf"^## {re.escape(current)}\b", changelog, re.M), (
-        f"CHANGELOG.md has no entry for {current}, which breaks the released contract")
+    assert release_problems(RELEASED, CURRENT, CHANGELOG) == []
+
+
+def _broken(version: str):
+    """The working spec with an operation and a response field removed, at `version`."""
+    broken = copy.deepcopy(CURRENT)
+    broken["paths"]["/v1/users/{user_id}"].pop("delete")
+    broken["components"]["schemas"]["User"]["properties"].pop("email")
+    broken["info"]["version"] = version
+    return broken
+
+
+def test_a_breaking_change_fails_the_release_gate_unless_the_major_version_moves():
+    released_major = int(RELEASED["info"]["version"].split(".")[0])
+    current = CURRENT["info"]["version"]
+    # Today's version (a minor above the release, with its changelog entry) is no licence to break.
+    problems = release_problems(RELEASED, _broken(current), CHANGELOG)
+    assert len(problems) == 1 and "need a new major version" in problems[0], problems
+    assert "DELETE /v1/users/{user_id}: operation removed" in problems[0]
+    assert "200.data.email: response field removed" in problems[0]
+    for minor_bump in (f"{released_major}.9.0", f"{released_major}.99.1"):
+        entry = f"{CHANGELOG}\n## {minor_bump}\n\n- Removed things.\n"
+        assert release_problems(RELEASED, _broken(minor_bump), entry), minor_bump
+    # A new major version passes only with its changelog entry.
+    major = f"{released_major + 1}.0.0"
+    missing = release_problems(RELEASED, _broken(major), CHANGELOG)
+    assert missing == [f"CHANGELOG.md has no '## {major}' entry, and {major} breaks the released contract"]
+    assert release_problems(RELEASED, _broken(major), f"# Changelog\n\n## {major} (unreleased)\n\n- x\n") == []
+    assert release_problems(RELEASED, _broken("next"), CHANGELOG)  # not a version at all
 
 
 def test_accepting_one_more_scheme_is_not_breaking_but_dropping_one_is():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import add_user, assert_error, register
+from tests.livesrv import eventually
 
 
 def test_operator_creates_lists_filters_and_deletes_tenants(api, operator):
@@ -107,17 +108,21 @@ def test_operator_acts_inside_a_tenant_with_x_tenant_id(api, owner, operator):
 
 
 def test_usage_counts_requests_per_day_credential_and_operation(api, owner, operator):
-    import time as _time
-
     key = api.post("/v1/keys", json={"name": "u", "permissions": ["user:read"]}, headers=owner.headers)
     key_id, secret = key.json()["data"]["key"]["id"], key.json()["data"]["secret"]
     for _ in range(3):
         assert api.get("/v1/users", headers={"X-API-Key": secret}).status_code == 200
     assert api.get(f"/v1/users/{owner.user['id']}", headers=owner.headers).status_code == 200
-    _time.sleep(1.5)  # the server writes counts every second
-    usage = api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=owner.headers)
-    assert usage.status_code == 200, usage.text
-    data = usage.json()["data"]
+
+    def counted() -> dict | None:
+        # The server writes its counts about every second, after the responses: wait for them.
+        usage = api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=owner.headers)
+        assert usage.status_code == 200, usage.text
+        data = usage.json()["data"]
+        by_operation = {o["operation_id"]: o["requests"] for o in data["operations"]}
+        return data if by_operation.get("users.list_users") == 3 and by_operation.get("users.get_user") == 1 else None
+
+    data = eventually(counted, timeout=15)
     by_credential = {c["credential_id"]: c for c in data["credentials"]}
     assert by_credential[key_id] == {"credential_type": "api_key", "credential_id": key_id, "requests": 3}
     assert by_credential[owner.user["id"]]["credential_type"] == "user"

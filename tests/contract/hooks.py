@@ -1,13 +1,18 @@
 """Schemathesis hooks for the contract run: authenticate as a fixture account (owner or operator).
 
 Loaded through SCHEMATHESIS_HOOKS; the server, email, password and tenant come from environment
-variables set by test_schemathesis.py.
+variables set by test_schemathesis.py. Every call's status is recorded, so the test can check
+that the run got past authentication and reached each operation's success.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import random
+import threading
+import time
 
 import httpx
 import schemathesis
@@ -15,7 +20,8 @@ import schemathesis
 LOGOUT = "/v1/auth/logout"
 
 
-def _login() -> str:
+def _login() -> dict:
+    """Logs the fixture account in; returns its token pair."""
     response = httpx.post(
         f"{os.environ['TENANTRY_CONTRACT_URL']}/v1/auth/login",
         json={"email": os.environ["TENANTRY_CONTRACT_EMAIL"], "password": os.environ["TENANTRY_CONTRACT_PASSWORD"],
@@ -23,23 +29,47 @@ def _login() -> str:
         timeout=30,
     )
     response.raise_for_status()
-    return response.json()["data"]["access_token"]
+    return response.json()["data"]
 
 
-@schemathesis.auth(refresh_interval=None)
-class FixtureToken:
-    """The fixture account's bearer token; logout gets a session of its own, so it cannot end the run's."""
+def _usable_key() -> str:
+    """Returns the run's API key, or a new one with the same permissions if the run revoked it.
 
-    token: str | None = None
+    The fuzzer may revoke or rotate the very key it runs with (it lists the keys, and DELETE and
+    rotate take any id it finds): the rest of the run would then be 401s that prove nothing.
+    """
+    global _key
+    base = os.environ["TENANTRY_CONTRACT_URL"]
+    if httpx.get(f"{base}/v1/keys", headers={"X-API-Key": _key}, timeout=30).status_code != 401:
+        return _key
+    token = _login()["access_token"]
+    created = httpx.post(f"{base}/v1/keys", json={"name": "contract (renewed)", "permissions": ["admin"]},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    created.raise_for_status()
+    _key = created.json()["data"]["secret"]
+    return _key
+
+
+_key = os.environ.get("TENANTRY_CONTRACT_API_KEY", "")
+_logouts = itertools.count()
+
+
+def _cache_key(case: schemathesis.Case, _ctx: schemathesis.AuthContext) -> str:
+    # Each logout gets a session of its own (a fresh login), so it never ends the run's session.
+    return f"logout-{next(_logouts)}" if case.operation.path == LOGOUT else "run"
+
+
+# Credentials are cached for 5 minutes (access tokens live 15) and fetched again at once when an
+# authenticated call answers 401 (Schemathesis then replays it): an expired token, a session or
+# key the fuzzer ended, never turn the rest of the run into 401s.
+@schemathesis.auth(refresh_interval=300, cache_by_key=_cache_key, retry_on=[401])
+class FixtureCredential:
+    """The fixture account's bearer token, or its API key when the run uses one."""
 
     def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
-        if os.environ.get("TENANTRY_CONTRACT_API_KEY"):
-            return os.environ["TENANTRY_CONTRACT_API_KEY"]
-        if case.operation.path == LOGOUT:
-            return _login()
-        if FixtureToken.token is None:
-            FixtureToken.token = _login()
-        return FixtureToken.token
+        if _key:
+            return _usable_key()
+        return _login()["access_token"]
 
     def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
         if data.startswith("sk_"):
@@ -48,7 +78,113 @@ class FixtureToken:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
+_record_lock = threading.Lock()
+
+
+@schemathesis.hook
+def after_call(ctx: schemathesis.HookContext, case: schemathesis.Case, response: object) -> None:
+    """Records each call's operation and status (TENANTRY_CONTRACT_STATUSES), for the 2xx check."""
+    path = os.environ.get("TENANTRY_CONTRACT_STATUSES")
+    if not path:
+        return
+    line = json.dumps({"operation": f"{case.method.upper()} {case.operation.path}",
+                       "status": response.status_code})  # type: ignore[attr-defined]
+    with _record_lock, open(path, "a") as handle:
+        handle.write(line + "\n")
+
+
 _calls = itertools.count()
+_cases = itertools.count()
+_known: dict[str, tuple[float, list]] = {}
+
+
+def _credential_headers() -> dict[str, str]:
+    if _key:
+        return {"X-API-Key": _usable_key()}
+    return {"Authorization": f"Bearer {_login()['access_token']}"}
+
+
+def _real(what: str) -> list:
+    """Returns real ids of the fixture tenant's rows (`what`), read through the API at most every 10 s."""
+    at, values = _known.get(what, (0.0, []))
+    if time.monotonic() - at < 10:
+        return values
+    base, headers = os.environ["TENANTRY_CONTRACT_URL"], _credential_headers()
+
+    def data(path: str) -> list:
+        response = httpx.get(f"{base}{path}", params={"limit": 100}, headers=headers, timeout=30)
+        return response.json()["data"] if response.status_code == 200 else []
+
+    if what == "entry_id":
+        values = [e["id"] for e in data("/v1/audit-logs")]
+    elif what == "permission_name":
+        values = [p["name"] for p in data("/v1/permissions") if not p["is_builtin"]]
+    elif what == "role_id":
+        values = [r["id"] for r in data("/v1/roles") if not r["is_builtin"]]
+    elif what == "user_id":
+        values = [u["id"] for u in data("/v1/users") if u["role"] != "owner"]
+    elif what == "assignment":
+        values = [(u["id"], r["id"]) for u in data("/v1/users") for r in u["roles"] if not r["is_builtin"]]
+    elif what == "domain":
+        values = []
+        for tenant in data("/v1/tenants"):
+            values += [(tenant["id"], d["id"]) for d in data(f"/v1/tenants/{tenant['id']}/domains")]
+            if len(values) >= 3:
+                break
+    _known[what] = (time.monotonic(), values)
+    return values
+
+
+def _role_name() -> str:
+    """A role name no other role has (names are unique in a tenant)."""
+    return f"Role{next(_calls)}x{os.getpid()}"
+
+
+@schemathesis.hook
+def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """Gives every other valid case of a few operations a real row of the fixture tenant.
+
+    Their success needs a row the generator cannot make up or reach by a link: an audit entry
+    (there is no create), a permission no role uses, a role of the tenant's own with a new name,
+    a user and a role to assign, an assignment to remove, a domain to delete, a user to delete;
+    and a role's permissions must exist in the tenant, which a schema cannot say (random names
+    are 400s), so role bodies get a real one and a new name. Only positive cases
+    are changed (a negative case must stay invalid), and only every other one, so the
+    generator's own values are still sent. Without this the run never saw these succeed.
+    """
+    meta = getattr(case, "meta", None)
+    if meta is None or str(meta.generation.mode) != "positive" or next(_cases) % 2:
+        return case
+    label = f"{case.method.upper()} {case.operation.path}"
+    path = dict(case.path_parameters or {})
+    body = case.body if isinstance(case.body, dict) else None
+    if label == "GET /v1/audit-logs/{entry_id}" and (ids := _real("entry_id")):
+        path["entry_id"] = random.choice(ids)
+    elif label == "DELETE /v1/permissions/{permission_name}" and (names := _real("permission_name")):
+        path["permission_name"] = random.choice(names)
+    elif label == "PUT /v1/roles/{role_id}" and body is not None and (ids := _real("role_id")):
+        path["role_id"] = random.choice(ids)
+        case.body = {**body, "name": _role_name(), "permissions": ["user:read"]}
+    elif label == "POST /v1/roles" and body is not None:
+        case.body = {**body, "name": _role_name(), "permissions": ["user:read"]}
+    elif label == "PATCH /v1/roles/{role_id}" and body is not None and (ids := _real("role_id")):
+        path["role_id"] = random.choice(ids)
+        case.body = {**body, **({"name": _role_name()} if "name" in body else {}),
+                     **({"permissions": ["user:read"]} if "permissions" in body else {})}
+    elif label == "DELETE /v1/users/{user_id}" and (users := _real("user_id")):
+        path["user_id"] = random.choice(users)
+    elif label == "POST /v1/users/{user_id}/roles" and body is not None and (users := _real("user_id")) \
+            and (roles := _real("role_id")):
+        path["user_id"] = random.choice(users)
+        case.body = {**body, "role_id": random.choice(roles)}
+    elif label == "DELETE /v1/users/{user_id}/roles/{role_id}" and (pairs := _real("assignment")):
+        path["user_id"], path["role_id"] = random.choice(pairs)
+    elif label == "DELETE /v1/tenants/{tenant_id}/domains/{domain_id}" and (pairs := _real("domain")):
+        path["tenant_id"], path["domain_id"] = random.choice(pairs)
+    else:
+        return case
+    case.path_parameters = path
+    return case
 
 
 @schemathesis.hook
