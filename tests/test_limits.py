@@ -11,8 +11,16 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, Account, add_user, assert_error, login, register, unique_email
-from tests.livesrv import (OPERATOR_EMAIL, REDIS_URL, HungRedis, LatencyProxy, LiveServer, eventually, free_port,
-                           start_server)
+from tests.livesrv import (
+    OPERATOR_EMAIL,
+    REDIS_URL,
+    HungRedis,
+    LatencyProxy,
+    LiveServer,
+    eventually,
+    free_port,
+    start_server,
+)
 
 SHM = Path("/dev/shm")  # where `tenantry serve` puts the workers' table on Linux
 
