@@ -26,8 +26,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.fernet import InvalidToken
 import peewee
+from cryptography.fernet import InvalidToken
 from flask import Response, current_app, g, request
 
 from models.base import database
