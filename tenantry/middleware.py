@@ -239,6 +239,11 @@ class FlaskBridge:
         environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
         context = contextvars.copy_context()
         deadline = self._deadline(scope)
+        if deadline is not None and deadline.remaining() <= 0:  # the body alone took the whole time
+            deadline.expire()
+            await _send_error(send, 504, DeadlineExceeded.code, DeadlineExceeded.default_message,
+                              request_id=_request_id(scope))
+            return
         context.run(deadlines.install, deadline)
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self.executor, context.run, _call_wsgi, self.app, environ)

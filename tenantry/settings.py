@@ -109,7 +109,9 @@ class Settings:
     sse_max_seconds: int = 900
     integration_health_timeout: int = 5
     inbound_tolerance: int = 300
-    # Each operation's time limit by its spec class (x-timeout); past it the answer is 504.
+    # Seconds an operation may take, by its spec class (x-timeout), from the request's arrival;
+    # past it the answer is 504 GATEWAY_TIMEOUT and nothing it did commits (tenantry.deadline).
+    # TENANTRY_REQUEST_TIMEOUT (standard), TENANTRY_BATCH_TIMEOUT, TENANTRY_UPLOAD_TIMEOUT.
     request_timeout: float = 30.0
     batch_timeout: float = 120.0
     upload_timeout: float = 300.0
