@@ -186,6 +186,51 @@ def test_a_standard_operation_past_its_limit_answers_504_and_never_commits(serve
 # -- Slow work outside the write lock ----------------------------------------------------------
 
 
+def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, monkeypatch):
+    """Every password hash and verification of signup, user creation (one, a batch), a password
+    change and logins (right, wrong, unknown email) happens before the transaction begins."""
+    from models.base import database
+    from tenantry import security
+
+    calls: list[tuple[str, bool]] = []
+
+    class Recording:
+        def __init__(self, hasher: Any) -> None:
+            self.hasher = hasher
+
+        def hash(self, password: str) -> str:
+            calls.append(("hash", database.in_transaction()))
+            return self.hasher.hash(password)
+
+        def verify(self, stored: str, password: str) -> bool:
+            calls.append(("verify", database.in_transaction()))
+            return self.hasher.verify(stored, password)
+
+        def check_needs_rehash(self, stored: str) -> bool:
+            return self.hasher.check_needs_rehash(stored)
+
+    monkeypatch.setattr(security, "_hasher", Recording(security._hasher))
+    with in_process(server, monkeypatch) as client:
+        email = unique_email("owner")
+        signup = {"email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace",
+                  "tenant_name": "Hashing"}
+        assert client.post("/v1/auth/register", json=signup).status_code == 201
+        token = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()["data"]
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        one = client.post("/v1/users", json=new_user(), headers=headers)
+        assert one.status_code == 201, one.text
+        batch = client.post("/v1/users/batch", json={"users": [new_user(), new_user(), new_user()]}, headers=headers)
+        assert batch.status_code == 201, batch.text
+        changed = client.patch(f"/v1/users/{one.json()['data']['id']}", json={"password": "another-password-2"},
+                               headers=headers)
+        assert changed.status_code == 200, changed.text
+        assert client.post("/v1/auth/login", json={"email": email, "password": "wrong-password-1"}).status_code == 401
+        assert client.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code == 401
+    assert [kind for kind, _ in calls] == ["hash", "verify", "hash", "hash", "hash", "hash", "hash", "verify",
+                                           "verify"]
+    assert not any(in_transaction for _, in_transaction in calls), calls
+
+
 def test_batches_of_new_users_do_not_starve_other_writes(server, api):
     """Two clients import 50-user batches while a third makes single writes: on SQLite the
     batches once held the write lock while argon2 ran, and single writes failed with 503."""
