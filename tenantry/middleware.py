@@ -241,12 +241,11 @@ class FlaskBridge:
         deadline = self._deadline(scope)
         if deadline is not None and deadline.remaining() <= 0:  # the body alone took the whole time
             deadline.expire()
-            await _send_error(send, 504, DeadlineExceeded.code, DeadlineExceeded.default_message,
-                              request_id=_request_id(scope))
+            await _send_timeout(send, scope)
             return
         context.run(deadlines.install, deadline)
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self.executor, context.run, _call_wsgi, self.app, environ)
+        work = loop.run_in_executor(self.executor, context.run, _call_in_time, self.app, environ, deadline)
         if deadline is None:
             result = await work
         else:
@@ -256,10 +255,12 @@ class FlaskBridge:
                 if deadline.expire():
                     # The thread goes on (it cannot be stopped) but will not commit; its answer is dropped.
                     work.add_done_callback(_drop_result)
-                    await _send_error(send, 504, DeadlineExceeded.code, DeadlineExceeded.default_message,
-                                      request_id=_request_id(scope))
+                    await _send_timeout(send, scope)
                     return
                 result = await work  # it claimed its commit in time: its answer is the truth
+        if result is None:  # it waited for a thread past its deadline and did not run
+            await _send_timeout(send, scope)
+            return
         status, headers, chunks, exc_info, stream = result
         if stream is not None:
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -321,17 +322,25 @@ class FlaskBridge:
                 await loop.run_in_executor(self.executor, context.run, close)
 
 
+def _call_in_time(app: Any, environ: dict[str, Any], deadline: deadlines.Deadline | None) -> _WsgiResult | None:
+    """Runs the WSGI app (`_call_wsgi`); returns None without running it when the request waited in
+    the pool's queue past its deadline (an overloaded server should not do work already answered 504)."""
+    if deadline is not None and deadline.expired:
+        deadline.expire()
+        return None
+    return _call_wsgi(app, environ)
+
+
 def _drop_result(future: asyncio.Future[Any]) -> None:
     """Retrieves the result of a request answered 504 (so an error in it is not reported as unretrieved)."""
     if not future.cancelled() and future.exception() is not None:
         log.debug("a request answered 504 ended with an error", exc_info=future.exception())
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return value.decode("latin-1")
-    return ""
+async def _send_timeout(send: Send, scope: Scope) -> None:
+    """Answers 504 GATEWAY_TIMEOUT in the error envelope, with the request's id."""
+    request_id = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
+    await _send_error(send, 504, DeadlineExceeded.code, DeadlineExceeded.default_message, request_id=request_id)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -353,7 +362,11 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes], Any, Any]:
+#: What `_call_wsgi` returns: status, headers, body chunks, the exc_info the app reported, and a stream.
+_WsgiResult = tuple[int, list[tuple[bytes, bytes]], list[bytes], Any, Any]
+
+
+def _call_wsgi(app: Any, environ: dict[str, Any]) -> _WsgiResult:
     """Runs the WSGI app; returns (status, headers, body chunks, exc_info it reported, stream).
 
     A `text/event-stream` response is not read here: its iterator is returned as `stream` (and

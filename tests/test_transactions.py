@@ -183,6 +183,43 @@ def test_a_standard_operation_past_its_limit_answers_504_and_never_commits(serve
     assert written(server, owner.tenant["id"], [body["email"]]) == {"users": 1, "audit": 1, "events": 1}
 
 
+def test_a_request_that_waited_for_a_thread_past_its_deadline_is_answered_504_and_never_run(server, api,
+                                                                                            monkeypatch):
+    import threading
+
+    import handlers.users
+
+    owner = register(api, "Queued")
+    real_list_users, real_get_user = handlers.users.list_users, handlers.users.get_user
+    ran: list[str] = []
+    release = threading.Event()
+
+    def list_users_holding_the_thread(limit: int = 20) -> Any:
+        ran.append("list")
+        release.wait(30)  # holds the only handler thread until the test has seen the queued request's 504
+        return real_list_users(limit=limit)
+
+    def get_user_counted(user_id: str) -> Any:
+        ran.append("get")
+        return real_get_user(user_id)
+
+    monkeypatch.setattr(handlers.users, "list_users", list_users_holding_the_thread)
+    monkeypatch.setattr(handlers.users, "get_user", get_user_counted)
+    one = f"/v1/users/{owner.user['id']}"
+    with in_process(server, monkeypatch, TENANTRY_REQUEST_TIMEOUT="2", TENANTRY_THREADS="1") as client, \
+            ThreadPoolExecutor(2) as pool:
+        holding = pool.submit(client.get, "/v1/users", headers=owner.headers)
+        wait_for(lambda: ran)
+        queued = pool.submit(client.get, one, headers=owner.headers).result()  # waits in the pool's queue
+        release.set()
+        held = holding.result()
+        after = client.get(one, headers=owner.headers)  # queued behind the abandoned one: it ran or was skipped
+    assert queued.status_code == held.status_code == 504
+    assert queued.json()["error"]["code"] == "GATEWAY_TIMEOUT"
+    assert after.status_code == 200, after.text
+    assert ran == ["list", "get"]  # the 504'd GET never ran: only the one after it did
+
+
 # -- Slow work outside the write lock ----------------------------------------------------------
 
 
