@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,10 @@ VERIFIED_TOKENS_KEPT = 4096
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified against when no account matches, so a wrong email costs what a wrong password does.
 _DUMMY_HASH = _hasher.hash("tenantry-dummy-password-for-timing")
+# The password hash of accounts created without a password (by an integration): of 256 random
+# bits forgotten at once, so no password matches, yet a login to such an account costs a full
+# verification like any other. Made here, at start-up, not inside a request's write transaction.
+_UNUSABLE_HASH = _hasher.hash(secrets.token_urlsafe(32))
 
 
 def lookup_hash(secret: str) -> str:
@@ -94,6 +99,11 @@ def prehash(passwords: Iterable[str], between: Callable[[], None] | None = None)
         if between is not None:
             between()
         work.hashes.setdefault(password, []).append(_hasher.hash(password))
+
+
+def unusable_password_hash() -> str:
+    """Returns a password hash no password matches, for an account that has none (no argon2 work)."""
+    return _UNUSABLE_HASH
 
 
 def hash_password(password: str) -> str:

@@ -16,10 +16,12 @@ import pytest
 from tests.conftest import PASSWORD, Account, assert_error, register, unique_email
 from tests.livesrv import LiveServer, backend, start_server
 from tests.test_audit import sql
+from tests.test_integrations import deliver, make_provider, user_event
 
 #: The environment an in-process app needs to serve the live server's database as the server does.
 _SHARED_ENV = ("DATABASE_URL", "TENANTRY_SECRET_KEY", "TENANTRY_INSTANCE_PATH", "TENANTRY_DB_ROLE",
-               "TENANTRY_RATE_LIMIT_IP", "TENANTRY_DEFAULT_PLAN", "TENANTRY_ENV", "TENANTRY_VALIDATE_RESPONSES")
+               "TENANTRY_RATE_LIMIT_IP", "TENANTRY_DEFAULT_PLAN", "TENANTRY_ENV", "TENANTRY_VALIDATE_RESPONSES",
+               "TENANTRY_OUTBOUND_ALLOWLIST")
 
 
 @contextmanager
@@ -263,8 +265,14 @@ def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, 
         assert changed.status_code == 200, changed.text
         assert client.post("/v1/auth/login", json={"email": email, "password": "wrong-password-1"}).status_code == 401
         assert client.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code == 401
+        # An integration's user.created makes a user without a password: no argon2 work at all.
+        owner = Account({}, {}, email, PASSWORD, token["access_token"], token["refresh_token"])
+        provider = make_provider(client, owner)
+        hooked = unique_email("hooked")
+        assert deliver(client, provider, user_event("user.created", hooked, name="John Doe")).status_code == 202
+        assert client.post("/v1/auth/login", json={"email": hooked, "password": PASSWORD}).status_code == 401
     assert [kind for kind, _ in calls] == ["hash", "verify", "hash", "hash", "hash", "hash", "hash", "verify",
-                                           "verify"]
+                                           "verify", "verify"]
     assert not any(in_transaction for _, in_transaction in calls), calls
 
 
