@@ -41,14 +41,23 @@ from tenantry.db import (
 )
 from tenantry.docs import DocsApp
 from tenantry.envelope import JSONIFIER
-from tenantry.errors import ApiError, Detail, NotFound, api_error_response, error_body, error_response
+from tenantry.errors import (
+    ApiError,
+    DatabaseBusy,
+    Detail,
+    NotFound,
+    api_error_response,
+    error_body,
+    error_response,
+    is_contention,
+)
 from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
 from tenantry.middleware import FlaskBridge, RequestContextMiddleware
 from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
-from tenantry.spec import bundle, operations
+from tenantry.spec import bundle, operations, timeout_class
 from tenantry.usage import UsageRecorder
 from tenantry.validation import BodyTypeValidationMiddleware, RequestValidationProblem, UnsupportedBody, validator_map
 
@@ -104,7 +113,10 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     )
     # Flask is reached with one thread hand-off a request instead of a2wsgi's several.
     flask_asgi = app._middleware_app
-    flask_asgi.asgi_app = FlaskBridge(app.app.wsgi_app, fallback=flask_asgi.asgi_app, threads=settings.threads)
+    flask_asgi.asgi_app = FlaskBridge(
+        app.app.wsgi_app, fallback=flask_asgi.asgi_app, threads=settings.threads,
+        time_limits={op["operationId"]: settings.timeout(timeout_class(op)) for _, _, op in operations(spec)},
+        default_limit=settings.timeout("standard"))
     _register_problem_handlers(app, spec)
     _configure_flask(app.app, state)
     # After _configure_flask: its before_request (only operations the spec routes) runs first.
@@ -273,6 +285,10 @@ def _configure_flask(flask_app: Flask, state: Tenantry) -> None:
     @flask_app.errorhandler(peewee.OperationalError)
     @flask_app.errorhandler(peewee.InterfaceError)
     def database_down(exc: Exception) -> Response:
+        if is_contention(exc):
+            # Not an outage: the connection is sound and nothing was written; the request may be retried.
+            log.warning("database busy: %s", exc)
+            return api_error_response(DatabaseBusy())
         log.error("database unavailable", exc_info=exc)
         drop_connection()
         return envelope(503, message="The database is unavailable.")

@@ -154,6 +154,49 @@ class ServiceUnavailable(ApiError):
     status, code, default_message = 503, "SERVICE_UNAVAILABLE", "The service is unavailable."
 
 
+#: Seconds a client waits before retrying a request that found the database busy.
+BUSY_RETRY_AFTER = 1
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """The database is up but another transaction held what this one needed for longer than the
+    busy timeout (SQLite's write lock, a PostgreSQL row lock or deadlock): nothing was written,
+    and the same request may simply be sent again."""
+
+    code = "DATABASE_BUSY"
+    default_message = "The database is busy with other writes; nothing was changed. Retry shortly."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
+class DeadlineExceeded(ApiError):
+    """The request ran past its operation's time limit: it was answered 504 and nothing it did was kept."""
+
+    status, code = 504, "GATEWAY_TIMEOUT"
+    default_message = "The request took longer than its time limit; nothing was changed. Retry it, or send less."
+
+
+#: SQLSTATEs of PostgreSQL errors that mean contention, not failure: lock_not_available,
+#: deadlock_detected, serialization_failure. Retrying the whole request is the remedy for each.
+_PG_CONTENTION = frozenset({"55P03", "40P01", "40001"})
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True when a database error (peewee's, wrapping the driver's) is lock contention, not an outage:
+    SQLite's "database is locked"/"database is busy" (SQLITE_BUSY or SQLITE_LOCKED, after the busy
+    timeout), or a PostgreSQL lock timeout, deadlock or serialization failure."""
+    original = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    pgcode = getattr(original, "pgcode", None)
+    if pgcode is not None:
+        return pgcode in _PG_CONTENTION
+    name = getattr(original, "sqlite_errorname", None)  # Python 3.11+
+    if name is not None:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    message = str(original)
+    return message.startswith(("database is locked", "database is busy", "database table is locked"))
+
+
 #: Code for a bare HTTP status, for errors that arrive without one of ours.
 STATUS_CODES: dict[int, tuple[str, str]] = {
     400: ("VALIDATION_ERROR", "The request is invalid."),
@@ -171,6 +214,7 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     431: ("REQUEST_HEADERS_TOO_LARGE", "The request headers are too large."),
     500: ("INTERNAL_ERROR", "An internal error occurred."),
     503: ("SERVICE_UNAVAILABLE", "The service is unavailable."),
+    504: ("GATEWAY_TIMEOUT", "The request took longer than its time limit."),
 }
 
 

@@ -51,7 +51,7 @@ from tenantry.errors import (
     format_datetime,
 )
 from tenantry.net import Network, parse_networks
-from tenantry.security import hash_password
+from tenantry.security import unusable_password_hash
 
 log = logging.getLogger("tenantry.integrations")
 
@@ -257,7 +257,7 @@ def _upsert_user(tenant_id: str, data: Any) -> None:
         return
     if not first or not last:
         raise EventRefused("A new user needs data.first_name and data.last_name, or a data.name of two words.")
-    user = User.build(tenant_id, email, hash_password(secrets.token_urlsafe(32)), first, last, role="member")
+    user = User.build(tenant_id, email, unusable_password_hash(), first, last, role="member")
     User.insert_many_checked([user])
     events.emit(tenant_id, "user.created", {"object": redact(user.as_dict())}, livemode=True)
 

@@ -19,8 +19,9 @@ from a2wsgi.wsgi import build_environ
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantry import deadline as deadlines
 from tenantry.docs import DocsApp
-from tenantry.errors import error_body
+from tenantry.errors import DeadlineExceeded, error_body
 from tenantry.ids import is_valid_request_id, new_request_id
 from tenantry.logs import request_id_var
 from tenantry.metrics import Metrics
@@ -78,7 +79,7 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         request_id, scope = _with_request_id(scope)
         token = request_id_var.set(request_id)
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {"arrived": time.monotonic()}  # the deadline counts from here
         scope.setdefault("state", {})["tenantry"] = info
         # Connexion's router records the operationId in scope["extensions"] of a shallow copy of
         # this scope; creating the dict here makes that record visible to us for the metrics.
@@ -220,22 +221,47 @@ class FlaskBridge:
     response. Lifespan and websocket scopes still go to a2wsgi (`fallback`).
     """
 
-    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 8) -> None:
+    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 8,
+                 time_limits: dict[str, float] | None = None, default_limit: float | None = None) -> None:
         self.app = app  # the WSGI app; Connexion's add_wsgi_middleware wraps this attribute
         self.fallback = fallback
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
+        # Seconds each operation (by operationId) may take; others get `default_limit` (None: no limit).
+        self.time_limits = time_limits or {}
+        self.default_limit = default_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serves one request through the WSGI app."""
+        """Serves one request through the WSGI app, answering 504 when it outlasts its operation's limit."""
         if scope["type"] != "http":
             await self.fallback(scope, receive, send)
             return
         body = await _read_body(receive)
         environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
         context = contextvars.copy_context()
+        deadline = self._deadline(scope)
+        if deadline is not None and deadline.remaining() <= 0:  # the body alone took the whole time
+            deadline.expire()
+            await _send_timeout(send, scope)
+            return
+        context.run(deadlines.install, deadline)
         loop = asyncio.get_running_loop()
-        status, headers, chunks, exc_info, stream = await loop.run_in_executor(
-            self.executor, context.run, _call_wsgi, self.app, environ)
+        work = loop.run_in_executor(self.executor, context.run, _call_in_time, self.app, environ, deadline)
+        if deadline is None:
+            result = await work
+        else:
+            try:
+                result = await asyncio.wait_for(asyncio.shield(work), timeout=max(0.0, deadline.remaining()))
+            except TimeoutError:
+                if deadline.expire():
+                    # The thread goes on (it cannot be stopped) but will not commit; its answer is dropped.
+                    work.add_done_callback(_drop_result)
+                    await _send_timeout(send, scope)
+                    return
+                result = await work  # it claimed its commit in time: its answer is the truth
+        if result is None:  # it waited for a thread past its deadline and did not run
+            await _send_timeout(send, scope)
+            return
+        status, headers, chunks, exc_info, stream = result
         if stream is not None:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await self._stream(stream, context, receive, send)
@@ -244,6 +270,15 @@ class FlaskBridge:
         await send({"type": "http.response.body", "body": b"".join(chunks)})
         if exc_info is not None:
             raise exc_info[1].with_traceback(exc_info[2])
+
+    def _deadline(self, scope: Scope) -> deadlines.Deadline | None:
+        """Returns the request's deadline: its operation's limit, from when the request arrived."""
+        routing = scope.get("extensions", {}).get("connexion_routing", {})
+        seconds = self.time_limits.get(routing.get("operation_id"), self.default_limit)
+        if seconds is None:
+            return None
+        arrived = scope.get("state", {}).get("tenantry", {}).get("arrived")
+        return deadlines.Deadline(seconds, start=arrived)
 
     async def _stream(self, stream: Any, context: contextvars.Context, receive: Receive, send: Send) -> None:
         """Sends a streamed (text/event-stream) response chunk by chunk until it ends or the client leaves.
@@ -287,6 +322,27 @@ class FlaskBridge:
                 await loop.run_in_executor(self.executor, context.run, close)
 
 
+def _call_in_time(app: Any, environ: dict[str, Any], deadline: deadlines.Deadline | None) -> _WsgiResult | None:
+    """Runs the WSGI app (`_call_wsgi`); returns None without running it when the request waited in
+    the pool's queue past its deadline (an overloaded server should not do work already answered 504)."""
+    if deadline is not None and deadline.expired:
+        deadline.expire()
+        return None
+    return _call_wsgi(app, environ)
+
+
+def _drop_result(future: asyncio.Future[Any]) -> None:
+    """Retrieves the result of a request answered 504 (so an error in it is not reported as unretrieved)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("a request answered 504 ended with an error", exc_info=future.exception())
+
+
+async def _send_timeout(send: Send, scope: Scope) -> None:
+    """Answers 504 GATEWAY_TIMEOUT in the error envelope, with the request's id."""
+    request_id = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
+    await _send_error(send, 504, DeadlineExceeded.code, DeadlineExceeded.default_message, request_id=request_id)
+
+
 async def _read_body(receive: Receive) -> bytes:
     """Returns the whole request body; raises a 413 past MAX_BODY_BYTES (a body sent without a length)."""
     chunks: list[bytes] = []
@@ -306,7 +362,11 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def _call_wsgi(app: Any, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], list[bytes], Any, Any]:
+#: What `_call_wsgi` returns: status, headers, body chunks, the exc_info the app reported, and a stream.
+_WsgiResult = tuple[int, list[tuple[bytes, bytes]], list[bytes], Any, Any]
+
+
+def _call_wsgi(app: Any, environ: dict[str, Any]) -> _WsgiResult:
     """Runs the WSGI app; returns (status, headers, body chunks, exc_info it reported, stream).
 
     A `text/event-stream` response is not read here: its iterator is returned as `stream` (and

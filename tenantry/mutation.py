@@ -10,6 +10,12 @@
 - Idempotency (every POST): `Idempotency-Key` is claimed before the handler runs, and the
   answer is stored in the request's transaction; a retry replays it (tenantry/idempotency
   docs in the spec's info).
+- Slow work before the lock: the argon2 hashes of the body's `x-hashed` fields (at any depth) are
+  made before the transaction begins, as is the work a handler declares with
+  `before_transaction` (login's password check), so on SQLite no request holds the write lock
+  while it hashes. Contention that still outlasts the busy timeout is a 503 DATABASE_BUSY.
+- The deadline (tenantry.deadline): past its operation's time limit the transaction refuses to
+  commit and rolls back; the event loop has answered 504 GATEWAY_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -20,16 +26,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import peewee
 from cryptography.fernet import InvalidToken
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 
 from models.base import database
 from models.idempotency import IdempotencyRecord, Scope
-from tenantry import audit, events
+from tenantry import audit, deadline, events
 from tenantry.db import drop_connection
 from tenantry.envelope import to_response
-from tenantry.errors import ApiError, IdempotencyInProgress, api_error_response
-from tenantry.security import secret_box
+from tenantry.errors import ApiError, DeadlineExceeded, IdempotencyInProgress, api_error_response
+from tenantry.security import password_work, prehash, secret_box
+from tenantry.spec import hashed_fields, operations, values_at
 
 log = logging.getLogger("tenantry.mutation")
 
@@ -81,11 +89,72 @@ def _replay(record: IdempotencyRecord) -> Response | None:
     return response
 
 
+#: The attribute `before_transaction` sets on a handler.
+_PREPARE = "__tenantry_before_transaction__"
+
+
+def before_transaction(prepare: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declares read-only slow work a handler needs done before its transaction takes the write lock.
+
+    `prepare` is called with the handler's arguments, outside any transaction, before the
+    handler. It must not write: what it computes reaches the handler through caches that check
+    their input again inside the transaction (login verifies the password against the stored
+    hash here; the handler's own check of the same hash is then instant, and a hash changed
+    meanwhile is verified anew).
+    """
+
+    def mark(handler: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(handler, _PREPARE, prepare)
+        return handler
+
+    return mark
+
+
+def _hashed_fields(operation_id: str | None) -> list[tuple[str, ...]]:
+    """Returns where the operation's request body holds `x-hashed` strings (cached per operation)."""
+    if operation_id is None:
+        return []
+    extensions = current_app.extensions
+    known: dict[str, list[tuple[str, ...]]] | None = extensions.get("tenantry.hashed_fields")
+    if known is None:
+        spec = extensions["tenantry"].spec
+        known = {op["operationId"]: hashed_fields(spec, op) for _, _, op in operations(spec)}
+        extensions["tenantry.hashed_fields"] = known
+    return known.get(operation_id, [])
+
+
+def _prepare(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Does the request's slow work before its transaction: argon2 hashes, the handler's declared step."""
+    body = kwargs.get("body")
+    passwords = [value for path in _hashed_fields(g.get("operation_id")) for value in values_at(body, path)]
+    prehash(passwords, between=deadline.check)
+    prepare = getattr(func, _PREPARE, None)
+    if prepare is not None:
+        prepare(*args, **kwargs)
+    deadline.check()
+
+
+def _bound_statements() -> None:
+    """On PostgreSQL, ends any statement of this transaction that would outlast the request's deadline."""
+    current = deadline.current()
+    if current is None or not isinstance(database.obj, peewee.PostgresqlDatabase):
+        return
+    remaining_ms = max(1, int(current.remaining() * 1000))
+    database.execute_sql("SELECT set_config('statement_timeout', %s, true)", (f"{remaining_ms}ms",))
+
+
 def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  caller_address: str | None, audit_action: str | None = None,
                  event_type: str | None = None) -> Response:
     """Runs a changing operation's handler in one transaction with its audit entry and domain event,
-    idempotently for a POST with a key."""
+    idempotently for a POST with a key. The slow work is done before the transaction; past the
+    request's deadline it raises DeadlineExceeded with nothing committed."""
+    with password_work():
+        return _run_changing(func, args, kwargs, caller_address, audit_action, event_type)
+
+
+def _run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                  caller_address: str | None, audit_action: str | None, event_type: str | None) -> Response:
     scope = None
     if request.method == "POST":
         key = idempotency_key()
@@ -103,7 +172,9 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
                     raise IdempotencyInProgress()
     before = audit.snapshot() if audit_action or event_type else None
     try:
+        _prepare(func, args, kwargs)
         with database.atomic():
+            _bound_statements()
             error = None
             try:
                 response = to_response(func(*args, **kwargs))
@@ -117,9 +188,13 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
                 events.record(event_type, kwargs, response, before)
             if scope is not None and _remembered(response.status_code):
                 IdempotencyRecord.complete(scope, response.status_code, _seal(response))
-    except BaseException:
+            deadline.claim_commit()  # raises past the deadline: the block rolls back
+    except BaseException as exc:
         if scope is not None:
             _release(scope)
+        if isinstance(exc, peewee.DatabaseError) and deadline.expired():
+            # A statement ended by the deadline's statement_timeout, or a lock wait that outlasted it.
+            raise DeadlineExceeded() from exc
         raise
     if scope is not None and not _remembered(response.status_code):
         _release(scope)

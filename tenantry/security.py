@@ -13,7 +13,11 @@ import functools
 import hashlib
 import hmac
 import re
+import secrets
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +42,10 @@ VERIFIED_TOKENS_KEPT = 4096
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified against when no account matches, so a wrong email costs what a wrong password does.
 _DUMMY_HASH = _hasher.hash("tenantry-dummy-password-for-timing")
+# The password hash of accounts created without a password (by an integration): of 256 random
+# bits forgotten at once, so no password matches, yet a login to such an account costs a full
+# verification like any other. Made here, at start-up, not inside a request's write transaction.
+_UNUSABLE_HASH = _hasher.hash(secrets.token_urlsafe(32))
 
 
 def lookup_hash(secret: str) -> str:
@@ -50,8 +58,61 @@ def lookup_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+@dataclass
+class _PasswordWork:
+    """Argon2 work a request did before its transaction: hashes waiting to be used, verifications done."""
+
+    #: Fresh hashes by password, one per occurrence in the request (each with its own salt).
+    hashes: dict[str, list[str]] = field(default_factory=dict)
+    #: Verification results by (stored hash, password); a hash that changes is verified anew.
+    verified: dict[tuple[str | None, str], bool] = field(default_factory=dict)
+
+
+_work: ContextVar[_PasswordWork | None] = ContextVar("tenantry_password_work", default=None)
+
+
+@contextmanager
+def password_work() -> Iterator[None]:
+    """Within it, `hash_password` and `verify_password` use what `prehash` and earlier verifications did.
+
+    tenantry.mutation wraps each changing request in it, so the slow argon2 work runs before the
+    request's transaction takes the write lock and the handler's own calls are then instant.
+    """
+    token = _work.set(_PasswordWork())
+    try:
+        yield
+    finally:
+        _work.reset(token)
+
+
+def prehash(passwords: Iterable[str], between: Callable[[], None] | None = None) -> None:
+    """Hashes each of `passwords` now, for `hash_password` to hand out later in the same `password_work`.
+
+    A password given twice is hashed twice (two salts, two hashes), so two accounts never share a
+    hash. `between` runs before each hash (the request's deadline check). Outside `password_work`
+    it does nothing.
+    """
+    work = _work.get()
+    if work is None:
+        return
+    for password in passwords:
+        if between is not None:
+            between()
+        work.hashes.setdefault(password, []).append(_hasher.hash(password))
+
+
+def unusable_password_hash() -> str:
+    """Returns a password hash no password matches, for an account that has none (no argon2 work)."""
+    return _UNUSABLE_HASH
+
+
 def hash_password(password: str) -> str:
-    """Returns the argon2id hash of `password`."""
+    """Returns an argon2id hash of `password`: one `prehash` made for it, else a new one."""
+    work = _work.get()
+    if work is not None:
+        ready = work.hashes.get(password)
+        if ready:
+            return ready.pop()
     return _hasher.hash(password)
 
 
@@ -59,12 +120,19 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     """Returns True when `password` matches `password_hash`, in constant time.
 
     With no hash (no such account) it still runs one full verification, so both failures take
-    the same time.
+    the same time. Within `password_work`, the same hash and password are verified once: a check
+    made before the transaction answers the one made inside it, unless the stored hash changed.
     """
+    work = _work.get()
+    if work is not None and (password_hash, password) in work.verified:
+        return work.verified[(password_hash, password)]
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        result = _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+        result = False
+    if work is not None:
+        work.verified[(password_hash, password)] = result
+    return result
 
 
 def needs_rehash(password_hash: str) -> bool:

@@ -42,6 +42,20 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _seconds(name: str, default: float) -> float:
+    """Reads a positive number of seconds (`30`, or `0.5`)."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be a positive number of seconds")
+    return value
+
+
 def _schedule(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     """Reads delays in seconds separated by commas (`5,300,1800`): one per retry after the first attempt."""
     raw = os.environ.get(name, "")
@@ -97,6 +111,17 @@ class Settings:
     sse_max_seconds: int = 900
     integration_health_timeout: int = 5
     inbound_tolerance: int = 300
+    # Seconds an operation may take, by its spec class (x-timeout), from the request's arrival;
+    # past it the answer is 504 GATEWAY_TIMEOUT and nothing it did commits (tenantry.deadline).
+    # TENANTRY_REQUEST_TIMEOUT (standard), TENANTRY_BATCH_TIMEOUT, TENANTRY_UPLOAD_TIMEOUT.
+    request_timeout: float = 30.0
+    batch_timeout: float = 120.0
+    upload_timeout: float = 300.0
+
+    def timeout(self, timeout_class: str) -> float:
+        """Returns the seconds an operation of `timeout_class` (standard, batch or upload) may take."""
+        return {"batch": self.batch_timeout, "upload": self.upload_timeout}.get(timeout_class,
+                                                                                 self.request_timeout)
 
     @property
     def outbound_networks(self) -> tuple[Network, ...]:
@@ -155,6 +180,9 @@ class Settings:
             "sse_max_seconds": _int("TENANTRY_SSE_MAX_SECONDS", 900),
             "integration_health_timeout": _int("TENANTRY_INTEGRATION_HEALTH_TIMEOUT", 5),
             "inbound_tolerance": _int("TENANTRY_INBOUND_TOLERANCE", 300),
+            "request_timeout": _seconds("TENANTRY_REQUEST_TIMEOUT", 30.0),
+            "batch_timeout": _seconds("TENANTRY_BATCH_TIMEOUT", 120.0),
+            "upload_timeout": _seconds("TENANTRY_UPLOAD_TIMEOUT", 300.0),
         }
         values.update(overrides)
         if not values["database_url"]:

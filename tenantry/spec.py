@@ -124,6 +124,62 @@ def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
+#: The time-limit classes an operation may name in `x-timeout` (Settings holds each one's seconds).
+TIMEOUT_CLASSES = ("standard", "batch", "upload")
+#: The schema extension marking a string the server keeps only as an argon2id hash.
+HASHED = "x-hashed"
+
+
+def timeout_class(op: dict[str, Any]) -> str:
+    """Returns the operation's time-limit class: its `x-timeout`, by default `standard`."""
+    return str(op.get("x-timeout", "standard"))
+
+
+def hashed_fields(doc: dict[str, Any], op: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Returns where the operation's JSON request body holds strings marked `x-hashed`.
+
+    Each is a path of property names, with `*` for every item of an array: `("password",)`,
+    `("users", "*", "password")`. Followed through `$ref`, `allOf`, `anyOf` and `oneOf`; a schema
+    that refers back to itself is not entered twice on one path.
+    """
+    body = _resolve(doc, op.get("requestBody") or {})
+    schema = (body.get("content") or {}).get("application/json", {}).get("schema")
+    found: set[tuple[str, ...]] = set()
+
+    def walk(node: Any, path: tuple[str, ...], seen: frozenset[str]) -> None:
+        while isinstance(node, dict) and "$ref" in node:
+            if node["$ref"] in seen:
+                return
+            seen = seen | {node["$ref"]}
+            node = _pointer(doc, node["$ref"])
+        if not isinstance(node, dict):
+            return
+        if node.get(HASHED) and node.get("type") == "string":
+            found.add(path)
+        for key in ("allOf", "anyOf", "oneOf"):
+            for part in node.get(key, ()):
+                walk(part, path, seen)
+        for name, prop in (node.get("properties") or {}).items():
+            walk(prop, (*path, name), seen)
+        if "items" in node:
+            walk(node["items"], (*path, "*"), seen)
+
+    if schema is not None:
+        walk(schema, (), frozenset())
+    return sorted(found)
+
+
+def values_at(body: Any, path: tuple[str, ...]) -> list[str]:
+    """Returns the strings found at `path` (see hashed_fields) in a request body, in order."""
+    nodes = [body]
+    for part in path:
+        if part == "*":
+            nodes = [item for node in nodes if isinstance(node, list) for item in node]
+        else:
+            nodes = [node[part] for node in nodes if isinstance(node, dict) and part in node]
+    return [node for node in nodes if isinstance(node, str)]
+
+
 def handler_name(operation_id: str) -> str:
     """Returns the Python import path of the handler for an operationId (`users.list_users`)."""
     return f"{HANDLER_PACKAGE}.{operation_id}"
@@ -179,8 +235,9 @@ def check(doc: dict[str, Any]) -> list[str]:
     return problems
 
 
-#: Statuses answered by the outer middleware before any operation (or its limits) runs.
-_BEFORE_ROUTING = frozenset({"413", "414", "431", "default"})
+#: Statuses answered by the outer middleware before any operation (or its limits) runs, and the
+#: 504 the event loop answers in place of a handler that ran out of time (no limit headers either).
+_BEFORE_ROUTING = frozenset({"413", "414", "431", "504", "default"})
 _AUDIT_ACTION = re.compile(r"^[a-z_]+\.[a-z_]+$")
 
 
@@ -206,7 +263,8 @@ def _event_catalog(doc: dict[str, Any]) -> set[str]:
 def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> list[str]:
     """Returns what an operation fails to declare of the core's guarantees.
 
-    Every operation declares 415 (a body it does not take is refused before it runs). Every
+    Every operation declares 415 (a body it does not take is refused before it runs) and 504
+    (its time limit: `x-timeout` standard, batch or upload, by default standard). Every
     operation names its rate-limit class (`x-rate-limit`: standard, auth or none), and a
     limited one declares 429 and the X-RateLimit-* headers on each response. Every non-GET
     operation names its audit action (`x-audit-action`, or `false` when it changes nothing);
@@ -219,6 +277,10 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     if "415" not in op.get("responses", {}):
         # A body of no or an undeclared type is refused on every operation, one without a body too.
         problems.append("must declare 415 (a body of a type it does not take)")
+    if "504" not in op.get("responses", {}):
+        problems.append("must declare 504 (its time limit, x-timeout)")
+    if timeout_class(op) not in TIMEOUT_CLASSES:
+        problems.append(f"x-timeout must be one of {', '.join(TIMEOUT_CLASSES)}")
     if op.get("x-rate-limit") not in ("standard", "auth", "none"):
         problems.append("x-rate-limit must be standard, auth or none")
     elif op["x-rate-limit"] != "none":

@@ -39,3 +39,14 @@ def test_short_secret_and_bad_booleans_are_refused(clean_env, monkeypatch):
     monkeypatch.setenv("TENANTRY_SELF_SIGNUP", "maybe")
     with pytest.raises(SettingsError, match="TENANTRY_SELF_SIGNUP"):
         Settings.from_env()
+
+
+def test_time_limits_are_positive_seconds_per_class(clean_env, monkeypatch):
+    defaults = Settings.from_env()
+    assert (defaults.timeout("standard"), defaults.timeout("batch"), defaults.timeout("upload")) == (30, 120, 300)
+    monkeypatch.setenv("TENANTRY_BATCH_TIMEOUT", "0.5")
+    assert Settings.from_env().timeout("batch") == 0.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv("TENANTRY_REQUEST_TIMEOUT", bad)
+        with pytest.raises(SettingsError, match="TENANTRY_REQUEST_TIMEOUT"):
+            Settings.from_env()
