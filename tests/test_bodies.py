@@ -80,13 +80,15 @@ def test_nul_in_any_string_field_is_400_naming_the_field(api, owner):
 
 
 def test_a_body_without_a_content_type_is_415_before_any_handler(api, owner):
+    email = unique_email("no-content-type")
     for path, body in [("/v1/auth/mfa/setup", b'{"type": "totp"}'), ("/v1/auth/mfa/verify", b'{"code": "123456"}'),
-                       ("/v1/users", b'{"email": "a@example.com"}')]:
+                       ("/v1/users", f'{{"email": "{email}"}}'.encode())]:
         error = assert_error(post_raw(api, path, body, owner.headers, content_type=None), 415,
                              "UNSUPPORTED_MEDIA_TYPE")
         assert "application/json" in error["message"]
     # No user was created.
-    assert api.get("/v1/users", params={"search": "a@example.com"}, headers=owner.headers).json()["data"] == []
+    # (The search matches substrings: the email is one no other account's contains.)
+    assert api.get("/v1/users", params={"search": email}, headers=owner.headers).json()["data"] == []
     # A type the operation does not declare, and a body where the operation takes none.
     assert_error(post_raw(api, "/v1/auth/mfa/setup", b"type=totp", owner.headers,
                           content_type="application/x-www-form-urlencoded"), 415, "UNSUPPORTED_MEDIA_TYPE")
