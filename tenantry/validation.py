@@ -282,6 +282,16 @@ class _BodyTypeOperation(RequestValidationOperation):
     def _accepted(self) -> str:
         return " or ".join(self._operation.consumes)
 
+    def extract_content_type(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+        """Returns the body's media type, lower-cased, and its encoding.
+
+        Media types are case-insensitive (RFC 9110 8.3.1), while Connexion looks up the body's
+        schema and validator by the type as sent: `Application/JSON` would match neither and
+        skip body validation (schema, depth, NUL) entirely.
+        """
+        mime_type, encoding = super().extract_content_type(headers)
+        return mime_type.lower(), encoding
+
     def validate_mime_type(self, mime_type: str) -> None:
         """Raises UnsupportedBody unless `mime_type` is one the operation declares."""
         consumes = self._operation.consumes
