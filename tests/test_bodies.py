@@ -117,3 +117,17 @@ def test_a_json_body_of_any_media_type_case_is_validated(api, owner, content_typ
                  400, "VALIDATION_ERROR")
     listed = api.get("/v1/permissions", headers=owner.headers).json()["data"]
     assert all(p["name"] != "booking:cancel" for p in listed)
+
+
+def test_the_depth_scan_is_linear_on_unterminated_strings():
+    """Review (issue 12): the depth scan runs on the event loop before the parser, for anyone (login
+    too). On a string that never closes, full of escaped quotes, a scan that restarts a string
+    match at each quote is quadratic: 32 KB cost seconds, a 10 MB body hours. Run in a child
+    process so a slow scan is killed at the bound rather than left spinning."""
+    import subprocess
+    import sys
+
+    script = ("from tenantry.validation import json_depth_exceeds\n"
+              "text = '[]' * 65 + '\"' + '\\\\\"' * 200_000\n"
+              "assert not json_depth_exceeds(text)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=10)
