@@ -31,8 +31,10 @@ from tenantry.errors import Detail
 #: A JSON body nested deeper than this (arrays and objects) is refused before it is parsed:
 #: Python's parser recurses once a level, and a few thousand levels exhaust its stack.
 MAX_JSON_DEPTH = 64
-#: A JSON string (escapes included), or one bracket: what the depth scan steps through.
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+#: A JSON string (escapes included), or one bracket: what the depth scan steps through. The closing
+#: quote is optional so that a string that never closes is consumed once, to the end: requiring
+#: it made every quote inside such a string start a failing scan to the end (quadratic).
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 _NUL = "must not contain NUL characters"
 
 # Connexion builds its validator objects on every request; compiling a JSON Schema validator is
