@@ -280,3 +280,18 @@ def test_an_operators_key_acts_as_an_admin_at_most(api, owner, operator):
     assert_error(api.post("/v1/users", json={**new_user(), "role": "owner"}, headers=key), 403, "PERMISSION_DENIED")
     assert_error(api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=key), 403,
                  "PERMISSION_DENIED")
+
+
+def test_rotating_a_key_hands_out_no_more_than_the_rotator_holds(api, owner):
+    """Review (issue 12): rotation answers the key's new secret, so it hands the key's authority to
+    whoever rotates it. A member given `key:rotate` took an admin-scoped key's secret that way and
+    acted as an admin. Rotating a key is handing out its permissions: only what one holds."""
+    member = _member_with(api, owner, "Rotator", ["key:rotate", "key:read"])
+    key = make_key(api, owner, permissions=["admin"])
+    error = assert_error(api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403,
+                         "PERMISSION_DENIED")
+    assert "do not hold" in error["message"]
+    # The old secret still works (nothing rotated), and the member's own narrower key rotates.
+    assert api.get("/v1/users", headers={"X-API-Key": key["secret"]}).status_code == 200
+    own = api.post("/v1/keys", json={"name": "mine", "permissions": ["key:read"]}, headers=owner.headers).json()
+    assert api.post(f"/v1/keys/{own['data']['key']['id']}/rotate", json={}, headers=member.headers).status_code == 200
