@@ -46,5 +46,7 @@ def rotate_key(key_id: str, body: Any = None) -> tuple[dict[str, Any], int, dict
     """A new secret for the key, shown once; the old one lasts the grace period."""
     options = body if isinstance(body, dict) else {}  # no body sent: Connexion passes its raw bytes
     key = target()
+    # The new secret is the key's authority handed to the caller: only what they could grant.
+    authorize_grant(frozenset(key.permissions))
     secret = key.rotate(options.get("grace_period_seconds", 0))
     return one({"key": key.as_dict(), "secret": secret})
