@@ -326,8 +326,10 @@ def credential_checker() -> tuple[float | None, Callable[[], bool]]:
         key_id = principal.key.id
 
         def key_live() -> bool:
+            # What _key_principal refuses, re-read: the key, its creator and its tenant.
             standing = ApiKey.standing_of(key_id)
-            return standing is not None and standing.key.status == "active" and standing.refusal() is None
+            return (standing is not None and standing.key.status == "active" and standing.refusal() is None
+                    and standing.tenant is not None and standing.tenant.status == "active")
 
         return expires, key_live
     session_id, user_id = principal.session_id, principal.id
