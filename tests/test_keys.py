@@ -286,15 +286,15 @@ def test_rotating_a_key_hands_out_no_more_than_the_rotator_holds(api, owner):
     """Review (issue 12): rotation answers the key's new secret, so it hands the key's authority to
     whoever rotates it. A member given `key:rotate` took an admin-scoped key's secret that way and
     acted as an admin. Rotating a key is handing out its permissions: only what one holds."""
-    member = _member_with(api, owner, "Rotator", ["key:rotate", "key:read"])
+    member = _member_with(api, owner, "Rotator", ["key:rotate", "key:read", "key:create"])
     key = make_key(api, owner, permissions=["admin"])
     error = assert_error(api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403,
                          "PERMISSION_DENIED")
     assert "do not hold" in error["message"]
     # The old secret still works (nothing rotated), and the member's own narrower key rotates.
     assert api.get("/v1/users", headers={"X-API-Key": key["secret"]}).status_code == 200
-    own = api.post("/v1/keys", json={"name": "mine", "permissions": ["key:read"]}, headers=owner.headers).json()
-    assert api.post(f"/v1/keys/{own['data']['key']['id']}/rotate", json={}, headers=member.headers).status_code == 200
+    own = make_key(api, member, permissions=["key:read"])
+    assert api.post(f"/v1/keys/{own['key']['id']}/rotate", json={}, headers=member.headers).status_code == 200
 
 
 def test_rotating_a_key_made_by_a_higher_rank_is_refused(api, owner):
