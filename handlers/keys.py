@@ -9,7 +9,7 @@ from flask import Response
 from models import ApiKey
 from models.api_key import normalize_ranges
 from policies import normalize
-from tenantry.authz import acting_tenant, authorize_grant, current_principal, target
+from tenantry.authz import acting_tenant, authorize_grant, authorize_handover, current_principal, target
 from tenantry.envelope import no_content, one, page
 from tenantry.times import parse_rfc3339
 
@@ -46,5 +46,6 @@ def rotate_key(key_id: str, body: Any = None) -> tuple[dict[str, Any], int, dict
     """A new secret for the key, shown once; the old one lasts the grace period."""
     options = body if isinstance(body, dict) else {}  # no body sent: Connexion passes its raw bytes
     key = target()
+    authorize_handover(key)  # the new secret hands the key's authority to the caller
     secret = key.rotate(options.get("grace_period_seconds", 0))
     return one({"key": key.as_dict(), "secret": secret})

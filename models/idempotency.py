@@ -19,11 +19,28 @@ from peewee import BigIntegerField, CharField, CompositeKey, IntegerField, Integ
 
 from models.base import BaseModel, UTCDateTimeField, database, utcnow
 from tenantry import db as tenantry_db  # a module, not names: tenantry.db imports models too
+from tenantry import deadline as deadlines
 from tenantry.errors import IdempotencyInProgress, IdempotencyKeyReused
 
 KEEP_FOR = timedelta(hours=24)
 #: How long a claim holds before another request may take it over (its request must have died).
 LOCK_FOR = timedelta(seconds=60)
+#: Past its request's deadline a claim still holds this long: the request claimed its commit just
+#: before the deadline (tenantry.deadline) and its COMMIT may still be on its way.
+COMMIT_GRACE = timedelta(seconds=10)
+
+
+def _lock_for() -> timedelta:
+    """How long a new claim holds: LOCK_FOR, or longer while its request may still commit.
+
+    A request with a deadline (batch: 120 s, upload: 300 s) may commit until it passes, never
+    after (tenantry.deadline.claim_commit): a claim that lapsed earlier would let a retry run
+    the request a second time while the first still commits.
+    """
+    current = deadlines.current()
+    if current is None:
+        return LOCK_FOR
+    return max(LOCK_FOR, timedelta(seconds=max(0.0, current.remaining())) + COMMIT_GRACE)
 
 
 @dataclass(frozen=True)
@@ -64,9 +81,10 @@ class IdempotencyRecord(BaseModel):
 
         Returns None when the caller now holds the claim (run the request), or the finished
         record to replay. Raises IdempotencyKeyReused for a different request under the key and
-        IdempotencyInProgress while another request holds it: until its lock lapses
-        (LOCK_FOR), or, on PostgreSQL, until the connection that claimed it is gone. `now`
-        is the clock (naive UTC), the current time unless a test drives it.
+        IdempotencyInProgress while another request holds it: until its lock lapses (LOCK_FOR,
+        or its request's deadline plus COMMIT_GRACE when later), or, on PostgreSQL, until the
+        connection that claimed it is gone. `now` is the clock (naive UTC), the current time
+        unless a test drives it.
         """
         clock = now
         for _ in range(3):
@@ -74,7 +92,7 @@ class IdempotencyRecord(BaseModel):
             try:
                 with database.atomic():
                     cls.insert(tenant_id=scope.tenant_id, credential=scope.credential, idem_key=scope.key,
-                               fingerprint=fingerprint, state="running", locked_until=now + LOCK_FOR,
+                               fingerprint=fingerprint, state="running", locked_until=now + _lock_for(),
                                holder=tenantry_db.claim_holder(), created_at=now, expires_at=now + KEEP_FOR).execute()
                 return None
             except IntegrityError:
@@ -98,7 +116,7 @@ class IdempotencyRecord(BaseModel):
             else:
                 # The request that claimed it died before answering and its lock lapsed.
                 abandoned = cls.locked_until <= now
-            taken = (cls.update(locked_until=now + LOCK_FOR, holder=tenantry_db.claim_holder())
+            taken = (cls.update(locked_until=now + _lock_for(), holder=tenantry_db.claim_holder())
                      .where(cls._where(scope) & (cls.state == "running") & abandoned).execute())
             if taken:
                 return None

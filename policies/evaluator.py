@@ -240,7 +240,7 @@ def evaluate(subject: Subject, action: str, resource: Resource | None = None,
     if denied is not None:
         return denied
     outcomes = () if subject.is_operator else tuple(
-        judge(p, subject, resource, context) for p in policies if p.permission == action)
+        _judge_for(p, subject, resource, context) for p in policies if p.permission == action)
     denies = [o.policy for o in outcomes if o.applied and o.policy.effect == "deny"]
     if denies:
         names = ", ".join(p.name for p in denies)
@@ -259,6 +259,23 @@ def evaluate(subject: Subject, action: str, resource: Resource | None = None,
         by = ", ".join(_describe(s, outcomes) for s in sources)
         return Decision(True, f"Granted {action} by {by}.", tuple(sources), outcomes)
     return Decision(False, f"This credential lacks the permission {action}.", (), outcomes)
+
+
+def _judge_for(policy: CompiledPolicy, subject: Subject, resource: Resource | None,
+               context: Mapping[str, Any]) -> PolicyOutcome:
+    """Judges `policy` for `subject`; for a key, a deny policy that binds its creator binds it too.
+
+    A key acts for its creator and never does more than they could, so a deny whose conditions
+    name the creator (`subject.id`, `subject.role`, ...) applies to the key as well. The platform
+    operator is above policies, so a deny never binds them, but it binds their key.
+    """
+    outcome = judge(policy, subject, resource, context)
+    creator = subject.creator
+    if policy.effect == "deny" and not outcome.applied and creator is not None and not creator.is_operator:
+        on_creator = judge(policy, creator, resource, context)
+        if on_creator.applied:
+            return on_creator
+    return outcome
 
 
 def may_allow(subject: Subject, action: str, policies: Iterable[CompiledPolicy] = ()) -> bool:

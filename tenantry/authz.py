@@ -241,6 +241,23 @@ def authorize_grant(permissions: frozenset[str]) -> None:
         raise PermissionDenied(decision.reason)
 
 
+def authorize_handover(key: ApiKey) -> None:
+    """Raises PermissionDenied unless the caller could hold `key` themselves (its new secret goes to
+    them, as on rotation): it grants no permission they lack and acts with no rank above theirs
+    (a key acts with its creator's rank, an admin's at most)."""
+    caller = current_principal()
+    subject = caller.subject
+    decision = can_grant(subject, frozenset(key.permissions))
+    if not decision.allowed:
+        raise PermissionDenied(decision.reason)
+    standing = ApiKey.standing_of(key.id)
+    held = Principal(tenant_id=key.tenant_id, key=key, tenant=caller.tenant,
+                     creator=standing.creator if standing is not None else None,
+                     delegated=standing is not None and standing.parent is not None).subject
+    if held.rank > subject.rank:
+        raise PermissionDenied("You cannot take a key that acts with a role above yours.")
+
+
 def _key_principal(secret: str) -> Principal:
     """Turns an API key's secret into a Principal: known, active, its creator still standing in its
     tenant, allowed from this address. The key, its creator and its tenant are read in one query."""
@@ -326,8 +343,10 @@ def credential_checker() -> tuple[float | None, Callable[[], bool]]:
         key_id = principal.key.id
 
         def key_live() -> bool:
+            # What _key_principal refuses, re-read: the key, its creator and its tenant.
             standing = ApiKey.standing_of(key_id)
-            return standing is not None and standing.key.status == "active" and standing.refusal() is None
+            return (standing is not None and standing.key.status == "active" and standing.refusal() is None
+                    and standing.tenant is not None and standing.tenant.status == "active")
 
         return expires, key_live
     session_id, user_id = principal.session_id, principal.id

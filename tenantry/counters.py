@@ -6,7 +6,8 @@ it to them in `TABLE_ENV`; every worker maps the same file, so all of them count
 a limit holds whichever worker answers. Without that variable (one worker, or a process built
 another way) the table is anonymous memory of the process's own.
 
-Each limit's key takes one 48-byte slot: a 16-byte digest of the key, the start of its current
+Each limit's key takes one 48-byte slot: a 16-byte digest of the key (keyed with the table's own
+random secret, so nobody outside can pick keys that land in one bucket), the start of its current
 window, the window's length, and the counts of the previous and the current window (the sliding
 window counter, as the Redis storage keeps it: a key's first window starts at its first hit, and
 the previous window's count weighs by the share of it the sliding window still covers). A slot
@@ -30,6 +31,7 @@ import hashlib
 import logging
 import mmap
 import os
+import secrets
 import struct
 import tempfile
 import threading
@@ -45,8 +47,8 @@ log = logging.getLogger("tenantry.limits")
 #: The environment variable naming the shared table to the worker processes (set by `tenantry serve`).
 TABLE_ENV = "TENANTRY_RATE_LIMIT_TABLE"
 
-_MAGIC = b"TNTYRLT1"
-_HEADER = struct.Struct("<8sQQ")  # magic, slots, slot size
+_MAGIC = b"TNTYRLT2"
+_HEADER = struct.Struct("<8sQQ16s")  # magic, slots, slot size, the digest's secret key
 _HEADER_SIZE = 64
 _SLOT = struct.Struct("<16sddqq")  # key digest, current window start, window length, previous count, current count
 _SLOT_SIZE = _SLOT.size  # 48
@@ -84,7 +86,7 @@ def create_table(slots: int, directory: str | None = None) -> Path:
     fd, name = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=directory)
     try:
         os.ftruncate(fd, table_size(slots))
-        os.pwrite(fd, _HEADER.pack(_MAGIC, _buckets(slots) * _BUCKET, _SLOT_SIZE), 0)
+        os.pwrite(fd, _HEADER.pack(_MAGIC, _buckets(slots) * _BUCKET, _SLOT_SIZE, secrets.token_bytes(16)), 0)
     except OSError:
         os.close(fd)
         os.unlink(name)
@@ -142,6 +144,7 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
             except OSError as exc:  # fail open as for any counter store: count, if only in this process
                 log.warning("rate-limit table %s unusable (%s): this process counts alone", self._path, exc)
         self._map = mmap.mmap(-1, table_size(self._slots))
+        self._secret = secrets.token_bytes(16)
         self._nbuckets = _buckets(self._slots)
 
     def _open_file(self, path: str) -> None:
@@ -150,7 +153,7 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
             header = os.pread(fd, _HEADER.size, 0)
             if len(header) != _HEADER.size:
                 raise OSError(f"{path} is not a rate-limit table")
-            magic, slots, slot_size = _HEADER.unpack(header)
+            magic, slots, slot_size, secret = _HEADER.unpack(header)
             if magic != _MAGIC or slot_size != _SLOT_SIZE or os.fstat(fd).st_size != table_size(slots):
                 raise OSError(f"{path} is not a rate-limit table of this version")
             self._map = mmap.mmap(fd, table_size(slots))
@@ -158,6 +161,7 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
             os.close(fd)
             raise
         self._fd = fd
+        self._secret = secret
         self._nbuckets = _buckets(slots)
 
     def _locked(self, operation: Callable[[], T]) -> T:
@@ -177,7 +181,9 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
     # The table.
 
     def _digest(self, key: str) -> bytes:
-        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        # Keyed with the table's secret: a client who knows (or chooses) the keys' names cannot pick
+        # names that share a bucket with another's counter to evict it (its limit would restart).
+        digest = hashlib.blake2b(key.encode(), digest_size=16, key=self._secret).digest()
         return digest if digest != bytes(16) else b"\x01" + digest[1:]  # all zeros marks a free slot
 
     def _find(self, digest: bytes) -> tuple[int, int | None]:

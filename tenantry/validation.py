@@ -31,8 +31,10 @@ from tenantry.errors import Detail
 #: A JSON body nested deeper than this (arrays and objects) is refused before it is parsed:
 #: Python's parser recurses once a level, and a few thousand levels exhaust its stack.
 MAX_JSON_DEPTH = 64
-#: A JSON string (escapes included), or one bracket: what the depth scan steps through.
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+#: A JSON string (escapes included), or one bracket: what the depth scan steps through. The closing
+#: quote is optional so that a string that never closes is consumed once, to the end: requiring
+#: it made every quote inside such a string start a failing scan to the end (quadratic).
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 _NUL = "must not contain NUL characters"
 
 # Connexion builds its validator objects on every request; compiling a JSON Schema validator is
@@ -281,6 +283,16 @@ class _BodyTypeOperation(RequestValidationOperation):
 
     def _accepted(self) -> str:
         return " or ".join(self._operation.consumes)
+
+    def extract_content_type(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, str]:
+        """Returns the body's media type, lower-cased, and its encoding.
+
+        Media types are case-insensitive (RFC 9110 8.3.1), while Connexion looks up the body's
+        schema and validator by the type as sent: `Application/JSON` would match neither and
+        skip body validation (schema, depth, NUL) entirely.
+        """
+        mime_type, encoding = super().extract_content_type(headers)
+        return mime_type.lower(), encoding
 
     def validate_mime_type(self, mime_type: str) -> None:
         """Raises UnsupportedBody unless `mime_type` is one the operation declares."""

@@ -100,3 +100,36 @@ def test_a_body_without_a_content_type_is_415_before_any_handler(api, owner):
                     content_type="application/json; charset=utf-8").status_code == 200
     key = api.post("/v1/keys", json={"name": "n", "permissions": ["user:read"]}, headers=owner.headers).json()["data"]
     assert api.post(f"/v1/keys/{key['key']['id']}/rotate", headers=owner.headers).status_code == 200
+
+
+# Review (issue 12): the media type's case does not matter (RFC 9110 8.3.1), so it must not
+# decide whether a body is validated: `Application/JSON` is JSON, checked like `application/json`.
+
+@pytest.mark.parametrize("content_type", ["Application/JSON", "APPLICATION/JSON; charset=utf-8"])
+def test_a_json_body_of_any_media_type_case_is_validated(api, owner, content_type):
+    nul = b'{"name": "booking:cancel", "description": "a\\u0000b"}'
+    error = assert_error(post_raw(api, "/v1/permissions", nul, owner.headers, content_type=content_type),
+                         400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "description", "message": "must not contain NUL characters"}]
+    error = assert_error(post_raw(api, "/v1/users", nested(LIMIT + 1), owner.headers, content_type=content_type),
+                         400, "VALIDATION_ERROR")
+    assert "nested" in error["message"]
+    # The schema too: a field of the wrong type is a 400, not the handler's business.
+    assert_error(post_raw(api, "/v1/permissions", b'{"name": 5}', owner.headers, content_type=content_type),
+                 400, "VALIDATION_ERROR")
+    listed = api.get("/v1/permissions", headers=owner.headers).json()["data"]
+    assert all(p["name"] != "booking:cancel" for p in listed)
+
+
+def test_the_depth_scan_is_linear_on_unterminated_strings():
+    """Review (issue 12): the depth scan runs on the event loop before the parser, for anyone (login
+    too). On a string that never closes, full of escaped quotes, a scan that restarts a string
+    match at each quote is quadratic: 32 KB cost seconds, a 10 MB body hours. Run in a child
+    process so a slow scan is killed at the bound rather than left spinning."""
+    import subprocess
+    import sys
+
+    script = ("from tenantry.validation import json_depth_exceeds\n"
+              "text = '[]' * 65 + '\"' + '\\\\\"' * 200_000\n"
+              "assert not json_depth_exceeds(text)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=10)

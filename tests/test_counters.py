@@ -233,3 +233,32 @@ def test_a_hung_redis_is_asked_once_per_cool_down():
         assert len(hung.accepted) == 1
     finally:
         hung.close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_keys_chosen_to_share_a_counters_bucket_do_not_evict_it(tmp_path, shared):
+    """Review (issue 12): a key's bucket came from an unkeyed hash of the key's name, which a client
+    can compute (the names follow from an email address). Eight made-up emails picked offline to
+    land in a victim's bucket evicted the victim's login counter, so the per-account limit
+    restarted at will. The bucket must not be predictable from outside."""
+    import hashlib
+
+    slots = 1024
+    path = str(create_table(slots, directory=str(tmp_path))) if shared else ""
+    clock = Clock()
+    limiter = SlidingWindowCounterRateLimiter(SharedCounters(path=path, slots=slots, clock=clock))
+    ten = parse("10/minute")
+    victim = ten.key_for("auth-account", "email:victim")
+    buckets = slots // 8
+
+    def bucket(key: str) -> int:  # what an attacker computes: the digest as the table took it
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest()[:8], "little") % buckets
+
+    colliding = [f"email:{n}" for n in range(200_000)
+                 if bucket(ten.key_for("auth-account", f"email:{n}")) == bucket(victim)][:8]
+    assert len(colliding) == 8
+    assert [limiter.hit(ten, "auth-account", "email:victim") for _ in range(11)] == [True] * 10 + [False]
+    clock.now += 1
+    for name in colliding:
+        assert limiter.hit(ten, "auth-account", name)
+    assert not limiter.hit(ten, "auth-account", "email:victim"), "the victim's counter was evicted"

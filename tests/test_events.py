@@ -249,3 +249,20 @@ def test_revoking_the_key_ends_its_open_stream(server, api, owner):
         assert not stream.thread.is_alive(), "the stream outlived its revoked key"
     finally:
         stream.close()
+
+
+def test_suspending_the_tenant_ends_a_keys_open_stream(server, api, owner, operator):
+    """Review (issue 12): a suspended tenant's keys are refused on every request (403), and a
+    user's open stream ends at its next check; a key's stream checked the key and its creator
+    only, so it went on delivering the suspended tenant's events."""
+    made = api.post("/v1/keys", json={"name": "s", "permissions": ["event:read"]}, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    stream = SseClient(server, {"X-API-Key": made.json()["data"]["secret"]})
+    try:
+        assert stream.status == 200
+        path = f"/v1/tenants/{owner.tenant['id']}"
+        assert api.patch(path, json={"status": "suspended"}, headers=operator).status_code == 200
+        stream.thread.join(timeout=12)  # re-checked every 5 s
+        assert not stream.thread.is_alive(), "the stream outlived its tenant's suspension"
+    finally:
+        stream.close()

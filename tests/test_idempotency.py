@@ -186,14 +186,16 @@ def in_process_db(server):
 class _Holder:
     """Another connection (a thread of its own) that claims a key and keeps the connection until told."""
 
-    def __init__(self, scope, fingerprint: str, now) -> None:
+    def __init__(self, scope, fingerprint: str, now, request_deadline=None) -> None:
         from models.idempotency import IdempotencyRecord
+        from tenantry import deadline as deadlines
 
         self.claimed, self.drop, self.done = threading.Event(), threading.Event(), threading.Event()
         self.error: BaseException | None = None
 
         def run() -> None:
             try:
+                deadlines.install(request_deadline)  # the claiming request's deadline, if it has one
                 assert IdempotencyRecord.claim(scope, fingerprint, now=now) is None
                 self.claimed.set()
                 self.drop.wait(30)
@@ -274,3 +276,28 @@ def _wait_until_unlocked(db, token: int, timeout: float = 10) -> None:
                          "AND ((classid::bigint << 32) | objid::bigint) = %s)", (token,)).fetchone()[0]:
         assert time.monotonic() < deadline, f"the lock on {token} was still held after {timeout} s"
         time.sleep(0.02)
+
+
+def test_a_claim_lasts_as_long_as_its_request_may_still_commit(in_process_db):
+    """Review (issue 12): a batch operation may run (and commit) for 120 s, an upload for 300 s,
+    while a claim lapsed after 60 s: a retry then took the claim over and ran the request a
+    second time while the first, alive and within its deadline, went on to commit too (a
+    double write). A claim must last until its request can no longer commit."""
+    from datetime import timedelta
+
+    from models.idempotency import IdempotencyRecord, Scope
+    from tenantry.deadline import Deadline
+    from tenantry.errors import IdempotencyInProgress
+
+    scope, t0 = Scope("-", "test:long", str(uuid.uuid4())), utcnow()
+    first = _Holder(scope, "fp", t0, request_deadline=Deadline(120))  # a batch request, still running
+    try:
+        with in_process_db.connection_context():
+            for later in (timedelta(seconds=61), timedelta(seconds=119)):
+                with pytest.raises(IdempotencyInProgress):
+                    IdempotencyRecord.claim(scope, "fp", now=t0 + later)
+            # Once its deadline (and a grace for its COMMIT) has passed, it can no longer commit.
+            assert IdempotencyRecord.claim(scope, "fp", now=t0 + timedelta(seconds=200)) is None
+            IdempotencyRecord.release(scope)
+    finally:
+        first.end()

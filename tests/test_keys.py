@@ -280,3 +280,36 @@ def test_an_operators_key_acts_as_an_admin_at_most(api, owner, operator):
     assert_error(api.post("/v1/users", json={**new_user(), "role": "owner"}, headers=key), 403, "PERMISSION_DENIED")
     assert_error(api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=key), 403,
                  "PERMISSION_DENIED")
+
+
+def test_rotating_a_key_hands_out_no_more_than_the_rotator_holds(api, owner):
+    """Review (issue 12): rotation answers the key's new secret, so it hands the key's authority to
+    whoever rotates it. A member given `key:rotate` took an admin-scoped key's secret that way and
+    acted as an admin. Rotating a key is handing out its permissions: only what one holds."""
+    member = _member_with(api, owner, "Rotator", ["key:rotate", "key:read", "key:create"])
+    key = make_key(api, owner, permissions=["admin"])
+    error = assert_error(api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403,
+                         "PERMISSION_DENIED")
+    assert "do not hold" in error["message"]
+    # The old secret still works (nothing rotated), and the member's own narrower key rotates.
+    assert api.get("/v1/users", headers={"X-API-Key": key["secret"]}).status_code == 200
+    own = make_key(api, member, permissions=["key:read"])
+    assert api.post(f"/v1/keys/{own['key']['id']}/rotate", json={}, headers=member.headers).status_code == 200
+
+
+def test_rotating_a_key_made_by_a_higher_rank_is_refused(api, owner):
+    """Review (issue 12): holding a key's scopes is not enough to take its secret: the key acts
+    with its creator's rank, so a member who rotated an admin's `user:update` key could then
+    change an admin's password, which the member's own rank forbids."""
+    admin = add_user(api, owner, role="admin")
+    member = _member_with(api, owner, "Rotator", ["key:rotate", "key:create", "user:update"])
+    key = make_key(api, admin, permissions=["user:update"])
+    assert_error(api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403,
+                 "PERMISSION_DENIED")
+    # What the member's rotation would have allowed: the admin key changes another admin.
+    other = add_user(api, owner, role="admin")
+    assert api.patch(f"/v1/users/{other.user['id']}", json={"first_name": "X"},
+                     headers={"X-API-Key": key["secret"]}).status_code == 200
+    # A key of the member's own rank rotates.
+    own = make_key(api, member, permissions=["user:update"])
+    assert api.post(f"/v1/keys/{own['key']['id']}/rotate", json={}, headers=member.headers).status_code == 200

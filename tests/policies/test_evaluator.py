@@ -253,3 +253,23 @@ def test_a_keys_permissions_and_grants_are_bounded_by_its_creator():
     legacy = Subject("key_l", "ten_a", scopes=frozenset({"admin"}))
     assert legacy.rank == 2 and legacy.self_id == "key_l" and "user:delete" in legacy.permissions
     assert key.condition_view["creator_id"] == "usr_member" and key.condition_view["type"] == "key"
+
+
+# Review (issue 12): a deny policy that binds the creator binds their key too, whatever the
+# condition looks at (the creator's id, role or attributes): a key never does more than its creator.
+
+DENY_CASES = [
+    "subject.role == 'member'",
+    "subject.id == 'usr_member'",
+    "subject.email == 'm@example.com'",
+]
+
+
+@pytest.mark.parametrize("condition", DENY_CASES)
+def test_a_deny_policy_on_the_creator_binds_their_key(condition):
+    creator = Subject("usr_member", "ten_a", ("member",), attributes={"email": "m@example.com"})
+    deny = CompiledPolicy.compile("pol_d", "no reads for this member", "user", "read", "deny", [condition])
+    assert not evaluate(creator, "user:read", None, policies=[deny]).allowed
+    key = key_of(creator, {"user:read"})
+    decision = evaluate(key, "user:read", None, policies=[deny])
+    assert not decision.allowed, decision
