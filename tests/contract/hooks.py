@@ -149,14 +149,33 @@ def _real(what: str) -> list:
         values = [u["id"] for u in data("/v1/users") if u["role"] != "owner"]
     elif what == "assignment":
         values = [(u["id"], r["id"]) for u in data("/v1/users") for r in u["roles"] if not r["is_builtin"]]
-    elif what == "domain":
-        values = []
-        for tenant in data("/v1/tenants"):
-            values += [(tenant["id"], d["id"]) for d in data(f"/v1/tenants/{tenant['id']}/domains")]
-            if len(values) >= 3:
-                break
     _known[what] = (time.monotonic(), values)
     return values
+
+
+def _fresh(what: str) -> tuple[str, ...] | None:
+    """Makes a new row for one case to act on, through the API: `user` (a member) or `domain`.
+
+    For operations that use up or change the row they target (a deletion, an update of a user),
+    a row read earlier may be gone or changed by the time the case runs; a new one is there.
+    """
+    base, headers = os.environ["TENANTRY_CONTRACT_URL"], _credential_headers()
+    n = next(_calls)
+    if what == "user":
+        made = httpx.post(f"{base}/v1/users", headers=headers, timeout=30,
+                          json={"email": f"fresh-{os.getpid()}-{n}@contract.example.com", "first_name": "Fresh",
+                                "last_name": "Member", "password": "Contract-Passw0rd!", "role": "member"})
+        return (made.json()["data"]["id"],) if made.status_code == 201 else None
+    if what == "domain":
+        tenants = httpx.get(f"{base}/v1/tenants", params={"limit": 10}, headers=headers, timeout=30)
+        active = [t["id"] for t in tenants.json().get("data", []) if t.get("status") == "active"] \
+            if tenants.status_code == 200 else []
+        for tenant_id in active:
+            made = httpx.put(f"{base}/v1/tenants/{tenant_id}/domains", headers=headers, timeout=30,
+                             json={"domain": f"f{os.getpid()}x{n}.contract-fresh.example.com"})
+            if made.status_code == 201:
+                return tenant_id, made.json()["data"]["id"]
+    return None
 
 
 def _role_name() -> str:
@@ -195,16 +214,22 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         path["role_id"] = random.choice(ids)
         case.body = {**body, **({"name": _role_name()} if "name" in body else {}),
                      **({"permissions": ["user:read"]} if "permissions" in body else {})}
-    elif label == "DELETE /v1/users/{user_id}" and (users := _real("user_id")):
-        path["user_id"] = random.choice(users)
+    elif label == "DELETE /v1/users/{user_id}" and (user := _fresh("user")):
+        path["user_id"] = user[0]
+    elif label == "PATCH /v1/users/{user_id}" and body is not None and (user := _fresh("user")):
+        # A member made for this case, and of the generated changes the names only: an email
+        # another account has, a role above the caller's or a password change through the admin
+        # API are refusals by design, and a random body nearly always holds one.
+        path["user_id"] = user[0]
+        case.body = {k: v for k, v in body.items() if k in {"first_name", "last_name"}} or {"first_name": "Mapped"}
     elif label == "POST /v1/users/{user_id}/roles" and body is not None and (users := _real("user_id")) \
             and (roles := _real("role_id")):
         path["user_id"] = random.choice(users)
         case.body = {**body, "role_id": random.choice(roles)}
     elif label == "DELETE /v1/users/{user_id}/roles/{role_id}" and (pairs := _real("assignment")):
         path["user_id"], path["role_id"] = random.choice(pairs)
-    elif label == "DELETE /v1/tenants/{tenant_id}/domains/{domain_id}" and (pairs := _real("domain")):
-        path["tenant_id"], path["domain_id"] = random.choice(pairs)
+    elif label == "DELETE /v1/tenants/{tenant_id}/domains/{domain_id}" and (pair := _fresh("domain")):
+        path["tenant_id"], path["domain_id"] = pair
     elif label == "POST /v1/users/batch" and body is not None and isinstance(body.get("users"), list):
         # An API key acts as an admin at most, and a batch is refused whole when one item asks
         # for an owner: most random batches hold one, so a key run would rarely see a 201.
