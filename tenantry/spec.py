@@ -180,9 +180,19 @@ def values_at(body: Any, path: tuple[str, ...]) -> list[str]:
     return [node for node in nodes if isinstance(node, str)]
 
 
-def handler_name(operation_id: str) -> str:
-    """Returns the Python import path of the handler for an operationId (`users.list_users`)."""
-    return f"{HANDLER_PACKAGE}.{operation_id}"
+#: An operationId: the handler function's name, which is also what generated clients call it.
+OPERATION_ID = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+
+
+def handler_name(op: dict[str, Any]) -> str:
+    """Returns the Python import path of an operation's handler: `handlers.<first tag>.<operationId>`.
+
+    `list_users` tagged `users` is `handlers.users.list_users`. The operationId is the bare
+    function name (not `users.list_users`): client generators name their functions after it
+    and their modules after the tag.
+    """
+    tags = op.get("tags") or [""]
+    return f"{HANDLER_PACKAGE}.{tags[0]}.{op.get('operationId')}"
 
 
 def check(doc: dict[str, Any]) -> list[str]:
@@ -210,6 +220,10 @@ def check(doc: dict[str, Any]) -> list[str]:
         if op_id in seen:
             problems.append(f"{label}: operationId {op_id} is also used by {seen[op_id]}")
         seen[op_id] = label
+        if not OPERATION_ID.match(op_id):
+            problems.append(f"{label}: operationId {op_id} is not a snake_case function name (like list_users)")
+        if not op.get("tags"):
+            problems.append(f"{label}: no tag (its first tag names the handler module)")
         permission = op.get("x-permission")
         if not permission:
             problems.append(f"{label}: no x-permission")
@@ -222,7 +236,7 @@ def check(doc: dict[str, Any]) -> list[str]:
         if permission == "public" and op.get("security") != []:
             problems.append(f"{label}: x-permission: public needs security: []")
         problems.extend(f"{label}: {problem}" for problem in _core_declarations(doc, method, op))
-        module_name, _, func_name = handler_name(op_id).rpartition(".")
+        module_name, _, func_name = handler_name(op).rpartition(".")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
