@@ -57,7 +57,7 @@ from tenantry.metrics import Metrics
 from tenantry.middleware import FlaskBridge, RequestContextMiddleware
 from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
-from tenantry.spec import bundle, operations, timeout_class
+from tenantry.spec import bundle, operations, published, timeout_class
 from tenantry.usage import UsageRecorder
 from tenantry.validation import BodyTypeValidationMiddleware, RequestValidationProblem, UnsupportedBody, validator_map
 
@@ -91,8 +91,9 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     _warn_if_unbound_by_row_security()
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
+    public = published(spec, settings.public_url)  # what /openapi.json and /openapi.yaml serve
     state = Tenantry(settings=settings, metrics=Metrics(), usage=UsageRecorder(), spec=spec,
-                     spec_json=json.dumps(spec, indent=2), spec_yaml=yaml.safe_dump(spec, sort_keys=False))
+                     spec_json=json.dumps(public, indent=2), spec_yaml=yaml.safe_dump(public, sort_keys=False))
 
     app = connexion.FlaskApp(
         __name__,

@@ -114,6 +114,49 @@ def bundle(root: Path) -> dict[str, Any]:
     return json.loads(json.dumps(doc, default=str))
 
 
+#: The extensions the published document keeps: what an operation needs (`x-permission`), how
+#: it is rate-limited (`x-rate-limit`) and time-limited (`x-timeout`, which the 504 response
+#: explains), and the audit action and event it records (`x-audit-action`, `x-event-type`) are
+#: facts partners act on. Every other `x-` key is the server's own wiring and is left out:
+#: `x-bearerInfoFunc`/`x-apikeyInfoFunc` name Python functions, `x-hashed` how a field is stored.
+PUBLIC_EXTENSIONS = frozenset({"x-permission", "x-rate-limit", "x-timeout", "x-audit-action", "x-event-type"})
+#: Maps whose keys are names (a property, a header, a path...), never extensions.
+_NAME_MAPS = frozenset({"paths", "schemas", "properties", "responses", "parameters", "headers", "content",
+                        "securitySchemes", "requestBodies", "links", "callbacks", "variables", "mapping",
+                        "encoding", "scopes"})
+
+
+def published(doc: dict[str, Any], public_url: str = "") -> dict[str, Any]:
+    """Returns the document partners get at /openapi.json: `doc` less the server's own extensions.
+
+    `servers` is the one public URL (`public_url`, TENANTRY_PUBLIC_URL), or `/` (the server the
+    document was fetched from) when none is set. `doc` itself, which the server routes by, is
+    not changed. Examples are copied as they are.
+    """
+
+    def strip(node: Any, names: bool = False) -> Any:
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if not names and key.startswith("x-") and key not in PUBLIC_EXTENSIONS:
+                continue
+            if not names and key in ("example", "examples"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = strip(value, names=not names and key in _NAME_MAPS)
+        return out
+
+    out = strip(doc)
+    if public_url:
+        out["servers"] = [{"url": public_url, "description": "This API"}]
+    else:
+        out["servers"] = [{"url": "/", "description": "The server that serves this document"}]
+    return out
+
+
 def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """Returns (method, path, operation) for every operation in the document."""
     out = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlsplit
 
@@ -99,12 +100,46 @@ def test_openapi_json_is_the_bundled_spec_with_named_components(api):
     assert response.status_code == 200
     spec = response.json()
     assert spec["openapi"] == "3.0.3"
-    assert any(server["url"].startswith("http://") for server in spec["servers"])
+    # No TENANTRY_PUBLIC_URL: the one server is the one the document came from (not 127.0.0.1:8000).
+    assert spec["servers"] == [{"url": "/", "description": "The server that serves this document"}]
     assert {"User", "Tenant", "ErrorResponse", "UserEnvelope"} <= set(spec["components"]["schemas"])
     create = spec["paths"]["/v1/users"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/UserCreate"}
     assert "$ref" not in str(spec).replace("'$ref': '#/components/", "")
-    assert yaml.safe_load(api.get("/openapi.yaml").text) == spec
+    yaml_response = api.get("/openapi.yaml")
+    assert yaml_response.headers["content-type"] == "application/yaml"
+    assert yaml.safe_load(yaml_response.text) == spec
+    # A client that reads YAML only as text/yaml gets that, and the same document.
+    as_text = api.get("/openapi.yaml", headers={"Accept": "text/yaml"})
+    assert as_text.headers["content-type"].startswith("text/yaml") and yaml.safe_load(as_text.text) == spec
+
+
+def test_published_spec_keeps_partner_facts_and_drops_the_server_wiring(api):
+    text = api.get("/openapi.json").text
+    spec = json.loads(text)
+    # Internal Python paths and storage details are not published...
+    assert "x-bearerInfoFunc" not in text and "x-apikeyInfoFunc" not in text and "tenantry.security" not in text
+    assert "x-hashed" not in text
+    assert set(spec["components"]["securitySchemes"]["bearerAuth"]) == {"type", "scheme", "bearerFormat",
+                                                                         "description"}
+    # ...what an operation needs, how it is limited and what it records are.
+    list_users = spec["paths"]["/v1/users"]["get"]
+    assert list_users["x-permission"] == "user:read" and list_users["x-rate-limit"] == "standard"
+    assert spec["paths"]["/v1/users"]["post"]["x-audit-action"] == "user.created"
+    assert spec["paths"]["/v1/users"]["get"]["operationId"] == "list_users"
+
+
+def test_published_servers_name_the_public_url():
+    from tests.livesrv import start_server
+
+    server = start_server(TENANTRY_PUBLIC_URL="https://api.example.com/")
+    try:
+        with server.client() as client:
+            assert client.get("/openapi.json").json()["servers"] == [
+                {"url": "https://api.example.com", "description": "This API"}]
+            assert yaml.safe_load(client.get("/openapi.yaml").text)["servers"][0]["url"] == "https://api.example.com"
+    finally:
+        server.stop()
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(api):
