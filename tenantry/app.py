@@ -54,7 +54,7 @@ from tenantry.errors import (
 from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
-from tenantry.middleware import FlaskBridge, RequestContextMiddleware
+from tenantry.middleware import CompressionMiddleware, FlaskBridge, RequestContextMiddleware
 from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
 from tenantry.spec import bundle, operations, published, timeout_class
@@ -123,8 +123,11 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     # After _configure_flask: its before_request (only operations the spec routes) runs first.
     RateLimits(app.app, settings, {op["operationId"]: op.get("x-rate-limit", "standard")
                                    for _, _, op in operations(spec)})
-    # Added first so it wraps everything added after it (CORS too): every response, a preflight
-    # included, carries the request id and the security headers.
+    # Outermost: every answer (errors, /docs and the 330 KB spec included) is gzip-compressed for
+    # a client that accepts it, after the layers below have stamped its headers.
+    app.add_middleware(CompressionMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    # Added before the rest so it wraps everything added after it (CORS too): every response, a
+    # preflight included, carries the request id and the security headers.
     app.add_middleware(
         RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
         metrics=state.metrics, usage=state.usage, docs=DocsApp(DOCS_PATH, "/openapi.json"),

@@ -6,6 +6,7 @@ import json
 import re
 from urllib.parse import urlsplit
 
+import httpx
 import yaml
 
 from tests.conftest import assert_error
@@ -127,6 +128,27 @@ def test_published_spec_keeps_partner_facts_and_drops_the_server_wiring(api):
     assert list_users["x-permission"] == "user:read" and list_users["x-rate-limit"] == "standard"
     assert spec["paths"]["/v1/users"]["post"]["x-audit-action"] == "user.created"
     assert spec["paths"]["/v1/users"]["get"]["operationId"] == "list_users"
+
+
+def test_responses_are_gzipped_for_clients_that_accept_it(server):
+    with httpx.Client(base_url=server.url) as client:
+        plain = client.get("/openapi.json", headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers
+        assert int(plain.headers["content-length"]) == len(plain.content)
+        packed = client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+        assert packed.status_code == 200 and packed.headers["content-encoding"] == "gzip"
+        assert "Accept-Encoding" in packed.headers["vary"]
+        assert int(packed.headers["content-length"]) == packed.num_bytes_downloaded < len(plain.content) / 4
+        assert packed.json() == plain.json()  # decoded, the same document
+        assert packed.headers["x-request-id"] and packed.headers["content-security-policy"]
+        # An error in the envelope is compressed too when it is big enough; a small one is sent as is.
+        small = client.get("/v1/nothing-here", headers={"Accept-Encoding": "gzip"})
+        assert small.status_code == 404 and "content-encoding" not in small.headers
+        # Swagger UI's assets carry an ETag: the gzip copy's is weak, as it is not the same bytes.
+        asset = client.get("/docs/swagger-ui-bundle.js", headers={"Accept-Encoding": "gzip"})
+        assert asset.headers["content-encoding"] == "gzip" and asset.headers["etag"].startswith('W/"')
+        assert not client.get("/docs/swagger-ui-bundle.js",
+                              headers={"Accept-Encoding": "identity"}).headers["etag"].startswith("W/")
 
 
 def test_published_servers_name_the_public_url():
