@@ -26,6 +26,7 @@ from connexion.options import SwaggerUIOptions
 from flask import Flask, Response, g, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Router
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from models.base import database
@@ -171,10 +172,28 @@ def _build(app: connexion.FlaskApp) -> None:
     middleware = app.middleware
     if middleware.middleware_stack is None:
         middleware.app, middleware.middleware_stack = middleware._build_middleware_stack()
+    for layer in middleware.middleware_stack:
+        if isinstance(layer, RoutingMiddleware):
+            _no_slash_redirects(layer.router)
     views = app.app.view_functions
     for endpoint, view in views.items():
         if isinstance(view, FlaskOperation):
             views[endpoint] = _PreparedOperation(view)
+
+
+def _no_slash_redirects(router: Router) -> None:
+    """Turns off Starlette's trailing-slash redirect in Connexion's routers (and those mounted in them).
+
+    With it, `GET /v1/users/` answered a bodiless 307 to `/v1/users`, and only for paths that
+    exist without the slash. The spec declares no path with a trailing slash: such a URL is now
+    unrouted like any other, a 404 RESOURCE_NOT_FOUND in the error envelope.
+    """
+    routers = [router]
+    while routers:
+        current = routers.pop()
+        current.redirect_slashes = False
+        routers.extend(route.app for route in current.routes
+                       if isinstance(route, Mount) and isinstance(route.app, Router))
 
 
 class _DecorateOnce(FlaskDecorator):

@@ -171,6 +171,18 @@ def test_unknown_route_and_wrong_method_use_the_envelope(api):
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}
 
 
+def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect(api, owner):
+    user_id = owner.user["id"]
+    for method, path in (("GET", "/v1/users/"), ("POST", "/v1/users/"), ("GET", f"/v1/users/{user_id}/"),
+                         ("GET", "/health/"), ("GET", "/openapi.json/"), ("DELETE", "/v1/keys/"),
+                         ("GET", "/v1/users//"), ("GET", "/v1/nothing-here/")):
+        response = api.request(method, path, headers=owner.headers, follow_redirects=False)
+        assert "location" not in response.headers, (method, path)
+        error = assert_error(response, 404, "RESOURCE_NOT_FOUND")
+        assert error["message"], (method, path)
+    assert api.get("/v1/users", headers=owner.headers).status_code == 200  # without the slash, as ever
+
+
 def test_a_concrete_path_wins_over_a_templated_one(api, owner):
     response = api.put("/v1/users/batch", json={}, headers=owner.headers)
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
