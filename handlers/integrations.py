@@ -54,7 +54,7 @@ def receive_webhook(integration_id: str, body: dict[str, Any]) -> tuple[dict[str
     return one(event.as_dict(), 202 if created else 200)
 
 
-def list_events(provider: str | None = None, event_type: str | None = None, status: str | None = None,
+def list_integration_events(provider: str | None = None, event_type: str | None = None, status: str | None = None,
                 created_from: str | None = None, created_to: str | None = None, limit: int = 20,
                 starting_after: str | None = None) -> dict[str, Any]:
     """The tenant's received events, newest first, a cursor page at a time."""
@@ -64,7 +64,7 @@ def list_events(provider: str | None = None, event_type: str | None = None, stat
     return cursor_page([e.as_dict() for e in events], limit, has_more)
 
 
-def get_event(integration_event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+def get_integration_event(integration_event_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """One received event of the tenant."""
     return one(IntegrationEvent.get_for_tenant(acting_tenant(), integration_event_id).as_dict())
 

@@ -26,6 +26,7 @@ from connexion.options import SwaggerUIOptions
 from flask import Flask, Response, g, request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Router
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from models.base import database
@@ -54,10 +55,10 @@ from tenantry.errors import (
 from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
-from tenantry.middleware import FlaskBridge, RequestContextMiddleware
+from tenantry.middleware import CompressionMiddleware, FlaskBridge, RequestContextMiddleware
 from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
-from tenantry.spec import bundle, operations, timeout_class
+from tenantry.spec import bundle, operations, published, timeout_class
 from tenantry.usage import UsageRecorder
 from tenantry.validation import BodyTypeValidationMiddleware, RequestValidationProblem, UnsupportedBody, validator_map
 
@@ -91,8 +92,9 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     _warn_if_unbound_by_row_security()
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
+    public = published(spec, settings.public_url)  # what /openapi.json and /openapi.yaml serve
     state = Tenantry(settings=settings, metrics=Metrics(), usage=UsageRecorder(), spec=spec,
-                     spec_json=json.dumps(spec, indent=2), spec_yaml=yaml.safe_dump(spec, sort_keys=False))
+                     spec_json=json.dumps(public, indent=2), spec_yaml=yaml.safe_dump(public, sort_keys=False))
 
     app = connexion.FlaskApp(
         __name__,
@@ -122,8 +124,11 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     # After _configure_flask: its before_request (only operations the spec routes) runs first.
     RateLimits(app.app, settings, {op["operationId"]: op.get("x-rate-limit", "standard")
                                    for _, _, op in operations(spec)})
-    # Added first so it wraps everything added after it (CORS too): every response, a preflight
-    # included, carries the request id and the security headers.
+    # Outermost: every answer (errors, /docs and the 330 KB spec included) is gzip-compressed for
+    # a client that accepts it, after the layers below have stamped its headers.
+    app.add_middleware(CompressionMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    # Added before the rest so it wraps everything added after it (CORS too): every response, a
+    # preflight included, carries the request id and the security headers.
     app.add_middleware(
         RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
         metrics=state.metrics, usage=state.usage, docs=DocsApp(DOCS_PATH, "/openapi.json"),
@@ -167,10 +172,28 @@ def _build(app: connexion.FlaskApp) -> None:
     middleware = app.middleware
     if middleware.middleware_stack is None:
         middleware.app, middleware.middleware_stack = middleware._build_middleware_stack()
+    for layer in middleware.middleware_stack:
+        if isinstance(layer, RoutingMiddleware):
+            _no_slash_redirects(layer.router)
     views = app.app.view_functions
     for endpoint, view in views.items():
         if isinstance(view, FlaskOperation):
             views[endpoint] = _PreparedOperation(view)
+
+
+def _no_slash_redirects(router: Router) -> None:
+    """Turns off Starlette's trailing-slash redirect in Connexion's routers (and those mounted in them).
+
+    With it, `GET /v1/users/` answered a bodiless 307 to `/v1/users`, and only for paths that
+    exist without the slash. The spec declares no path with a trailing slash: such a URL is now
+    unrouted like any other, a 404 RESOURCE_NOT_FOUND in the error envelope.
+    """
+    routers = [router]
+    while routers:
+        current = routers.pop()
+        current.redirect_slashes = False
+        routers.extend(route.app for route in current.routes
+                       if isinstance(route, Mount) and isinstance(route.app, Router))
 
 
 class _DecorateOnce(FlaskDecorator):

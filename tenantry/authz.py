@@ -228,7 +228,7 @@ def _operation_resource(permission: str, operation_id: str, kwargs: dict[str, An
         tenant_id = row.id if kind == "tenant" else row.tenant_id
         return Resource(kind, row.id, tenant_id, row.as_dict())
     body = kwargs.get("body")
-    if operation_id.partition(".")[2].startswith("create_") and isinstance(body, dict):
+    if operation_id.startswith("create_") and isinstance(body, dict):
         attributes = {k: v for k, v in body.items() if k not in _SECRET_FIELDS}
         return Resource(kind, None, current_principal().tenant_id, attributes)
     return None
@@ -423,7 +423,7 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str,
 
 
 class EnforcingResolver(Resolver):
-    """Resolves `users.list_users` to `handlers.users.list_users`, wrapped by `enforce`."""
+    """Resolves `list_users` (tag `users`) to `handlers.users.list_users`, wrapped by `enforce`."""
 
     def resolve(self, operation: Any) -> Resolution:
         """Returns the wrapped handler for the operation."""
@@ -434,5 +434,5 @@ class EnforcingResolver(Resolver):
         audit_action = operation._operation.get("x-audit-action") or None
         # The event is the audit action unless the operation names another, or none (false).
         event_type = operation._operation.get("x-event-type", audit_action) or None
-        func = self.resolve_function_from_operation_id(handler_name(operation_id))
+        func = self.resolve_function_from_operation_id(handler_name(operation._operation))
         return Resolution(enforce(func, operation_id, permission, audit_action, event_type), operation_id)

@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from a2wsgi.wsgi import build_environ
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenantry import deadline as deadlines
@@ -45,6 +47,32 @@ _STATIC_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+
+
+class CompressionMiddleware(GZipMiddleware):
+    """Starlette's gzip, for clients that send `Accept-Encoding: gzip`, with a compressed answer's ETag made weak.
+
+    Bodies under `minimum_size` are sent as they are; `text/event-stream` (the event stream) and
+    already-encoded bodies never are compressed, so a stream is not held back. Every compressible
+    answer says `Vary: Accept-Encoding`. A strong ETag names one byte sequence, which the gzip
+    copy is not: it becomes weak (`W/"..."`), as nginx does.
+    """
+
+    def __init__(self, app: ASGIApp, minimum_size: int = 1024, compresslevel: int = 6) -> None:
+        super().__init__(app, minimum_size=minimum_size, compresslevel=compresslevel)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serves one request, compressing its answer when the client accepts gzip."""
+
+        async def weak_etag(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(raw=message.setdefault("headers", []))
+                etag = headers.get("etag")
+                if etag and "content-encoding" in headers and not etag.startswith("W/"):
+                    headers["etag"] = f"W/{etag}"
+            await send(message)
+
+        await super().__call__(scope, receive, weak_etag)
 
 
 class RequestContextMiddleware:

@@ -7,6 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tenantry.net import Network, parse_networks
 
@@ -70,6 +71,23 @@ def _schedule(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     return delays
 
 
+def _public_url(name: str) -> str:
+    """Reads an absolute http(s) URL with a host and no query or fragment; returned without a trailing `/`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    try:
+        url = urlsplit(raw)
+        url.port  # noqa: B018 (raises ValueError on a port out of range or not a number)
+    except ValueError:
+        url = None
+    if (url is None or url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment
+            or "@" in url.netloc or any(c.isspace() for c in raw)):
+        raise SettingsError(f"{name} must be an absolute http:// or https:// URL such as "
+                            f"https://api.example.com, not {raw!r}")
+    return raw.rstrip("/")
+
+
 def _list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -87,6 +105,9 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     self_signup: bool = True
     cors_origins: tuple[str, ...] = ()
+    # The URL partners reach this API at (TENANTRY_PUBLIC_URL): the published spec's `servers`.
+    # Empty: `/`, the server the document was fetched from.
+    public_url: str = ""
     log_level: str = "INFO"
     validate_responses: bool = False
     db_pool_size: int = 20
@@ -154,6 +175,7 @@ class Settings:
             "refresh_token_ttl": _int("TENANTRY_REFRESH_TOKEN_TTL", 30 * 24 * 3600),
             "self_signup": _bool("TENANTRY_SELF_SIGNUP", True),
             "cors_origins": _list("TENANTRY_CORS_ORIGINS"),
+            "public_url": _public_url("TENANTRY_PUBLIC_URL"),
             "log_level": os.environ.get("TENANTRY_LOG_LEVEL", "INFO").upper(),
             "validate_responses": _bool("TENANTRY_VALIDATE_RESPONSES", False),
             "db_pool_size": _int("TENANTRY_DB_POOL_SIZE", 20),

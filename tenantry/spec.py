@@ -114,6 +114,49 @@ def bundle(root: Path) -> dict[str, Any]:
     return json.loads(json.dumps(doc, default=str))
 
 
+#: The extensions the published document keeps: what an operation needs (`x-permission`), how
+#: it is rate-limited (`x-rate-limit`) and time-limited (`x-timeout`, which the 504 response
+#: explains), and the audit action and event it records (`x-audit-action`, `x-event-type`) are
+#: facts partners act on. Every other `x-` key is the server's own wiring and is left out:
+#: `x-bearerInfoFunc`/`x-apikeyInfoFunc` name Python functions, `x-hashed` how a field is stored.
+PUBLIC_EXTENSIONS = frozenset({"x-permission", "x-rate-limit", "x-timeout", "x-audit-action", "x-event-type"})
+#: Maps whose keys are names (a property, a header, a path...), never extensions.
+_NAME_MAPS = frozenset({"paths", "schemas", "properties", "responses", "parameters", "headers", "content",
+                        "securitySchemes", "requestBodies", "links", "callbacks", "variables", "mapping",
+                        "encoding", "scopes"})
+
+
+def published(doc: dict[str, Any], public_url: str = "") -> dict[str, Any]:
+    """Returns the document partners get at /openapi.json: `doc` less the server's own extensions.
+
+    `servers` is the one public URL (`public_url`, TENANTRY_PUBLIC_URL), or `/` (the server the
+    document was fetched from) when none is set. `doc` itself, which the server routes by, is
+    not changed. Examples are copied as they are.
+    """
+
+    def strip(node: Any, names: bool = False) -> Any:
+        if isinstance(node, list):
+            return [strip(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if not names and key.startswith("x-") and key not in PUBLIC_EXTENSIONS:
+                continue
+            if not names and key in ("example", "examples"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = strip(value, names=not names and key in _NAME_MAPS)
+        return out
+
+    out = strip(doc)
+    if public_url:
+        out["servers"] = [{"url": public_url, "description": "This API"}]
+    else:
+        out["servers"] = [{"url": "/", "description": "The server that serves this document"}]
+    return out
+
+
 def operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """Returns (method, path, operation) for every operation in the document."""
     out = []
@@ -180,9 +223,19 @@ def values_at(body: Any, path: tuple[str, ...]) -> list[str]:
     return [node for node in nodes if isinstance(node, str)]
 
 
-def handler_name(operation_id: str) -> str:
-    """Returns the Python import path of the handler for an operationId (`users.list_users`)."""
-    return f"{HANDLER_PACKAGE}.{operation_id}"
+#: An operationId: the handler function's name, which is also what generated clients call it.
+OPERATION_ID = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+
+
+def handler_name(op: dict[str, Any]) -> str:
+    """Returns the Python import path of an operation's handler: `handlers.<first tag>.<operationId>`.
+
+    `list_users` tagged `users` is `handlers.users.list_users`. The operationId is the bare
+    function name (not `users.list_users`): client generators name their functions after it
+    and their modules after the tag.
+    """
+    tags = op.get("tags") or [""]
+    return f"{HANDLER_PACKAGE}.{tags[0]}.{op.get('operationId')}"
 
 
 def check(doc: dict[str, Any]) -> list[str]:
@@ -210,6 +263,10 @@ def check(doc: dict[str, Any]) -> list[str]:
         if op_id in seen:
             problems.append(f"{label}: operationId {op_id} is also used by {seen[op_id]}")
         seen[op_id] = label
+        if not OPERATION_ID.match(op_id):
+            problems.append(f"{label}: operationId {op_id} is not a snake_case function name (like list_users)")
+        if not op.get("tags"):
+            problems.append(f"{label}: no tag (its first tag names the handler module)")
         permission = op.get("x-permission")
         if not permission:
             problems.append(f"{label}: no x-permission")
@@ -222,7 +279,7 @@ def check(doc: dict[str, Any]) -> list[str]:
         if permission == "public" and op.get("security") != []:
             problems.append(f"{label}: x-permission: public needs security: []")
         problems.extend(f"{label}: {problem}" for problem in _core_declarations(doc, method, op))
-        module_name, _, func_name = handler_name(op_id).rpartition(".")
+        module_name, _, func_name = handler_name(op).rpartition(".")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

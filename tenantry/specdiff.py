@@ -32,14 +32,35 @@ class _Resolver:
 
     def __call__(self, node: Any) -> Any:
         seen = 0
-        while isinstance(node, dict) and "$ref" in node and seen < 50:
-            parts = node["$ref"].lstrip("#/").split("/")
-            target: Any = self.doc
-            for part in parts:
-                target = target[part.replace("~1", "/").replace("~0", "~")]
-            node = target
+        while isinstance(node, dict) and seen < 50:
             seen += 1
+            if "$ref" in node:
+                parts = node["$ref"].lstrip("#/").split("/")
+                target: Any = self.doc
+                for part in parts:
+                    target = target[part.replace("~1", "/").replace("~0", "~")]
+                node = target
+                continue
+            inner = _nullable_wrapped(node)
+            if inner is None:
+                break
+            node = inner
         return node
+
+
+def _nullable_wrapped(node: dict[str, Any]) -> Any:
+    """Returns X for a schema that is "X or null" (`anyOf`/`oneOf` of X and a null-only schema), else None.
+
+    The same field written as `{type: string, nullable: true, enum: [a, b, null]}` or as
+    `anyOf: [{$ref: AB}, {nullable: true, enum: [null]}]` is the same contract: compared as X.
+    """
+    for key in ("anyOf", "oneOf"):
+        members = node.get(key)
+        if isinstance(members, list) and len(members) == 2:
+            rest = [m for m in members if not (isinstance(m, dict) and m.get("enum") == [None])]
+            if len(rest) == 1:
+                return rest[0]
+    return None
 
 
 def _type(schema: dict[str, Any]) -> str | None:

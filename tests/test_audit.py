@@ -133,7 +133,7 @@ def test_a_refused_or_failed_change_leaves_no_change_entry_but_a_denial_is_recor
     denied = entries(api, owner, action="authz.denied")
     assert len(denied) == 1 and denied[0]["decided_by"] == [f"policy:{policy['id']}"]
     assert denied[0]["resource_id"] == admin.user["id"] and denied[0]["resource_type"] == "user"
-    assert denied[0]["new_values"]["operation"] == "users.delete_user"
+    assert denied[0]["new_values"]["operation"] == "delete_user"
     assert "KeepAdmins" in denied[0]["new_values"]["reason"]
     # A create that conflicts writes nothing and records nothing.
     before = len(entries(api, owner, action="user.created"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlsplit
 
+import httpx
 import yaml
 
 from tests.conftest import assert_error
@@ -37,7 +39,7 @@ def test_request_id_appears_in_the_access_log(api, server):
     api.get("/health", headers={"X-Request-Id": "log-trace-me-123"})
     # The line is written after the response has gone: wait for it rather than read at once.
     lines = eventually(lambda: [line for line in server.log().splitlines() if "log-trace-me-123" in line])
-    assert '"operation": "health.get_health"' in lines[0] and '"status": 200' in lines[0]
+    assert '"operation": "get_health"' in lines[0] and '"status": 200' in lines[0]
 
 
 def test_security_headers_on_every_response_including_errors(api):
@@ -87,9 +89,9 @@ def test_metrics_count_requests_by_operation_and_status(api):
     api.get("/health")
     api.get("/v1/users")
     # A request is counted once its response has gone, so the next request may come first.
-    text = eventually(lambda: (lambda t: t if 'operation="users.list_users",status="401"' in t else None)(
+    text = eventually(lambda: (lambda t: t if 'operation="list_users",status="401"' in t else None)(
         api.get("/metrics").text), timeout=10)
-    assert 'tenantry_requests_total{method="GET",operation="health.get_health",status="200"}' in text
+    assert 'tenantry_requests_total{method="GET",operation="get_health",status="200"}' in text
     assert "tenantry_request_duration_seconds_bucket" in text
     assert "tenantry_requests_in_flight" in text
 
@@ -99,12 +101,67 @@ def test_openapi_json_is_the_bundled_spec_with_named_components(api):
     assert response.status_code == 200
     spec = response.json()
     assert spec["openapi"] == "3.0.3"
-    assert any(server["url"].startswith("http://") for server in spec["servers"])
+    # No TENANTRY_PUBLIC_URL: the one server is the one the document came from (not 127.0.0.1:8000).
+    assert spec["servers"] == [{"url": "/", "description": "The server that serves this document"}]
     assert {"User", "Tenant", "ErrorResponse", "UserEnvelope"} <= set(spec["components"]["schemas"])
     create = spec["paths"]["/v1/users"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/UserCreate"}
     assert "$ref" not in str(spec).replace("'$ref': '#/components/", "")
-    assert yaml.safe_load(api.get("/openapi.yaml").text) == spec
+    yaml_response = api.get("/openapi.yaml")
+    assert yaml_response.headers["content-type"] == "application/yaml"
+    assert yaml.safe_load(yaml_response.text) == spec
+    # A client that reads YAML only as text/yaml gets that, and the same document.
+    as_text = api.get("/openapi.yaml", headers={"Accept": "text/yaml"})
+    assert as_text.headers["content-type"].startswith("text/yaml") and yaml.safe_load(as_text.text) == spec
+
+
+def test_published_spec_keeps_partner_facts_and_drops_the_server_wiring(api):
+    text = api.get("/openapi.json").text
+    spec = json.loads(text)
+    # Internal Python paths and storage details are not published...
+    assert "x-bearerInfoFunc" not in text and "x-apikeyInfoFunc" not in text and "tenantry.security" not in text
+    assert "x-hashed" not in text
+    assert set(spec["components"]["securitySchemes"]["bearerAuth"]) == {"type", "scheme", "bearerFormat",
+                                                                         "description"}
+    # ...what an operation needs, how it is limited and what it records are.
+    list_users = spec["paths"]["/v1/users"]["get"]
+    assert list_users["x-permission"] == "user:read" and list_users["x-rate-limit"] == "standard"
+    assert spec["paths"]["/v1/users"]["post"]["x-audit-action"] == "user.created"
+    assert spec["paths"]["/v1/users"]["get"]["operationId"] == "list_users"
+
+
+def test_responses_are_gzipped_for_clients_that_accept_it(server):
+    with httpx.Client(base_url=server.url) as client:
+        plain = client.get("/openapi.json", headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers
+        assert int(plain.headers["content-length"]) == len(plain.content)
+        packed = client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+        assert packed.status_code == 200 and packed.headers["content-encoding"] == "gzip"
+        assert "Accept-Encoding" in packed.headers["vary"]
+        assert int(packed.headers["content-length"]) == packed.num_bytes_downloaded < len(plain.content) / 4
+        assert packed.json() == plain.json()  # decoded, the same document
+        assert packed.headers["x-request-id"] and packed.headers["content-security-policy"]
+        # An error in the envelope is compressed too when it is big enough; a small one is sent as is.
+        small = client.get("/v1/nothing-here", headers={"Accept-Encoding": "gzip"})
+        assert small.status_code == 404 and "content-encoding" not in small.headers
+        # Swagger UI's assets carry an ETag: the gzip copy's is weak, as it is not the same bytes.
+        asset = client.get("/docs/swagger-ui-bundle.js", headers={"Accept-Encoding": "gzip"})
+        assert asset.headers["content-encoding"] == "gzip" and asset.headers["etag"].startswith('W/"')
+        assert not client.get("/docs/swagger-ui-bundle.js",
+                              headers={"Accept-Encoding": "identity"}).headers["etag"].startswith("W/")
+
+
+def test_published_servers_name_the_public_url():
+    from tests.livesrv import start_server
+
+    server = start_server(TENANTRY_PUBLIC_URL="https://api.example.com/")
+    try:
+        with server.client() as client:
+            assert client.get("/openapi.json").json()["servers"] == [
+                {"url": "https://api.example.com", "description": "This API"}]
+            assert yaml.safe_load(client.get("/openapi.yaml").text)["servers"][0]["url"] == "https://api.example.com"
+    finally:
+        server.stop()
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(api):
@@ -112,6 +169,18 @@ def test_unknown_route_and_wrong_method_use_the_envelope(api):
     response = api.delete("/v1/users")
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}
+
+
+def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect(api, owner):
+    user_id = owner.user["id"]
+    for method, path in (("GET", "/v1/users/"), ("POST", "/v1/users/"), ("GET", f"/v1/users/{user_id}/"),
+                         ("GET", "/health/"), ("GET", "/openapi.json/"), ("DELETE", "/v1/keys/"),
+                         ("GET", "/v1/users//"), ("GET", "/v1/nothing-here/")):
+        response = api.request(method, path, headers=owner.headers, follow_redirects=False)
+        assert "location" not in response.headers, (method, path)
+        error = assert_error(response, 404, "RESOURCE_NOT_FOUND")
+        assert error["message"], (method, path)
+    assert api.get("/v1/users", headers=owner.headers).status_code == 200  # without the slash, as ever
 
 
 def test_a_concrete_path_wins_over_a_templated_one(api, owner):

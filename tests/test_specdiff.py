@@ -135,3 +135,18 @@ def test_accepting_one_more_scheme_is_not_breaking_but_dropping_one_is():
     assert "GET /v1/users: authentication widened" in diff(base, widened).non_breaking
     assert "GET /v1/users: authentication changed" in diff(base, narrowed).breaking
     assert "GET /health: authentication changed" in diff(base, secured).breaking
+
+
+def test_a_nullable_field_rewritten_as_anyof_with_null_is_the_same_contract():
+    """A nullable inline object and `anyOf: [{$ref: X}, {nullable: true, enum: [null]}]` compare as X."""
+    old = copy.deepcopy(CURRENT)
+    verification = old["components"]["schemas"]["AuditVerification"]["properties"]
+    inline = copy.deepcopy(old["components"]["schemas"]["AuditBreak"])
+    verification["broken"] = {**inline, "nullable": True}
+    assert diff(old, CURRENT).breaking == []
+
+    def drop_reason(d):
+        d["components"]["schemas"]["AuditBreak"]["properties"].pop("reason")
+
+    report = changed(drop_reason)
+    assert any("200.data.broken.reason: response field removed" in b for b in report.breaking), report.breaking

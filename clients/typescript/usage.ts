@@ -35,7 +35,7 @@ function bearer(tokens: TokenEnvelope): string {
   return `${tokens.data.token_type} ${tokens.data.access_token}`;
 }
 
-type ListUsersQuery = NonNullable<operations["users.list_users"]["parameters"]["query"]>;
+type ListUsersQuery = NonNullable<operations["list_users"]["parameters"]["query"]>;
 const query: ListUsersQuery = { role: "member", ordering: "-created_at", limit: 20, offset: 0 };
 
 type GetUserOk = paths["/v1/users/{user_id}"]["get"]["responses"][200]["content"]["application/json"];
