@@ -15,18 +15,19 @@ from typing import Any
 from connexion import utils
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
-from connexion.json_schema import Draft4RequestValidator
+from connexion.json_schema import Draft4RequestValidator, Draft4ResponseValidator
 from connexion.middleware.request_validation import (
     RequestValidationAPI,
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
 from connexion.utils import is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, JSONResponseBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tenantry.errors import Detail
+from tenantry.formats import FORMAT_CHECKER
 
 #: A JSON body nested deeper than this (arrays and objects) is refused before it is parsed:
 #: Python's parser recurses once a level, and a few thousand levels exhaust its stack.
@@ -40,13 +41,15 @@ _NUL = "must not contain NUL characters"
 # Connexion builds its validator objects on every request; compiling a JSON Schema validator is
 # the expensive part, so each schema's validator is made once and kept (the schemas are the
 # spec's own objects, alive for the life of the app; the entry keeps them alive regardless).
+# Every validator, of requests and of responses, checks formats with tenantry.formats: what a
+# request may store is exactly what a response may carry.
 _COMPILED: dict[tuple[int, type], tuple[Any, Any]] = {}
 
 
 def _validator_for(schema: dict, cls: type) -> Any:
     entry = _COMPILED.get((id(schema), cls))
     if entry is None or entry[0] is not schema:
-        entry = (schema, cls(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+        entry = (schema, cls(schema, format_checker=FORMAT_CHECKER))
         _COMPILED[(id(schema), cls)] = entry
     return entry[1]
 
@@ -322,9 +325,18 @@ class BodyTypeValidationMiddleware(RequestValidationMiddleware):
     api_cls = _BodyTypeAPI
 
 
+class ResponseBodyValidator(JSONResponseBodyValidator):
+    """Connexion's response validation (on in tests), checking formats as requests are checked."""
+
+    @property
+    def validator(self) -> Draft4Validator:
+        return _validator_for(self._schema, Draft4ResponseValidator)
+
+
 def validator_map() -> dict:
-    """Returns Connexion's validator map with our body and parameter validators swapped in."""
+    """Returns Connexion's validator map with our body, parameter and response validators swapped in."""
     mapping = dict(VALIDATOR_MAP)
     mapping["body"] = MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": BodyValidator})
     mapping["parameter"] = ParamsValidator
+    mapping["response"] = MediaTypeDict({**VALIDATOR_MAP["response"], "*/*json": ResponseBodyValidator})
     return mapping
