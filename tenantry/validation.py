@@ -122,17 +122,28 @@ def _join(base: str, name: str) -> str:
     return f"{base}.{name}" if base else name
 
 
-def describe(error: ValidationError, root: str = "") -> Detail:
-    """Returns a client-facing detail for one jsonschema error."""
+def _error_path(error: ValidationError, root: str = "") -> str:
     path = field_path(error.absolute_path)
     if root:
         path = f"{root}{'.' + path if path and not path.startswith('[') else path}"
+    return path
+
+
+def _unknown_fields(error: ValidationError) -> list[str]:
+    """The fields an `additionalProperties` error's object has that its schema does not list, sorted."""
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    return sorted(set(instance) - set(error.schema.get("properties", {})))
+
+
+def describe(error: ValidationError, root: str = "") -> Detail:
+    """Returns a client-facing detail for one jsonschema error (an unknown field's: the first one)."""
+    path = _error_path(error, root)
     kind, value = error.validator, error.validator_value
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return Detail("is required", _join(path, missing))
     if kind == "additionalProperties":
-        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        extras = _unknown_fields(error)
         name = extras[0] if extras else ""
         return Detail("is not a known field", _join(path, name))
     messages = {
@@ -156,7 +167,15 @@ def describe(error: ValidationError, root: str = "") -> Detail:
 
 def _details(validator: Draft4Validator, instance: t.Any, root: str = "") -> list[Detail]:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    return [describe(error, root) for error in errors]
+    details: list[Detail] = []
+    for error in errors:
+        if error.validator == "additionalProperties" and len(_unknown_fields(error)) > 1:
+            # jsonschema reports every unknown field of an object in one error: a detail each.
+            path = _error_path(error, root)
+            details.extend(Detail("is not a known field", _join(path, name)) for name in _unknown_fields(error))
+        else:
+            details.append(describe(error, root))
+    return details
 
 
 _ABSENT = object()
@@ -164,6 +183,30 @@ _ABSENT = object()
 
 class BodyValidator(JSONRequestBodyValidator):
     """Validates a JSON body and reports every problem with its field."""
+
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
+        """Reads and validates the body, then replays it to the app unchanged.
+
+        Connexion's own version decides from Content-Length alone whether a body was sent: a
+        chunked body (no Content-Length) counted as none, so a required body was "missing" (a
+        bare 400) and an optional one went unvalidated. Here the body is whatever arrives,
+        chunked or not; an empty one is absent (`_validate` says what is missing). The size
+        limit applies as it arrives (tenantry.middleware bounds `receive`).
+        """
+        messages: list[t.MutableMapping[str, t.Any]] = []
+
+        async def stream() -> t.AsyncGenerator[bytes, None]:
+            more_body = True
+            while more_body:
+                message = await receive()
+                messages.append(message)
+                more_body = message.get("more_body", False)
+                yield message.get("body", b"")
+
+        body = await self._parse(stream(), scope=scope)
+        if not (body is None and self._nullable):
+            self._validate(body)
+        return self._insert_messages(receive, messages=messages), scope
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> t.Any:
         body = b"".join([chunk async for chunk in stream])
