@@ -184,3 +184,22 @@ def test_a_query_date_that_is_no_day_is_400(api, owner):
         api.get(f"/v1/tenants/{tenant}/usage", params={"date_from": "2024-02-29"}, headers=owner.headers).status_code
         == 200
     )
+
+
+def test_a_provider_event_with_an_email_past_rfc_5321_sizes_fails_and_makes_no_user(api, owner):
+    """Inbound provider events create users without passing request validation: the same email rule holds."""
+    from tests.test_integrations import deliver, find_user, user_event
+
+    provider = make_provider(api, owner)
+    suffix = uuid.uuid4().hex[:8]
+    too_long = "a" * (65 - len(suffix)) + suffix + "@example.com"
+    failed = deliver(api, provider, user_event("user.created", too_long, name="Long Local"))
+    assert failed.status_code == 202, failed.text
+    assert failed.json()["data"]["status"] == "failed" and "email" in failed.json()["data"]["error"]
+    assert find_user(api, owner, too_long) is None
+    listed = api.get("/v1/users", headers=owner.headers)  # validated against the spec by the suite's server
+    assert listed.status_code == 200, listed.text
+    at_limit = "a" * (64 - len(suffix)) + suffix + "@example.com"
+    made = deliver(api, provider, user_event("user.created", at_limit, name="Long Local"))
+    assert made.json()["data"]["status"] == "processed", made.text
+    assert find_user(api, owner, at_limit) is not None
