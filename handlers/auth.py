@@ -118,10 +118,11 @@ def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
     return one(user_view(current_principal().user, current_principal().access))
 
 
-def setup_mfa(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """A pending TOTP secret for the caller (422 for channels that do not exist yet)."""
-    if body["type"] != "totp":
-        raise MfaChannelUnavailable(f"{body['type']} has no delivery channel yet; use totp.")
+def setup_mfa(body: Any = None) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A pending TOTP secret for the caller (422 for channels that do not exist yet); no body means totp."""
+    kind = body.get("type", "totp") if isinstance(body, dict) else "totp"  # no body: Connexion passes bytes
+    if kind != "totp":
+        raise MfaChannelUnavailable(f"{kind} has no delivery channel yet; use totp.")
     secret, uri = mfa.start_totp(current_principal().user)
     return one({"type": "totp", "secret": secret, "otpauth_uri": uri})
 

@@ -9,9 +9,24 @@ from flask import Response
 from models import ApiKey
 from models.api_key import normalize_ranges
 from policies import normalize
-from tenantry.authz import acting_tenant, authorize_grant, authorize_handover, current_principal, target
+from policies.permissions import ADMIN_SCOPE
+from tenantry.access import known_permissions
+from tenantry.authz import acting_tenant, authorize_grant, authorize_handover, current_access, current_principal, target
 from tenantry.envelope import no_content, one, page
+from tenantry.errors import Detail, ValidationFailed
 from tenantry.times import parse_rfc3339
+
+
+def _known(raw: list[str]) -> list[str]:
+    """Returns the scopes normalised and without repeats; a 400 naming each that is no permission of
+    the tenant (built-in, its own, a `<resource>:write` alias, or `admin`), before any "not held" 403."""
+    known = known_permissions(current_access()) | {ADMIN_SCOPE}
+    names = [normalize(p) for p in raw]
+    details = [Detail(f"names no permission of this tenant ({name})", f"permissions[{index}]")
+               for index, name in enumerate(names) if name not in known]
+    if details:
+        raise ValidationFailed("The request body is invalid: unknown permissions.", details)
+    return list(dict.fromkeys(names))
 
 
 def list_keys(limit: int = 20, offset: int = 0) -> dict[str, Any]:
@@ -22,7 +37,7 @@ def list_keys(limit: int = 20, offset: int = 0) -> dict[str, Any]:
 def create_key(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A new key and its secret, shown once (201)."""
     tenant_id = acting_tenant()
-    permissions = list(dict.fromkeys(normalize(p) for p in body["permissions"]))
+    permissions = _known(body["permissions"])
     authorize_grant(frozenset(permissions))
     networks = normalize_ranges(body.get("allowed_ips", []))
     expires_at = parse_rfc3339(body["expires_at"]) if "expires_at" in body else None

@@ -11,13 +11,23 @@ from models.webhook import WebhookDelivery, WebhookEndpoint
 from tenantry import events, outbound
 from tenantry.authz import acting_tenant, target
 from tenantry.envelope import cursor_page, no_content, one, page
-from tenantry.errors import Conflict
+from tenantry.errors import Conflict, Detail, ValidationFailed
 
 
 def _checked_url(url: str) -> str:
     """Returns `url` when outbound calls may go there; a private or reserved address is a 422."""
     outbound.refuse_uncallable({"url": url}, ("url",), current_app.extensions["tenantry"].settings.outbound_networks)
     return url
+
+
+def _checked_events(patterns: list[str]) -> list[str]:
+    """Returns the patterns without repeats; a 400 naming each that matches no event type of the catalog."""
+    unmatched = events.unmatched_patterns(patterns)
+    if unmatched:
+        raise ValidationFailed("The request body is invalid: some event patterns match no event type.",
+                               [Detail(f"matches no event type ({pattern})", f"events[{index}]")
+                                for index, pattern in unmatched])
+    return list(dict.fromkeys(patterns))
 
 
 def list_webhooks(limit: int = 20, offset: int = 0) -> dict[str, Any]:
@@ -28,8 +38,9 @@ def list_webhooks(limit: int = 20, offset: int = 0) -> dict[str, Any]:
 
 def create_webhook(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A new endpoint and its signing secret, shown once (201)."""
+    patterns = _checked_events(body["events"])
     endpoint, secret = WebhookEndpoint.make(
-        acting_tenant(), current_livemode(), _checked_url(body["url"]), list(dict.fromkeys(body["events"])),
+        acting_tenant(), current_livemode(), _checked_url(body["url"]), patterns,
         body.get("description"), body.get("enabled", True))
     return one({"webhook": endpoint.as_dict(), "secret": secret}, 201, location=f"/v1/webhooks/{endpoint.id}")
 
@@ -42,10 +53,10 @@ def get_webhook(webhook_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 def update_webhook(webhook_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """The endpoint with the sent fields changed."""
     fields = dict(body)
+    if "events" in fields:
+        fields["events"] = _checked_events(fields["events"])
     if "url" in fields:
         _checked_url(fields["url"])
-    if "events" in fields:
-        fields["events"] = list(dict.fromkeys(fields["events"]))
     endpoint = target()
     endpoint.change(fields)
     return one(endpoint.as_dict())
@@ -79,6 +90,11 @@ def list_deliveries(webhook_id: str, status: str | None = None, limit: int = 20,
     """The endpoint's deliveries with their attempts, newest first, a cursor page at a time."""
     deliveries, has_more = WebhookDelivery.page(target(), limit, starting_after, status)
     return cursor_page([d.as_dict() for d in deliveries], limit, has_more)
+
+
+def get_delivery(webhook_id: str, delivery_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """One of the endpoint's deliveries, with its attempts (404 for another endpoint's or tenant's)."""
+    return one(WebhookDelivery.of_endpoint(target(), delivery_id).as_dict())
 
 
 def retry_delivery(webhook_id: str, delivery_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:

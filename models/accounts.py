@@ -24,11 +24,16 @@ def register(tenant_name: str, tenant_domain: str | None, owner: User, plan: str
     return tenant, owner
 
 
+_ENDED = "The session behind this refresh token has ended (logged out, revoked or expired); log in again."
+
+
 def rotate_refresh_token(token: str) -> tuple[Session, str]:
     """Spends `token` and returns its session with a new refresh token.
 
     A token that was already spent is a replay: the whole session is revoked and SessionRevoked
-    raised. An unknown or expired token raises AuthenticationFailed.
+    raised. A token that was still unspent when its session ended (logout, revocation) is no
+    replay: SessionRevoked says the session has ended. An unknown token raises
+    AuthenticationFailed.
     """
     stored = RefreshToken.find(token)
     if stored is None:
@@ -38,8 +43,15 @@ def rotate_refresh_token(token: str) -> tuple[Session, str]:
         if spent:
             session = Session.get_or_none(Session.id == stored.session_id)
             if session is None or not session.is_live or stored.expired:
-                raise SessionRevoked("The session behind this refresh token has ended.")
+                raise SessionRevoked(_ENDED)
             return session, RefreshToken.issue(session)
+    # Spent before: by a rotation (a replay), or by the end of its session, which spends every
+    # unspent token at the moment it is revoked (Session.revoke).
+    current = RefreshToken.get_or_none(RefreshToken.id == stored.id)
+    session = Session.get_or_none(Session.id == stored.session_id)
+    if (session is None or (session.revoked_at is not None and current is not None and current.used_at is not None
+                            and current.used_at >= session.revoked_at)):
+        raise SessionRevoked(_ENDED)
     # Outside the transaction above, so the revocation is committed even though we refuse.
     Session.revoke(stored.session_id)
     raise SessionRevoked("This refresh token was already used; the session is now revoked.")

@@ -11,7 +11,7 @@ from peewee import CharField
 
 from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.user import User
-from tenantry.errors import Conflict, MfaInvalidCode, MfaRequired, TooManyAttempts
+from tenantry.errors import ApiError, Conflict, MfaCodeRejected, MfaInvalidCode, MfaRequired, TooManyAttempts
 from tenantry.ids import new_id
 from tenantry.security import lookup_hash, secret_box, totp_step
 
@@ -55,12 +55,14 @@ def _guard(user: User) -> None:
                               "Too many wrong MFA codes; retry later.")
 
 
-def _fail(user: User) -> None:
-    """Counts a wrong code, pausing MFA attempts after MAX_FAILURES in a row; raises MfaInvalidCode."""
+def _fail(user: User, error: type[ApiError] = MfaInvalidCode) -> None:
+    """Counts a wrong code, pausing MFA attempts after MAX_FAILURES in a row; raises `error`:
+    MfaInvalidCode (401) at login, where the code is part of the credentials, MfaCodeRejected
+    (422) where the caller is signed in already (turning MFA on or off)."""
     failures = user.mfa_failures + 1
     locked = utcnow() + LOCKOUT if failures >= MAX_FAILURES else None
     User.update(mfa_failures=0 if locked else failures, mfa_locked_until=locked).where(User.id == user.id).execute()
-    raise MfaInvalidCode()
+    raise error()
 
 
 def _accept_step(user: User, step: int) -> bool:
@@ -79,12 +81,12 @@ def verify_and_enable(user: User, code: str) -> list[str]:
     secret = secret_box().open(user.mfa_pending_secret)
     step = totp_step(secret, code, user.mfa_last_step)
     if step is None:
-        _fail(user)
+        _fail(user, MfaCodeRejected)
     codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10)) for _ in range(RECOVERY_CODES)]
     codes = [f"{c[:5]}-{c[5:]}" for c in codes]
     with database.atomic():
         if not _accept_step(user, step):  # type: ignore[arg-type]
-            raise MfaInvalidCode()
+            raise MfaCodeRejected()
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
         for code_ in codes:
             RecoveryCode.create(id=new_id("rcv"), tenant_id=user.tenant_id, user_id=user.id,
@@ -122,7 +124,7 @@ def disable(user: User, code: str) -> None:
     _guard(user)
     step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
     if step is None or not _accept_step(user, step):
-        _fail(user)
+        _fail(user, MfaCodeRejected)
     with database.atomic():
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
         User.update(mfa_enabled=False, mfa_secret=None, mfa_pending_secret=None).where(User.id == user.id).execute()

@@ -132,6 +132,14 @@ class MfaChannelUnavailable(ApiError):
     default_message = "This kind of second factor has no delivery channel yet; use totp."
 
 
+class MfaCodeRejected(ApiError):
+    """A wrong MFA code where the caller is already signed in (turning MFA on or off): the token is
+    fine, so no 401 and no WWW-Authenticate, which clients read as "refresh the token"."""
+
+    status, code = 422, "MFA_CODE_REJECTED"
+    default_message = "The MFA code is wrong, expired or was used already; nothing was changed."
+
+
 class UrlNotAllowed(ApiError):
     status, code = 422, "URL_NOT_ALLOWED"
     default_message = ("A URL may not be called: it must be http or https, without credentials, and not "

@@ -15,9 +15,31 @@ from flask import Response, g
 
 from models.audit import PLATFORM, redact
 from models.base import current_livemode
-from models.event import Event
+from models.event import Event, matches
 from tenantry import audit
 from tenantry.logs import request_id_var
+
+
+def catalog() -> frozenset[str]:
+    """Returns the event types Tenantry emits: the served spec's EventType catalog (read once)."""
+    from flask import current_app
+
+    from tenantry.spec import event_catalog
+
+    state = current_app.extensions["tenantry"]
+    types = getattr(state, "_event_types", None)
+    if types is None:
+        types = frozenset(event_catalog(state.spec))
+        state._event_types = types
+    return types
+
+
+def unmatched_patterns(patterns: list[str]) -> list[tuple[int, str]]:
+    """Returns (index, pattern) for each subscription pattern no catalog event type matches
+    (`users.created`, `usr.*`): an endpoint subscribed with it alone would never get anything."""
+    types = catalog()
+    return [(index, pattern) for index, pattern in enumerate(patterns)
+            if not any(matches([pattern], event_type) for event_type in types)]
 
 
 def _object(resource_type: str, item: Any) -> Any:

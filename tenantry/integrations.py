@@ -50,6 +50,7 @@ from tenantry.errors import (
     ValidationFailed,
     format_datetime,
 )
+from tenantry.formats import is_email
 from tenantry.net import Network, parse_networks
 from tenantry.security import unusable_password_hash
 
@@ -238,7 +239,8 @@ def _upsert_user(tenant_id: str, data: Any) -> None:
     if not isinstance(data, dict):
         raise EventRefused("data must be an object with the user's email.")
     email = data.get("email")
-    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email.strip()):
+    # The pattern, and the `email` format's sizes (a local part of at most 64): what a response may carry.
+    if not isinstance(email, str) or len(email) > 254 or not _EMAIL.match(email.strip()) or not is_email(email.strip()):
         raise EventRefused("data.email must be an email address.")
     first, last = _name(data, "first_name"), _name(data, "last_name")
     full = _name(data, "name")

@@ -31,7 +31,8 @@ from tenantry.usage import UsageRecorder
 
 log = logging.getLogger("tenantry.access")
 
-#: A body larger than this is refused with 413 before any of it is read.
+#: A body larger than this is refused with 413: before any of it is read when its Content-Length
+#: says so, else (a chunked body) as soon as the chunks received pass it.
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_URL_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 32 * 1024
@@ -134,6 +135,8 @@ class RequestContextMiddleware:
                 headers.extend(h for h in stamped if h[0] not in names)
                 if b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
+                if status == 413 and b"connection" not in names:
+                    headers.append((b"connection", b"close"))  # the rest of the body is unread
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -153,7 +156,7 @@ class RequestContextMiddleware:
                 await _send_error(send_wrapper, 405, request_id=request_id,
                                   headers=[(b"allow", ", ".join(allowed).encode())])
             else:
-                await self.app(scope, receive, send_wrapper)
+                await self.app(scope, _bounded(receive), send_wrapper)
         finally:
             in_flight.dec()
             elapsed = time.perf_counter() - start
@@ -193,6 +196,27 @@ def _with_request_id(scope: Scope) -> tuple[str, Scope]:
     headers = [h for h in scope["headers"] if h[0] != b"x-request-id"]
     headers.append((b"x-request-id", request_id.encode()))
     return request_id, {**scope, "headers": headers}
+
+
+def _bounded(receive: Receive) -> Receive:
+    """Returns `receive` raising a 413 once the body received passes MAX_BODY_BYTES.
+
+    A body with a Content-Length is refused before it is read (above); a chunked one declares no
+    size, so it is counted as it arrives, and refused on the chunk that passes the limit, never
+    buffered whole. Whoever reads the body first (request validation, the Flask bridge) meets it.
+    """
+    size = 0
+
+    async def bounded() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                raise HTTPException(413)
+        return message
+
+    return bounded
 
 
 def _declared_length(scope: Scope) -> int:
@@ -265,6 +289,10 @@ class FlaskBridge:
             return
         body = await _read_body(receive)
         environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        # The body is read whole: Flask gets its length and reads it to the end, chunked or not
+        # (without a Content-Length, Werkzeug would read a chunked body as empty).
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input_terminated"] = True
         context = contextvars.copy_context()
         deadline = self._deadline(scope)
         if deadline is not None and deadline.remaining() <= 0:  # the body alone took the whole time

@@ -311,7 +311,7 @@ def _pointer(doc: dict[str, Any], ref: str) -> Any:
     return node
 
 
-def _event_catalog(doc: dict[str, Any]) -> set[str]:
+def event_catalog(doc: dict[str, Any]) -> set[str]:
     """Returns the event types the spec's EventType schema lists."""
     schema = doc.get("components", {}).get("schemas", {}).get("EventType", {})
     return set(schema.get("enum", []))
@@ -360,7 +360,7 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     event_type = op.get("x-event-type", action)
     if method == "get" and "x-event-type" in op:
         problems.append("a GET emits no event: drop x-event-type")
-    elif method != "get" and event_type not in (None, False) and event_type not in _event_catalog(doc):
+    elif method != "get" and event_type not in (None, False) and event_type not in event_catalog(doc):
         problems.append(f"emits {event_type!r}, which is not in the EventType catalog "
                         "(add it there, or set x-event-type to another type or false)")
     if method != "post":

@@ -15,18 +15,19 @@ from typing import Any
 from connexion import utils
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
-from connexion.json_schema import Draft4RequestValidator
+from connexion.json_schema import Draft4RequestValidator, Draft4ResponseValidator
 from connexion.middleware.request_validation import (
     RequestValidationAPI,
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
 from connexion.utils import is_null, is_nullable
-from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, ParameterValidator
+from connexion.validators import VALIDATOR_MAP, JSONRequestBodyValidator, JSONResponseBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from tenantry.errors import Detail
+from tenantry.formats import FORMAT_CHECKER
 
 #: A JSON body nested deeper than this (arrays and objects) is refused before it is parsed:
 #: Python's parser recurses once a level, and a few thousand levels exhaust its stack.
@@ -40,13 +41,15 @@ _NUL = "must not contain NUL characters"
 # Connexion builds its validator objects on every request; compiling a JSON Schema validator is
 # the expensive part, so each schema's validator is made once and kept (the schemas are the
 # spec's own objects, alive for the life of the app; the entry keeps them alive regardless).
+# Every validator, of requests and of responses, checks formats with tenantry.formats: what a
+# request may store is exactly what a response may carry.
 _COMPILED: dict[tuple[int, type], tuple[Any, Any]] = {}
 
 
 def _validator_for(schema: dict, cls: type) -> Any:
     entry = _COMPILED.get((id(schema), cls))
     if entry is None or entry[0] is not schema:
-        entry = (schema, cls(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+        entry = (schema, cls(schema, format_checker=FORMAT_CHECKER))
         _COMPILED[(id(schema), cls)] = entry
     return entry[1]
 
@@ -119,17 +122,28 @@ def _join(base: str, name: str) -> str:
     return f"{base}.{name}" if base else name
 
 
-def describe(error: ValidationError, root: str = "") -> Detail:
-    """Returns a client-facing detail for one jsonschema error."""
+def _error_path(error: ValidationError, root: str = "") -> str:
     path = field_path(error.absolute_path)
     if root:
         path = f"{root}{'.' + path if path and not path.startswith('[') else path}"
+    return path
+
+
+def _unknown_fields(error: ValidationError) -> list[str]:
+    """The fields an `additionalProperties` error's object has that its schema does not list, sorted."""
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    return sorted(set(instance) - set(error.schema.get("properties", {})))
+
+
+def describe(error: ValidationError, root: str = "") -> Detail:
+    """Returns a client-facing detail for one jsonschema error (an unknown field's: the first one)."""
+    path = _error_path(error, root)
     kind, value = error.validator, error.validator_value
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return Detail("is required", _join(path, missing))
     if kind == "additionalProperties":
-        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        extras = _unknown_fields(error)
         name = extras[0] if extras else ""
         return Detail("is not a known field", _join(path, name))
     messages = {
@@ -153,7 +167,15 @@ def describe(error: ValidationError, root: str = "") -> Detail:
 
 def _details(validator: Draft4Validator, instance: t.Any, root: str = "") -> list[Detail]:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    return [describe(error, root) for error in errors]
+    details: list[Detail] = []
+    for error in errors:
+        if error.validator == "additionalProperties" and len(_unknown_fields(error)) > 1:
+            # jsonschema reports every unknown field of an object in one error: a detail each.
+            path = _error_path(error, root)
+            details.extend(Detail("is not a known field", _join(path, name)) for name in _unknown_fields(error))
+        else:
+            details.append(describe(error, root))
+    return details
 
 
 _ABSENT = object()
@@ -161,6 +183,30 @@ _ABSENT = object()
 
 class BodyValidator(JSONRequestBodyValidator):
     """Validates a JSON body and reports every problem with its field."""
+
+    async def wrap_receive(self, receive: Receive, *, scope: Scope) -> tuple[Receive, Scope]:
+        """Reads and validates the body, then replays it to the app unchanged.
+
+        Connexion's own version decides from Content-Length alone whether a body was sent: a
+        chunked body (no Content-Length) counted as none, so a required body was "missing" (a
+        bare 400) and an optional one went unvalidated. Here the body is whatever arrives,
+        chunked or not; an empty one is absent (`_validate` says what is missing). The size
+        limit applies as it arrives (tenantry.middleware bounds `receive`).
+        """
+        messages: list[t.MutableMapping[str, t.Any]] = []
+
+        async def stream() -> t.AsyncGenerator[bytes, None]:
+            more_body = True
+            while more_body:
+                message = await receive()
+                messages.append(message)
+                more_body = message.get("more_body", False)
+                yield message.get("body", b"")
+
+        body = await self._parse(stream(), scope=scope)
+        if not (body is None and self._nullable):
+            self._validate(body)
+        return self._insert_messages(receive, messages=messages), scope
 
     async def _parse(self, stream: t.AsyncGenerator[bytes, None], scope: t.Any) -> t.Any:
         body = b"".join([chunk async for chunk in stream])
@@ -322,9 +368,18 @@ class BodyTypeValidationMiddleware(RequestValidationMiddleware):
     api_cls = _BodyTypeAPI
 
 
+class ResponseBodyValidator(JSONResponseBodyValidator):
+    """Connexion's response validation (on in tests), checking formats as requests are checked."""
+
+    @property
+    def validator(self) -> Draft4Validator:
+        return _validator_for(self._schema, Draft4ResponseValidator)
+
+
 def validator_map() -> dict:
-    """Returns Connexion's validator map with our body and parameter validators swapped in."""
+    """Returns Connexion's validator map with our body, parameter and response validators swapped in."""
     mapping = dict(VALIDATOR_MAP)
     mapping["body"] = MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": BodyValidator})
     mapping["parameter"] = ParamsValidator
+    mapping["response"] = MediaTypeDict({**VALIDATOR_MAP["response"], "*/*json": ResponseBodyValidator})
     return mapping

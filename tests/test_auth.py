@@ -110,7 +110,7 @@ def test_refresh_rotates_and_reuse_revokes_the_session(api, owner):
     assert api.get("/v1/auth/me", headers={"Authorization": f"Bearer {pair['access_token']}"}).status_code == 200
     # Reusing the spent token is treated as theft: the whole session dies.
     reuse = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": owner.refresh_token})
-    assert_error(reuse, 401, "SESSION_REVOKED")
+    assert "already used" in assert_error(reuse, 401, "SESSION_REVOKED")["message"]
     assert_error(api.get("/v1/auth/me", headers={"Authorization": f"Bearer {pair['access_token']}"}), 401,
                  "SESSION_REVOKED")
     again = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]})
@@ -128,6 +128,26 @@ def test_logout_revokes_access_and_refresh_tokens(api, owner):
     assert_error(api.post("/v1/auth/logout", headers=owner.headers), 401, "SESSION_REVOKED")
     response = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": owner.refresh_token})
     assert_error(response, 401, "SESSION_REVOKED")
+
+
+def test_refreshing_after_logout_says_the_session_ended_not_already_used(api, owner):
+    """Issue 13, item 3: the refresh token was never used; its session ended. Only a token spent by
+    a rotation is "already used" (a replay), as before."""
+    rotated = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": owner.refresh_token})
+    assert rotated.status_code == 200, rotated.text
+    pair = rotated.json()["data"]
+    headers = {"Authorization": f"Bearer {pair['access_token']}"}
+    assert api.post("/v1/auth/logout", headers=headers).status_code == 204
+    for _ in range(2):  # and again: still no replay
+        error = assert_error(api.post("/v1/auth/token", json={"grant_type": "refresh_token",
+                                                              "refresh_token": pair["refresh_token"]}),
+                             401, "SESSION_REVOKED")
+        assert "ended" in error["message"] and "already used" not in error["message"], error
+    # The token spent by the rotation before the logout is a replay, and says so.
+    error = assert_error(api.post("/v1/auth/token", json={"grant_type": "refresh_token",
+                                                          "refresh_token": owner.refresh_token}),
+                         401, "SESSION_REVOKED")
+    assert "already used" in error["message"], error
 
 
 def test_a_forged_token_is_401(api, owner):

@@ -133,3 +133,111 @@ def test_the_depth_scan_is_linear_on_unterminated_strings():
               "text = '[]' * 65 + '\"' + '\\\\\"' * 200_000\n"
               "assert not json_depth_exceeds(text)\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=10)
+
+
+# Issue 13, item 5: HTTP/1.1 clients and SDKs send bodies chunked (no Content-Length). Such a body
+# is served exactly as one with a length, and the 10 MB limit applies as the chunks arrive.
+
+def _address(server) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def post_chunked(server, path, body: bytes, headers, chunk: int = 7):
+    """POSTs `body` with Transfer-Encoding: chunked, `chunk` bytes a chunk; returns (status, headers, JSON)."""
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection(*_address(server), timeout=30)
+    try:
+        parts = (body[i:i + chunk] for i in range(0, len(body), chunk))
+        connection.request("POST", path, body=parts, headers={**headers, "Content-Type": "application/json"},
+                           encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_chunked_body_is_served_like_one_with_a_length(api, server, owner):
+    import json
+
+    email = unique_email("chunked")
+    body = json.dumps({"email": email, "password": PASSWORD, "first_name": "Chunk", "last_name": "Ed"}).encode()
+    status, _, answer = post_chunked(server, "/v1/users", body, owner.headers)
+    assert status == 201, answer
+    assert answer["data"]["email"] == email
+    assert api.get(f"/v1/users/{answer['data']['id']}", headers=owner.headers).status_code == 200
+    # Validated the same way: every problem named, nothing written.
+    status, _, answer = post_chunked(server, "/v1/users", json.dumps({"email": "nope", "colour": 1}).encode(),
+                                     owner.headers)
+    assert status == 400 and answer["error"]["code"] == "VALIDATION_ERROR", answer
+    fields = {d["field"] for d in answer["error"]["details"]}
+    assert {"email", "password", "first_name", "last_name", "colour"} <= fields, answer
+    # An operation whose body is optional reads a chunked one too (it is not skipped as "no body").
+    key = api.post("/v1/keys", json={"name": "n", "permissions": ["user:read"]}, headers=owner.headers).json()["data"]
+    status, _, answer = post_chunked(server, f"/v1/keys/{key['key']['id']}/rotate",
+                                     b'{"grace_period_seconds": -1}', owner.headers, chunk=3)
+    assert status == 400 and answer["error"]["details"][0]["field"] == "grace_period_seconds", answer
+
+
+def test_a_chunked_body_past_the_limit_is_413_as_it_arrives(api, server, owner):
+    """11 MB in 1 MB chunks: refused once the chunks pass 10 MB, with the connection closed, not
+    read whole and then answered 400. The response is read while the body is still being sent."""
+    import socket
+    import threading
+
+    sock = socket.create_connection(_address(server), timeout=30)
+    head = (f"POST /v1/users HTTP/1.1\r\nHost: test\r\nAuthorization: {owner.headers['Authorization']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+
+    def send() -> None:
+        try:
+            sock.sendall(head)
+            chunk = b" " * (1024 * 1024)
+            for _ in range(11):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server stopped reading: expected once it has answered
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received = b""
+    try:
+        while b"\r\n\r\n" not in received or len(received.partition(b"\r\n\r\n")[2]) < _length(received):
+            part = sock.recv(65536)
+            if not part:
+                break
+            received += part
+    except OSError:
+        pass  # a reset after the answer
+    finally:
+        sock.close()
+        sender.join(30)
+    head_text, _, body = received.partition(b"\r\n\r\n")
+    assert head_text.startswith(b"HTTP/1.1 413"), received[:300]
+    assert b"\r\nconnection: close" in head_text.lower()
+    assert b'"PAYLOAD_TOO_LARGE"' in body
+
+
+def _length(received: bytes) -> int:
+    for line in received.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 30
+
+
+def test_an_unknown_field_400_names_every_unknown_field(api, owner):
+    body = {"email": unique_email(), "password": PASSWORD, "first_name": "A", "last_name": "B",
+            "colour": "red", "age": 3, "nick": "x"}
+    error = assert_error(api.post("/v1/users", json=body, headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": name, "message": "is not a known field"}
+                                for name in ("age", "colour", "nick")]
+    # In nested objects too, with their path.
+    users = [{"email": unique_email(), "password": PASSWORD, "first_name": "A", "last_name": "B", "x": 1, "y": 2}]
+    error = assert_error(api.post("/v1/users/batch", json={"users": users}, headers=owner.headers), 400,
+                         "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "users[0].x", "message": "is not a known field"},
+                                {"field": "users[0].y", "message": "is not a known field"}]

@@ -59,7 +59,31 @@ def test_nobody_grants_a_permission_they_do_not_hold(api, owner):
     error = assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["user:delete"]}, headers=reader),
                          403, "PERMISSION_DENIED")
     assert "user:delete" in error["message"]
-    assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["booking:cancel"]}, headers=owner.headers),
+    # A permission the tenant has not defined is no "not held" 403 but a 400 naming it (issue 13).
+    error = assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["booking:cancel"]},
+                                  headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "permissions[0]", "message": "names no permission of this tenant "
+                                                                       "(booking:cancel)"}]
+
+
+def test_an_unknown_permission_is_400_naming_each_before_the_not_held_check(api, owner):
+    reader = {"X-API-Key": make_key(api, owner, permissions=["user:read", "key:create"])["secret"]}
+    before = [k["id"] for k in api.get("/v1/keys", headers=owner.headers).json()["data"]]
+    body = {"name": "x", "permissions": ["user:read", "users:frobnicate", "invoice.pay", "user:delete"]}
+    # For the owner, who holds every known one, and for a key that does not hold user:delete alike.
+    for headers in (owner.headers, reader):
+        error = assert_error(api.post("/v1/keys", json=body, headers=headers), 400, "VALIDATION_ERROR")
+        assert error["details"] == [
+            {"field": "permissions[1]", "message": "names no permission of this tenant (user:frobnicate)"},
+            {"field": "permissions[2]", "message": "names no permission of this tenant (invoice:pay)"}]
+    assert [k["id"] for k in api.get("/v1/keys", headers=owner.headers).json()["data"]] == before
+    # Once the tenant defines it, it is a permission like the others: the owner may grant it.
+    assert api.post("/v1/permissions", json={"name": "invoice:pay"}, headers=owner.headers).status_code == 201
+    made = api.post("/v1/keys", json={"name": "x", "permissions": ["invoice.pay", "user:write", "admin"]},
+                    headers=owner.headers)
+    assert made.status_code == 201, made.text
+    # Known but not held stays the 403 it was.
+    assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["invoice:pay"]}, headers=reader),
                  403, "PERMISSION_DENIED")
 
 

@@ -345,3 +345,48 @@ def events_of(api, owner, event_type):
     response = api.get("/v1/events", params={"type": event_type}, headers=owner.headers)
     assert response.status_code == 200, response.text
     return response.json()["data"]
+
+
+# Issue 13, item 3: a pattern no event type matches is refused; one delivery can be read by id.
+
+def test_a_pattern_matching_no_event_type_is_400_naming_each(api, owner):
+    body = {"url": "https://hooks.example.com/x", "events": ["user.*", "users.created", "usr.*", "key.revoked",
+                                                             "user.signed_up"]}
+    error = assert_error(api.post("/v1/webhooks", json=body, headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [
+        {"field": "events[1]", "message": "matches no event type (users.created)"},
+        {"field": "events[2]", "message": "matches no event type (usr.*)"},
+        {"field": "events[4]", "message": "matches no event type (user.signed_up)"}]
+    assert api.get("/v1/webhooks", headers=owner.headers).json()["data"] == []
+    webhook = make_webhook(api, owner, "https://hooks.example.com/x", events=("*", "user.created", "webhook.*"))
+    webhook_id = webhook["webhook"]["id"]
+    error = assert_error(api.patch(f"/v1/webhooks/{webhook_id}", json={"events": ["users.created"]},
+                                   headers=owner.headers), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "events[0]", "message": "matches no event type (users.created)"}]
+    assert api.get(f"/v1/webhooks/{webhook_id}", headers=owner.headers).json()["data"]["events"] == \
+        ["*", "user.created", "webhook.*"]
+
+
+def test_one_delivery_is_read_by_id_and_only_through_its_endpoint(api, owner):
+    first = make_webhook(api, owner, "https://hooks.example.com/a")["webhook"]
+    second = make_webhook(api, owner, "https://hooks.example.com/b", events=("key.*",))["webhook"]
+    new_user(api, owner)  # queues a delivery to the first endpoint (no worker needed to read it)
+    (listed,) = eventually(lambda: deliveries(api, owner, first["id"]))
+    response = api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=owner.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == listed
+    assert response.json()["data"]["event_type"] == "user.created"
+    # Through another endpoint, from another tenant, or an id that does not exist: 404.
+    assert_error(api.get(f"/v1/webhooks/{second['id']}/deliveries/{listed['id']}", headers=owner.headers), 404,
+                 "RESOURCE_NOT_FOUND")
+    other = register(api, "Other")
+    assert_error(api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=other.headers), 404,
+                 "RESOURCE_NOT_FOUND")
+    assert_error(api.get(f"/v1/webhooks/{first['id']}/deliveries/msg_01JDQ4D8W2X4Y6Z8A0B2C4D6E8",
+                         headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+    # A member, without webhook:read, is refused.
+    from tests.conftest import add_user
+
+    member = add_user(api, owner, role="member")
+    assert_error(api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=member.headers), 403,
+                 "PERMISSION_DENIED")
