@@ -39,6 +39,7 @@ def rotate_refresh_token(token: str) -> tuple[Session, str]:
             session = Session.get_or_none(Session.id == stored.session_id)
             if session is None or not session.is_live or stored.expired:
                 raise SessionRevoked("The session behind this refresh token has ended.")
+            session.touch()
             return session, RefreshToken.issue(session)
     # Outside the transaction above, so the revocation is committed even though we refuse.
     Session.revoke(stored.session_id)
