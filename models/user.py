@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from peewee import BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, ModelSelect, TextField, fn
@@ -170,7 +170,10 @@ class User(TenantScopedModel):
         if created_from is not None:
             query = query.where(cls.created_at >= created_from)
         if created_to is not None:
-            query = query.where(cls.created_at <= created_to)
+            # Inclusive at the millisecond the API shows: a user created at 06:12:27.123456 was
+            # created "at" 06:12:27.123Z.
+            end = created_to.replace(microsecond=created_to.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+            query = query.where(cls.created_at < end)
         if role:
             query = query.where(cls.role == role)
         if search:
