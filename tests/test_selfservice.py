@@ -19,6 +19,10 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def refresh(api, tokens):
+    return api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+
+
 def second_session(api, account: Account) -> dict[str, str]:
     return login(api, account.email, account.password, tenant_id=account.tenant["id"])
 
@@ -83,8 +87,7 @@ def test_changing_the_password_needs_the_current_one_and_ends_the_other_sessions
     assert changed.status_code == 204, changed.text
     # The other session ended, access and refresh token alike; the caller's own stays.
     assert_error(api.get("/v1/auth/me", headers=bearer(other["access_token"])), 401, "SESSION_REVOKED")
-    assert_error(api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": other["refresh_token"]}),
-                 401, "SESSION_REVOKED")
+    assert_error(refresh(api, other), 401, "SESSION_REVOKED")
     assert api.get("/v1/auth/me", headers=owner.headers).status_code == 200
     # The old password is refused, the new one logs in.
     assert_error(api.post("/v1/auth/login", json={"email": owner.email, "password": PASSWORD,
@@ -110,7 +113,7 @@ def test_a_user_lists_and_revokes_their_own_sessions_only(api, owner):
     assert all(s["ip"] for s in sessions)
     theirs = next(s for s in api.get("/v1/auth/sessions", headers=bearer(other["access_token"])).json()["data"]
                   if s["current"])
-    refreshed = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": other["refresh_token"]})
+    refreshed = refresh(api, other)
     assert refreshed.status_code == 200
     other = refreshed.json()["data"]
     again = {s["id"]: s for s in api.get("/v1/auth/sessions", headers=owner.headers).json()["data"]}
@@ -127,8 +130,7 @@ def test_a_user_lists_and_revokes_their_own_sessions_only(api, owner):
 
     assert api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=owner.headers).status_code == 204
     assert_error(api.get("/v1/auth/me", headers=bearer(other["access_token"])), 401, "SESSION_REVOKED")
-    assert_error(api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": other["refresh_token"]}),
-                 401, "SESSION_REVOKED")
+    assert_error(refresh(api, other), 401, "SESSION_REVOKED")
     assert_error(api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
     remaining = api.get("/v1/auth/sessions", headers=owner.headers).json()["data"]
     assert [s["current"] for s in remaining] == [True]
