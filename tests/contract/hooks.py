@@ -154,7 +154,8 @@ def _real(what: str) -> list:
 
 
 def _fresh(what: str) -> tuple[str, ...] | None:
-    """Makes a new row for one case to act on, through the API: `user` (a member) or `domain`.
+    """Makes a new row for one case to act on, through the API: `user` (a member), `session` (a login of
+    the run's account) or `domain`.
 
     For operations that use up or change the row they target (a deletion, an update of a user),
     a row read earlier may be gone or changed by the time the case runs; a new one is there.
@@ -166,6 +167,12 @@ def _fresh(what: str) -> tuple[str, ...] | None:
                           json={"email": f"fresh-{os.getpid()}-{n}@contract.example.com", "first_name": "Fresh",
                                 "last_name": "Member", "password": "Contract-Passw0rd!", "role": "member"})
         return (made.json()["data"]["id"],) if made.status_code == 201 else None
+    if what == "session" and not _key:
+        # A new login of the run's own account: a session of the caller's that the run's token is not.
+        token = _login()["access_token"]
+        listed = httpx.get(f"{base}/v1/auth/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        own = [s["id"] for s in listed.json().get("data", []) if s.get("current")] if listed.status_code == 200 else []
+        return (own[0],) if own else None
     if what == "domain":
         tenants = httpx.get(f"{base}/v1/tenants", params={"limit": 10}, headers=headers, timeout=30)
         active = [t["id"] for t in tenants.json().get("data", []) if t.get("status") == "active"] \
@@ -228,6 +235,15 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         case.body = {**body, "role_id": random.choice(roles)}
     elif label == "DELETE /v1/users/{user_id}/roles/{role_id}" and (pairs := _real("assignment")):
         path["user_id"], path["role_id"] = random.choice(pairs)
+    elif label == "DELETE /v1/users/{user_id}/mfa" and (user := _fresh("user")):
+        path["user_id"] = user[0]
+    elif label == "DELETE /v1/auth/sessions/{session_id}" and (session := _fresh("session")):
+        path["session_id"] = session[0]
+    elif label == "POST /v1/auth/password" and body is not None:
+        # The right current password, and the same one as the new: the run's account keeps its
+        # password (the hooks log in with it), and the change still ends its other sessions.
+        password = os.environ["TENANTRY_CONTRACT_PASSWORD"]
+        case.body = {"current_password": password, "new_password": password}
     elif label == "DELETE /v1/tenants/{tenant_id}/domains/{domain_id}" and (pair := _fresh("domain")):
         path["tenant_id"], path["domain_id"] = pair
     elif label == "POST /v1/users/batch" and body is not None and isinstance(body.get("users"), list):
