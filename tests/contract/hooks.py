@@ -218,18 +218,12 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
     are changed (a negative case must stay invalid), and only every other one, so the
     generator's own values are still sent. Without this the run never saw these succeed.
     """
-    label = f"{case.method.upper()} {case.operation.path}"
-    body = case.body if isinstance(case.body, dict) else None
-    if label == "POST /v1/auth/password" and body is not None \
-            and body.get("current_password") == os.environ["TENANTRY_CONTRACT_PASSWORD"]:
-        # Always, whatever the case: the spec's example is the fixture's password, and a change
-        # to another one would lock the hooks (which log in with it) out for the rest of the run.
-        case.body = {**body, "new_password": body["current_password"]}
-        body = case.body
     meta = getattr(case, "meta", None)
     if meta is None or str(meta.generation.mode) != "positive" or next(_cases) % 2:
         return case
+    label = f"{case.method.upper()} {case.operation.path}"
     path = dict(case.path_parameters or {})
+    body = case.body if isinstance(case.body, dict) else None
     if label == "GET /v1/audit-logs/{entry_id}" and (ids := _real("entry_id")):
         path["entry_id"] = random.choice(ids)
     elif label == "DELETE /v1/permissions/{permission_name}" and (names := _real("permission_name")):
@@ -283,7 +277,7 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
 
 @schemathesis.hook
 def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs: object) -> None:
-    """Makes every Idempotency-Key the generator sends unique to its call.
+    """Makes every Idempotency-Key the generator sends unique to its call, and keeps the fixture's password.
 
     The generator repeats header values across cases (the spec's example above all), and the
     same key with another request is a 422 IDEMPOTENCY_KEY_REUSED by design, or a replay of the
@@ -291,6 +285,13 @@ def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs
     operation. A valid key stays valid (its first 200 characters and a suffix: at most 255); an
     invalid one is left as it is, to be refused. Reuse and replay are tested in tests/test_idempotency.py.
     """
+    body = case.body if isinstance(case.body, dict) else None
+    if case.operation.path == "/v1/auth/password" and body is not None \
+            and body.get("current_password") == os.environ["TENANTRY_CONTRACT_PASSWORD"]:
+        # Every call, the spec's examples included (map_case does not see those): the example's
+        # current password is the fixture's, and a change to another one would lock the hooks,
+        # which log in with it, out for the rest of the run.
+        case.body = {**body, "new_password": body["current_password"]}
     for name in ("Idempotency-Key", "X-Idempotency-Key"):
         value = (case.headers or {}).get(name)
         if isinstance(value, str) and 1 <= len(value) <= 255:
