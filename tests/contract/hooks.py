@@ -145,6 +145,8 @@ def _real(what: str) -> list:
         values = [p["name"] for p in data("/v1/permissions") if not p["is_builtin"]]
     elif what == "role_id":
         values = [r["id"] for r in data("/v1/roles") if not r["is_builtin"]]
+    elif what == "event_id":
+        values = [e["id"] for e in data("/v1/events")]
     elif what == "user_id":
         values = [u["id"] for u in data("/v1/users") if u["role"] != "owner"]
     elif what == "assignment":
@@ -191,14 +193,17 @@ def _role_name() -> str:
 
 
 def _profile(user: dict) -> dict:
-    """`user` with an `external_id` no other user has and metadata keys of 1 to 40 characters.
+    """`user` with an email and an `external_id` no other user has, and metadata keys of 1 to 40 characters.
 
-    The generator repeats its values (`"0"` as every external_id) and makes keys of any length:
-    left as they are, nearly every create after the first would be a 409 or a 400, both by design
+    The generator repeats its values (the example's email, `"0"` as every external_id) and makes keys
+    of any length: left as they are, nearly every create after the first would be a 409 or a 400, by design
     (the uniqueness and the key bound, which OpenAPI 3.0 cannot state, are tested in
     tests/test_selfservice.py).
     """
     out = dict(user)
+    email = out.get("email")
+    if isinstance(email, str) and "@" in email and len(email) < 230:
+        out["email"] = f"c{os.getpid()}x{next(_calls)}-{email}"
     if isinstance(out.get("external_id"), str):
         out["external_id"] = f"{out['external_id'][:200]}-{os.getpid()}-{next(_calls)}"
     if isinstance(out.get("metadata"), dict):
@@ -267,8 +272,15 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         # for an owner: most random batches hold one, so a key run would rarely see a 201.
         case.body = {**body, "users": [_profile({**u, "role": "member"} if u.get("role") == "owner" else u)
                                        if isinstance(u, dict) else u for u in body["users"]]}
-    elif label in {"POST /v1/users", "PUT /v1/users/{user_id}"} and body is not None:
+    elif label == "POST /v1/users" and body is not None:
         case.body = _profile(body)
+    elif label == "PUT /v1/users/{user_id}" and body is not None and (user := _fresh("user")):
+        # A member made for the case, replaced as one (a role above the caller's, or suspending
+        # oneself, are refusals by design).
+        path["user_id"] = user[0]
+        case.body = {**_profile(body), "role": "member"}
+    elif label == "GET /v1/events/{event_id}" and (ids := _real("event_id")):
+        path["event_id"] = random.choice(ids)
     else:
         return case
     case.path_parameters = path
