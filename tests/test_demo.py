@@ -20,8 +20,12 @@ from tests.receivers import Receiver
 
 def _demo_env(tmp_path: Path, database: FreshDatabase) -> dict[str, str]:
     # No TENANTRY_OUTBOUND_ALLOWLIST: the demo must admit loopback itself.
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABASE_URL": database.url,
-            "TENANTRY_INSTANCE_PATH": database.tmp.name}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATABASE_URL": database.url,
+        "TENANTRY_INSTANCE_PATH": database.tmp.name,
+    }
 
 
 def _alive(pid: int) -> bool:
@@ -46,13 +50,30 @@ def test_serve_demo_delivers_webhooks_to_loopback_and_its_worker_ends_with_it(tm
     out = tmp_path / "serve.out"
     receiver = Receiver()
     with out.open("wb") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "tenantry.cli", "serve", "--demo", "--host", "127.0.0.1",
-                                    "--port", str(port), "--workers", "1"], env=_demo_env(tmp_path, database),
-                                   cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tenantry.cli",
+                "serve",
+                "--demo",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=_demo_env(tmp_path, database),
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     worker_pid = None
     try:
-        text = eventually(lambda: (lambda t: t if "Webhook worker" in t else None)(out.read_text(errors="replace")),
-                          timeout=60)
+        text = eventually(
+            lambda: (lambda t: t if "Webhook worker" in t else None)(out.read_text(errors="replace")), timeout=60
+        )
         assert "TENANTRY_OUTBOUND_ALLOWLIST=127.0.0.0/8,::1/128" in text
         worker_pid = int(re.search(r"Webhook worker: started \(pid (\d+)\)", text).group(1))
         password = text.split("password ", 1)[1].split()[0]
@@ -93,9 +114,26 @@ def test_a_second_demo_on_a_busy_port_fails_before_printing_credentials(tmp_path
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        run = subprocess.run([sys.executable, "-m", "tenantry.cli", "serve", "--demo", "--host", "127.0.0.1",
-                              "--port", str(port), "--workers", "1"], env=_demo_env(tmp_path, database), cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tenantry.cli",
+                "serve",
+                "--demo",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=_demo_env(tmp_path, database),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     try:
         assert run.returncode != 0
         assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
@@ -105,8 +143,9 @@ def test_a_second_demo_on_a_busy_port_fails_before_printing_credentials(tmp_path
 
 
 def test_url_not_allowed_names_the_setting_that_admits_a_range(api, owner):
-    refused = api.post("/v1/webhooks", json={"url": "http://10.1.2.3/hooks", "events": ["user.created"]},
-                       headers=owner.headers)
+    refused = api.post(
+        "/v1/webhooks", json={"url": "http://10.1.2.3/hooks", "events": ["user.created"]}, headers=owner.headers
+    )
     error = assert_error(refused, 422, "URL_NOT_ALLOWED")
     assert "TENANTRY_OUTBOUND_ALLOWLIST" in error["message"]
     assert all("TENANTRY_OUTBOUND_ALLOWLIST" in d["message"] for d in error["details"])

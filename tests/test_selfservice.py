@@ -43,18 +43,24 @@ def test_mfa_enabled_is_on_the_user_and_on_me(api, owner):
 
 def test_a_member_changes_their_own_name_and_phone_but_nothing_else(api, owner):
     member = add_user(api, owner)
-    changed = api.patch("/v1/auth/me", json={"first_name": "Amazing", "phone": "+442071838750"},
-                        headers=member.headers)
+    changed = api.patch("/v1/auth/me", json={"first_name": "Amazing", "phone": "+442071838750"}, headers=member.headers)
     assert changed.status_code == 200, changed.text
     data = changed.json()["data"]
     assert (data["first_name"], data["last_name"], data["phone"]) == ("Amazing", "Hopper", "+442071838750")
     assert api.get("/v1/auth/me", headers=member.headers).json()["data"]["first_name"] == "Amazing"
     assert api.patch("/v1/auth/me", json={"phone": None}, headers=member.headers).json()["data"]["phone"] is None
-    for refused in ({"role": "owner"}, {"email": unique_email()}, {"status": "suspended"},
-                    {"metadata": {"a": "b"}}, {"external_id": "x"}, {}):
+    for refused in (
+        {"role": "owner"},
+        {"email": unique_email()},
+        {"status": "suspended"},
+        {"metadata": {"a": "b"}},
+        {"external_id": "x"},
+        {},
+    ):
         assert_error(api.patch("/v1/auth/me", json=refused, headers=member.headers), 400, "VALIDATION_ERROR")
-    assert_error(api.patch("/v1/auth/me", json={"phone": "0207 183 8750"}, headers=member.headers), 400,
-                 "VALIDATION_ERROR")
+    assert_error(
+        api.patch("/v1/auth/me", json={"phone": "0207 183 8750"}, headers=member.headers), 400, "VALIDATION_ERROR"
+    )
     trail = entries(api, owner, action="user.updated")
     assert any(e["resource_id"] == member.user["id"] and e["actor"]["id"] == member.user["id"] for e in trail)
 
@@ -64,8 +70,13 @@ def test_an_api_key_has_no_own_account_to_edit(api, owner):
     assert key.status_code == 201, key.text
     headers = {"X-API-Key": key.json()["data"]["secret"]}
     assert_error(api.patch("/v1/auth/me", json={"first_name": "Key"}, headers=headers), 401, "AUTHENTICATION_FAILED")
-    assert_error(api.post("/v1/auth/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-                          headers=headers), 401, "AUTHENTICATION_FAILED")
+    assert_error(
+        api.post(
+            "/v1/auth/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}, headers=headers
+        ),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
 
 
 # --- POST /v1/auth/password -------------------------------------------------------------------------------
@@ -73,25 +84,33 @@ def test_an_api_key_has_no_own_account_to_edit(api, owner):
 
 def test_changing_the_password_needs_the_current_one_and_ends_the_other_sessions(api, owner):
     other = second_session(api, owner)
-    wrong = api.post("/v1/auth/password", json={"current_password": "not-the-password", "new_password": NEW_PASSWORD},
-                     headers=owner.headers)
+    wrong = api.post(
+        "/v1/auth/password",
+        json={"current_password": "not-the-password", "new_password": NEW_PASSWORD},
+        headers=owner.headers,
+    )
     error = assert_error(wrong, 400, "VALIDATION_ERROR")
     assert error["details"] == [{"field": "current_password", "message": "is incorrect"}]
     assert api.get("/v1/auth/me", headers=bearer(other["access_token"])).status_code == 200  # nothing happened
-    short = api.post("/v1/auth/password", json={"current_password": PASSWORD, "new_password": "short"},
-                     headers=owner.headers)
+    short = api.post(
+        "/v1/auth/password", json={"current_password": PASSWORD, "new_password": "short"}, headers=owner.headers
+    )
     assert_error(short, 400, "VALIDATION_ERROR")
 
-    changed = api.post("/v1/auth/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
-                       headers=owner.headers)
+    changed = api.post(
+        "/v1/auth/password", json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}, headers=owner.headers
+    )
     assert changed.status_code == 204, changed.text
     # The other session ended, access and refresh token alike; the caller's own stays.
     assert_error(api.get("/v1/auth/me", headers=bearer(other["access_token"])), 401, "SESSION_REVOKED")
     assert_error(refresh(api, other), 401, "SESSION_REVOKED")
     assert api.get("/v1/auth/me", headers=owner.headers).status_code == 200
     # The old password is refused, the new one logs in.
-    assert_error(api.post("/v1/auth/login", json={"email": owner.email, "password": PASSWORD,
-                                                  "tenant_id": owner.tenant["id"]}), 401, "AUTHENTICATION_FAILED")
+    assert_error(
+        api.post("/v1/auth/login", json={"email": owner.email, "password": PASSWORD, "tenant_id": owner.tenant["id"]}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
     login(api, owner.email, NEW_PASSWORD, tenant_id=owner.tenant["id"])
     assert [e["resource_id"] for e in entries(api, owner, action="user.password_changed")] == [owner.user["id"]]
     events = api.get("/v1/events", params={"type": "user.password_changed"}, headers=owner.headers).json()["data"]
@@ -111,8 +130,9 @@ def test_a_user_lists_and_revokes_their_own_sessions_only(api, owner):
     assert [s["current"] for s in sessions].count(True) == 1
     assert set(sessions[0]) == {"id", "created_at", "last_used_at", "expires_at", "ip", "user_agent", "current"}
     assert all(s["ip"] for s in sessions)
-    theirs = next(s for s in api.get("/v1/auth/sessions", headers=bearer(other["access_token"])).json()["data"]
-                  if s["current"])
+    theirs = next(
+        s for s in api.get("/v1/auth/sessions", headers=bearer(other["access_token"])).json()["data"] if s["current"]
+    )
     refreshed = refresh(api, other)
     assert refreshed.status_code == 200
     other = refreshed.json()["data"]
@@ -121,11 +141,9 @@ def test_a_user_lists_and_revokes_their_own_sessions_only(api, owner):
 
     # Someone else, even an owner of the same tenant, cannot end it: 404, as for an unknown id.
     colleague = add_user(api, owner, role="owner")
-    assert_error(api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=colleague.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=colleague.headers), 404, "RESOURCE_NOT_FOUND")
     stranger = register(api, tenant_name="Elsewhere")
-    assert_error(api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=stranger.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=stranger.headers), 404, "RESOURCE_NOT_FOUND")
     assert api.get("/v1/auth/me", headers=bearer(other["access_token"])).status_code == 200
 
     assert api.delete(f"/v1/auth/sessions/{theirs['id']}", headers=owner.headers).status_code == 204
@@ -179,17 +197,22 @@ def test_external_id_metadata_and_phone_are_stored_and_external_id_is_unique_per
     created = api.post("/v1/users", json=body, headers=owner.headers)
     assert created.status_code == 201, created.text
     user = created.json()["data"]
-    assert (user["external_id"], user["metadata"], user["phone"]) == ("crm-1", {"department": "research"},
-                                                                       "+442071838750")
+    assert (user["external_id"], user["metadata"], user["phone"]) == (
+        "crm-1",
+        {"department": "research"},
+        "+442071838750",
+    )
     assert api.get(f"/v1/users/{user['id']}", headers=owner.headers).json()["data"] == user
 
-    error = assert_error(api.post("/v1/users", json=new_user(external_id="crm-1"), headers=owner.headers), 409,
-                         "CONFLICT")
+    error = assert_error(
+        api.post("/v1/users", json=new_user(external_id="crm-1"), headers=owner.headers), 409, "CONFLICT"
+    )
     assert error["details"] == [{"field": "external_id", "message": "is already taken"}]
     assert "external_id" in error["message"]
     other = api.post("/v1/users", json=new_user(), headers=owner.headers).json()["data"]
-    error = assert_error(api.patch(f"/v1/users/{other['id']}", json={"external_id": "crm-1"}, headers=owner.headers),
-                         409, "CONFLICT")
+    error = assert_error(
+        api.patch(f"/v1/users/{other['id']}", json={"external_id": "crm-1"}, headers=owner.headers), 409, "CONFLICT"
+    )
     assert error["details"] == [{"field": "external_id", "message": "is already taken"}]
     batch = {"users": [new_user(external_id="crm-2"), new_user(external_id="crm-2")]}
     error = assert_error(api.post("/v1/users/batch", json=batch, headers=owner.headers), 409, "CONFLICT")
@@ -198,11 +221,15 @@ def test_external_id_metadata_and_phone_are_stored_and_external_id_is_unique_per
     assert api.post("/v1/users", json=new_user(external_id="crm-1"), headers=elsewhere.headers).status_code == 201
 
     # PATCH replaces metadata; PUT keeps the fields it does not name.
-    patched = api.patch(f"/v1/users/{user['id']}", json={"metadata": {"team": "a"}, "phone": None},
-                        headers=owner.headers).json()["data"]
+    patched = api.patch(
+        f"/v1/users/{user['id']}", json={"metadata": {"team": "a"}, "phone": None}, headers=owner.headers
+    ).json()["data"]
     assert patched["metadata"] == {"team": "a"} and patched["phone"] is None and patched["external_id"] == "crm-1"
-    replaced = api.put(f"/v1/users/{user['id']}", json={"email": user["email"], "first_name": "G", "last_name": "H",
-                                                        "role": "member", "status": "active"}, headers=owner.headers)
+    replaced = api.put(
+        f"/v1/users/{user['id']}",
+        json={"email": user["email"], "first_name": "G", "last_name": "H", "role": "member", "status": "active"},
+        headers=owner.headers,
+    )
     assert replaced.status_code == 200 and replaced.json()["data"]["metadata"] == {"team": "a"}
     cleared = api.patch(f"/v1/users/{user['id']}", json={"metadata": {}}, headers=owner.headers).json()["data"]
     assert cleared["metadata"] == {}
@@ -221,8 +248,9 @@ def test_metadata_and_phone_bounds_are_400s_that_write_nothing(api, owner):
         ({"external_id": "x" * 256}, "external_id"),
     ]
     for extra, field in cases:
-        error = assert_error(api.post("/v1/users", json=new_user(**extra), headers=owner.headers), 400,
-                             "VALIDATION_ERROR")
+        error = assert_error(
+            api.post("/v1/users", json=new_user(**extra), headers=owner.headers), 400, "VALIDATION_ERROR"
+        )
         if field is not None:
             assert field in [d.get("field") for d in error["details"]], (extra, error)
     assert api.get("/v1/users", headers=owner.headers).json()["meta"]["pagination"]["total"] == 1
@@ -247,5 +275,6 @@ def test_list_filters_external_id_email_created_range_and_several_statuses(api, 
     assert ids(created_to=a["created_at"]) == {owner.user["id"], a["id"]}
     assert ids(created_from=a["created_at"], created_to=a["created_at"]) == {a["id"]}
     assert_error(api.get("/v1/users", params={"status": "gone"}, headers=owner.headers), 400, "VALIDATION_ERROR")
-    assert_error(api.get("/v1/users", params={"created_from": "yesterday"}, headers=owner.headers), 400,
-                 "VALIDATION_ERROR")
+    assert_error(
+        api.get("/v1/users", params={"created_from": "yesterday"}, headers=owner.headers), 400, "VALIDATION_ERROR"
+    )
