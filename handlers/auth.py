@@ -10,14 +10,16 @@ from models import Domain, Session, Tenant, User, accounts, mfa
 from tenantry import audit
 from tenantry.access import user_view
 from tenantry.authz import current_principal
-from tenantry.envelope import no_content, one
+from tenantry.envelope import no_content, one, page
 from tenantry.errors import (
     AuthenticationFailed,
+    Detail,
     MfaChannelUnavailable,
     SignupDisabled,
     TenantRequired,
     TenantSuspended,
     UserSuspended,
+    ValidationFailed,
 )
 from tenantry.mutation import before_transaction
 from tenantry.security import hash_password, needs_rehash, prehash, token_service, verify_password
@@ -116,6 +118,44 @@ def logout() -> Response:
 def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
     """The caller's own account."""
     return one(user_view(current_principal().user, current_principal().access))
+
+
+def update_me(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Changes the caller's own profile: names and phone (email, role, status and metadata are an admin's)."""
+    principal = current_principal()
+    principal.user.apply_changes(body)
+    return one(user_view(principal.user, principal.access))
+
+
+def _check_current_password_before_lock(body: dict[str, Any]) -> None:
+    # argon2 runs here, outside the write transaction; change_password's own check is then
+    # answered from the request's cache (tenantry.security.password_work).
+    verify_password(current_principal().user.password_hash, body["current_password"])
+
+
+@before_transaction(_check_current_password_before_lock)
+def change_password(body: dict[str, Any]) -> Response:
+    """Sets a new password given the current one; every other session of the caller ends (204)."""
+    principal = current_principal()
+    user = principal.user
+    if not verify_password(user.password_hash, body["current_password"]):
+        raise ValidationFailed("The current password is incorrect.",
+                               [Detail("is incorrect", "current_password")])
+    user.apply_changes({}, hash_password(body["new_password"]), keep_session=principal.session_id)
+    return no_content()
+
+
+def list_sessions(limit: int = 20, offset: int = 0) -> dict[str, Any]:
+    """The caller's live sessions, newest first; `current` marks the one making this request."""
+    principal = current_principal()
+    return page(Session.live_for_user(principal.user.id), limit, offset,
+                lambda session: session.as_dict(principal.session_id))
+
+
+def revoke_session(session_id: str) -> Response:
+    """Ends one of the caller's own sessions (204); another user's is a 404."""
+    Session.revoke(Session.own(current_principal().user.id, session_id).id)
+    return no_content()
 
 
 def setup_mfa(body: Any = None) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -6,20 +6,24 @@ from typing import Any
 
 from flask import Response
 
-from models import Role, User, UserRole
+from models import Role, User, UserRole, mfa
+from models.user import checked_metadata
 from policies import Resource
 from tenantry.access import user_view
 from tenantry.authz import acting_tenant, authorize, authorize_grant, current_access, target
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import Conflict
 from tenantry.security import hash_password
+from tenantry.times import query_moment
 
 
-def _new_user(tenant_id: str, item: dict[str, Any]) -> User:
+def _new_user(tenant_id: str, item: dict[str, Any], field: str = "metadata") -> User:
     role = item.get("role", "member")
     authorize("user:create", Resource("user", None, tenant_id, {"new_role": role}))
     return User.build(tenant_id, item["email"], hash_password(item["password"]), item["first_name"],
-                      item["last_name"], role=role, status=item.get("status", "active"))
+                      item["last_name"], role=role, status=item.get("status", "active"),
+                      external_id=item.get("external_id"), metadata=checked_metadata(item.get("metadata"), field),
+                      phone=item.get("phone"))
 
 
 def _change(body: dict[str, Any], action: str) -> User:
@@ -29,17 +33,22 @@ def _change(body: dict[str, Any], action: str) -> User:
     changes = tuple(k for k, v in body.items() if getattr(user, k, None) != v)
     authorize(action, Resource("user", user.id, tenant_id,
                                {"role": user.role, "new_role": body.get("role"), "changes": changes}))
+    checked_metadata(body.get("metadata"))
     password_hash = hash_password(body["password"]) if "password" in body else None
     user.apply_changes({k: v for k, v in body.items() if k != "password"}, password_hash)
     return user
 
 
-def list_users(status: str | None = None, role: str | None = None, search: str | None = None,
-               ordering: str = "-created_at", limit: int = 20, offset: int = 0) -> dict[str, Any]:
+def list_users(status: list[str] | None = None, role: str | None = None, search: str | None = None,
+               ordering: str = "-created_at", limit: int = 20, offset: int = 0, external_id: str | None = None,
+               email: str | None = None, created_from: str | None = None,
+               created_to: str | None = None) -> dict[str, Any]:
     """The tenant's users, filtered and ordered."""
     access = current_access()
-    return page(User.search(access.tenant_id, status, role, search, ordering), limit, offset,
-                lambda user: user_view(user, access))
+    query = User.search(access.tenant_id, status or None, role, search, ordering, external_id=external_id,
+                        email=email, created_from=query_moment(created_from, "created_from"),
+                        created_to=query_moment(created_to, "created_to"))
+    return page(query, limit, offset, lambda user: user_view(user, access))
 
 
 def create_user(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -52,7 +61,7 @@ def create_user(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, st
 def create_users_batch(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Up to 100 users, all or none (201)."""
     tenant_id = acting_tenant()
-    users = [_new_user(tenant_id, item) for item in body["users"]]
+    users = [_new_user(tenant_id, item, f"users[{i}].metadata") for i, item in enumerate(body["users"])]
     User.insert_many_checked(users, field_prefix="users")
     access = current_access()
     return one([user_view(u, access) for u in users], 201)
@@ -76,6 +85,14 @@ def replace_user(user_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], in
 def delete_user(user_id: str) -> Response:
     """Deletes the user and ends their sessions (204)."""
     target().delete_checked()
+    return no_content()
+
+
+def reset_mfa(user_id: str) -> Response:
+    """Turns the user's MFA off without a code and ends their sessions (204); not one's own."""
+    user = target()
+    authorize("user:update", Resource("user", user.id, acting_tenant(), {"role": user.role, "changes": ("mfa",)}))
+    mfa.reset(user)
     return no_content()
 
 

@@ -44,6 +44,7 @@ def rotate_refresh_token(token: str) -> tuple[Session, str]:
             session = Session.get_or_none(Session.id == stored.session_id)
             if session is None or not session.is_live or stored.expired:
                 raise SessionRevoked(_ENDED)
+            session.touch()
             return session, RefreshToken.issue(session)
     # Spent before: by a rotation (a replay), or by the end of its session, which spends every
     # unspent token at the moment it is revoked (Session.revoke).

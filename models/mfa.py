@@ -128,3 +128,20 @@ def disable(user: User, code: str) -> None:
     with database.atomic():
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
         User.update(mfa_enabled=False, mfa_secret=None, mfa_pending_secret=None).where(User.id == user.id).execute()
+
+
+def reset(user: User) -> None:
+    """Turns the user's MFA off without a code (an owner or admin's reset, for a lost device), deleting
+    the secret, any pending one and the recovery codes, and ends the user's sessions: whoever holds
+    one may be who the reset is about. A user without MFA state is left as they are."""
+    from models.session import Session
+
+    if not (user.mfa_enabled or user.mfa_secret or user.mfa_pending_secret):
+        return
+    with database.atomic():
+        RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
+        User.update(mfa_enabled=False, mfa_secret=None, mfa_pending_secret=None, mfa_last_step=None,
+                    mfa_failures=0, mfa_locked_until=None).where(User.id == user.id).execute()
+        Session.revoke_all_for_user(user.id)
+    user.mfa_enabled, user.mfa_secret, user.mfa_pending_secret = False, None, None
+    user.mfa_last_step, user.mfa_failures, user.mfa_locked_until = None, 0, None

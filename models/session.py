@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Any
 
-from peewee import JOIN, CharField
+from peewee import JOIN, CharField, ModelSelect
 
 from models.base import CompiledSelect, TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.tenant import Tenant
 from models.user import User
+from tenantry.errors import NotFound, format_datetime
 from tenantry.ids import new_id
 from tenantry.security import lookup_hash
 
@@ -27,6 +29,7 @@ class Session(TenantScopedModel):
     revoked_at = UTCDateTimeField(null=True)
     ip = CharField(max_length=64, null=True)
     user_agent = CharField(max_length=255, null=True)
+    last_used_at = UTCDateTimeField(null=True)  # its last refresh (None: never refreshed)
 
     class Meta:
         table_name = "session"
@@ -67,11 +70,44 @@ class Session(TenantScopedModel):
              .where(RefreshToken.session_id == session_id, RefreshToken.used_at.is_null()).execute())
 
     @classmethod
-    def revoke_all_for_user(cls, user_id: str) -> None:
-        """Revokes every live session of the user (password change, suspension, deletion)."""
-        ids = [s.id for s in cls.select(cls.id).where(cls.user_id == user_id, cls.revoked_at.is_null())]
+    def revoke_all_for_user(cls, user_id: str, keep: str | None = None) -> None:
+        """Revokes every live session of the user (password change, suspension, deletion, MFA reset),
+        but `keep` (the caller's own, when they changed their password themselves)."""
+        ids = [s.id for s in cls.select(cls.id).where(cls.user_id == user_id, cls.revoked_at.is_null())
+               if s.id != keep]
         for session_id in ids:
             cls.revoke(session_id)
+
+    @classmethod
+    def live_for_user(cls, user_id: str) -> ModelSelect:
+        """Returns the user's sessions that are neither revoked nor expired, newest first."""
+        return (cls.select().where(cls.user_id == user_id, cls.revoked_at.is_null(), cls.expires_at > utcnow())
+                .order_by(cls.created_at.desc(), cls.id.desc()))
+
+    @classmethod
+    def own(cls, user_id: str, session_id: str) -> Session:
+        """Returns the user's live session `session_id`; NotFound for another user's, an ended or an unknown one."""
+        session = cls.live_for_user(user_id).where(cls.id == session_id).first()
+        if session is None:
+            raise NotFound("You have no live session with this id.")
+        return session
+
+    def touch(self) -> None:
+        """Stamps `last_used_at` (a refresh)."""
+        self.last_used_at = utcnow()
+        Session.update(last_used_at=self.last_used_at).where(Session.id == self.id).execute()
+
+    def as_dict(self, current_session_id: str | None = None) -> dict[str, Any]:
+        """Returns the session as the API shows it (never a token)."""
+        return {
+            "id": self.id,
+            "created_at": format_datetime(self.created_at),
+            "last_used_at": format_datetime(self.last_used_at) if self.last_used_at else None,
+            "expires_at": format_datetime(self.expires_at),
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "current": self.id == current_session_id,
+        }
 
 
 class RefreshToken(TenantScopedModel):

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from peewee import BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, ModelSelect, TextField, fn
 
-from models.base import TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
-from tenantry.errors import Conflict, Detail, format_datetime
+from models.base import JSONField, TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
+from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
 from tenantry.ids import new_id
 
 ORDERINGS = {"created_at", "email", "last_name"}
+
+#: The bounds of a user's metadata (as Stripe's): keys, key length, value length.
+METADATA_MAX_KEYS = 50
+METADATA_MAX_KEY_LENGTH = 40
+METADATA_MAX_VALUE_LENGTH = 500
+
+
+def checked_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -> dict[str, str] | None:
+    """Returns `metadata` when it is within the bounds (the spec checks the count and the values; the
+    key lengths, which OpenAPI 3.0 cannot say, are checked here); raises a 400 ValidationFailed naming
+    each key that is empty or longer than METADATA_MAX_KEY_LENGTH."""
+    if metadata is None:
+        return None
+    details = [Detail(f"keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters", f"{field}.{key[:40]}")
+               for key in metadata if not 1 <= len(key) <= METADATA_MAX_KEY_LENGTH]
+    if len(metadata) > METADATA_MAX_KEYS:
+        details.append(Detail(f"has more than {METADATA_MAX_KEYS} keys", field))
+    details.extend(Detail(f"must be a string of at most {METADATA_MAX_VALUE_LENGTH} characters", f"{field}.{key[:40]}")
+                   for key, value in metadata.items()
+                   if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE_LENGTH)
+    if details:
+        raise ValidationFailed("The metadata is invalid.", details)
+    return metadata
 
 
 def normalize_email(email: str) -> str:
@@ -44,64 +68,112 @@ class User(TenantScopedModel):
     mfa_failures = IntegerField(default=0)
     mfa_locked_until = UTCDateTimeField(null=True)
     livemode = BooleanField(default=True)  # False: test data, made with a test key
+    external_id = CharField(max_length=255, null=True)  # the id in the customer's own system
+    metadata = JSONField(null=True)  # string values, bounded by the API; None reads as {}
+    phone = CharField(max_length=16, null=True)  # E.164
 
     class Meta:
         table_name = "user_account"
 
     @classmethod
     def build(cls, tenant_id: str | None, email: str, password_hash: str, first_name: str, last_name: str,
-              role: str = "member", status: str = "active", is_platform_operator: bool = False) -> User:
+              role: str = "member", status: str = "active", is_platform_operator: bool = False,
+              external_id: str | None = None, metadata: dict[str, str] | None = None,
+              phone: str | None = None) -> User:
         """Returns an unsaved user with a fresh id."""
         return cls(id=new_id("usr"), tenant_id=tenant_id, email=email.strip(),
                    email_normalized=normalize_email(email), password_hash=password_hash,
                    first_name=first_name, last_name=last_name, role=role, status=status,
-                   is_platform_operator=is_platform_operator, livemode=current_livemode())
+                   is_platform_operator=is_platform_operator, livemode=current_livemode(),
+                   external_id=external_id, metadata=metadata or None, phone=phone)
 
     @classmethod
     def insert_many_checked(cls, users: list[User], field_prefix: str = "") -> None:
         """Inserts every user in one transaction, or none.
 
-        Raises Conflict naming each email that the tenant already has or that appears twice,
-        as `<field_prefix>[i].email` (or `email` for a single user).
+        Raises Conflict naming each email or external_id that the tenant already has or that
+        appears twice, as `<field_prefix>[i].email` (or `email` for a single user).
         """
-        def field(index: int) -> str:
-            return f"{field_prefix}[{index}].email" if field_prefix else "email"
+        def field(index: int, name: str) -> str:
+            return f"{field_prefix}[{index}].{name}" if field_prefix else name
 
         details: list[Detail] = []
-        seen: dict[tuple[str | None, bool, str], int] = {}
+        seen: dict[tuple[str | None, bool, str, str], int] = {}
         for index, user in enumerate(users):
-            key = (user.tenant_id, user.livemode, user.email_normalized)
-            if key in seen:
-                details.append(Detail(f"is the same email as item {seen[key]}", field(index)))
-            seen.setdefault(key, index)
-        tenant_ids = {u.tenant_id for u in users}
+            for name, value in (("email", user.email_normalized), ("external_id", user.external_id)):
+                if value is None:
+                    continue
+                key = (user.tenant_id, bool(user.livemode), name, value)
+                if key in seen:
+                    details.append(Detail(f"is the same {name} as item {seen[key]}", field(index, name)))
+                seen.setdefault(key, index)
+        tenant_ids = [t for t in {u.tenant_id for u in users} if t]
         taken = {
-            (row.tenant_id, row.livemode, row.email_normalized)
+            (row.tenant_id, bool(row.livemode), row.email_normalized)
             for row in cls.select(cls.tenant_id, cls.livemode, cls.email_normalized).where(
-                cls.tenant_id.in_([t for t in tenant_ids if t]),
+                cls.tenant_id.in_(tenant_ids),
                 cls.email_normalized.in_([u.email_normalized for u in users]),
             )
         }
-        details.extend(Detail("is already taken", field(i)) for i, u in enumerate(users)
-                       if (u.tenant_id, u.livemode, u.email_normalized) in taken)
+        details.extend(Detail("is already taken", field(i, "email")) for i, u in enumerate(users)
+                       if (u.tenant_id, bool(u.livemode), u.email_normalized) in taken)
+        external_ids = [u.external_id for u in users if u.external_id is not None]
+        if external_ids:
+            taken_external = {
+                (row.tenant_id, bool(row.livemode), row.external_id)
+                for row in cls.select(cls.tenant_id, cls.livemode, cls.external_id).where(
+                    cls.tenant_id.in_(tenant_ids), cls.external_id.in_(external_ids))
+            }
+            details.extend(Detail("is already taken", field(i, "external_id")) for i, u in enumerate(users)
+                           if (u.tenant_id, bool(u.livemode), u.external_id) in taken_external)
         if details:
-            raise Conflict("A user with this email already exists in the tenant.", details)
+            raise Conflict(_conflict_message(details), details)
         try:
             with database.atomic():
                 for user in users:
                     user.save(force_insert=True)
         except IntegrityError:
-            # A concurrent request took an email between the check and the insert.
-            raise Conflict("A user with this email already exists in the tenant.",
-                           [Detail("is already taken", field(0))]) from None
+            # A concurrent request took an email or external_id between the check and the insert.
+            details = [Detail("is already taken", field(i, name)) for i, u in enumerate(users)
+                       for name in u._colliding()]
+            details = details or [Detail("is already taken", field(0, "email"))]
+            raise Conflict(_conflict_message(details), details) from None
+
+    def _colliding(self) -> list[str]:
+        """Returns which of this user's unique fields (email, external_id) another user of the tenant holds."""
+        others = User.select(User.email_normalized, User.external_id).where(
+            User.tenant_id == self.tenant_id, User.livemode == self.livemode, User.id != self.id)
+        names = []
+        if others.where(User.email_normalized == self.email_normalized).exists():
+            names.append("email")
+        if self.external_id is not None and others.where(User.external_id == self.external_id).exists():
+            names.append("external_id")
+        return names
 
     @classmethod
-    def search(cls, tenant_id: str, status: str | None = None, role: str | None = None,
-               search: str | None = None, ordering: str = "-created_at") -> ModelSelect:
-        """Returns the tenant's users filtered and ordered; ties break by id."""
+    def search(cls, tenant_id: str, statuses: list[str] | None = None, role: str | None = None,
+               search: str | None = None, ordering: str = "-created_at", external_id: str | None = None,
+               email: str | None = None, created_from: datetime | None = None,
+               created_to: datetime | None = None) -> ModelSelect:
+        """Returns the tenant's users filtered and ordered; ties break by id.
+
+        `statuses`: any of them; `email`: exactly, compared as emails are (case-insensitively);
+        `created_from`/`created_to`: inclusive.
+        """
         query = cls.for_tenant(tenant_id)
-        if status:
-            query = query.where(cls.status == status)
+        if statuses:
+            query = query.where(cls.status.in_(statuses))
+        if external_id is not None:
+            query = query.where(cls.external_id == external_id)
+        if email is not None:
+            query = query.where(cls.email_normalized == normalize_email(email))
+        if created_from is not None:
+            query = query.where(cls.created_at >= created_from)
+        if created_to is not None:
+            # Inclusive at the millisecond the API shows: a user created at 06:12:27.123456 was
+            # created "at" 06:12:27.123Z.
+            end = created_to.replace(microsecond=created_to.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+            query = query.where(cls.created_at < end)
         if role:
             query = query.where(cls.role == role)
         if search:
@@ -130,12 +202,14 @@ class User(TenantScopedModel):
             query = query.where(cls.tenant_id == tenant_id)
         return list(query.limit(2))
 
-    def apply_changes(self, changes: dict[str, Any], password_hash: str | None = None) -> None:
-        """Applies `changes` (email, names, role, status) and an optional new password hash.
+    def apply_changes(self, changes: dict[str, Any], password_hash: str | None = None,
+                      keep_session: str | None = None) -> None:
+        """Applies `changes` (email, names, role, status, external_id, metadata, phone) and an optional new
+        password hash.
 
         Raises Conflict when it would leave the tenant without an active owner, or when the email
         is taken. A new password or a suspension revokes the user's sessions in the same
-        transaction.
+        transaction (all but `keep_session`, the caller's own when they change their own password).
         """
         from models.session import Session
 
@@ -143,7 +217,7 @@ class User(TenantScopedModel):
         with database.atomic():
             if self.role == "owner" and self.status == "active" and not stays_owner:
                 self._require_another_owner("demoted or suspended")
-            for name in ("email", "first_name", "last_name", "role", "status"):
+            for name in ("email", "first_name", "last_name", "role", "status", "external_id", "metadata", "phone"):
                 if name in changes:
                     setattr(self, name, changes[name])
             self.email_normalized = normalize_email(self.email)
@@ -151,7 +225,7 @@ class User(TenantScopedModel):
                 self.password_hash = password_hash
             self.save_checked()
             if password_hash or self.status == "suspended":
-                Session.revoke_all_for_user(self.id)
+                Session.revoke_all_for_user(self.id, keep=None if self.status == "suspended" else keep_session)
 
     def delete_checked(self) -> None:
         """Deletes the user and their sessions; Conflict if they are the tenant's last active owner."""
@@ -190,14 +264,17 @@ class User(TenantScopedModel):
         self.save(only=fields)
 
     def save_checked(self) -> None:
-        """Saves the user, answering Conflict when the email is taken in the tenant."""
+        """Saves the user, answering Conflict when the email or external_id is taken in the tenant."""
         self.updated_at = utcnow()
+        if self.metadata == {}:
+            self.metadata = None
         try:
             with database.atomic():
                 self.save()
         except IntegrityError:
-            raise Conflict("A user with this email already exists in the tenant.",
-                           [Detail("is already taken", "email")]) from None
+            details = [Detail("is already taken", name) for name in self._colliding()]
+            details = details or [Detail("is already taken", "email")]
+            raise Conflict(_conflict_message(details), details) from None
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the user as the API shows it: never a password hash."""
@@ -214,4 +291,14 @@ class User(TenantScopedModel):
             "created_at": format_datetime(self.created_at),
             "updated_at": format_datetime(self.updated_at),
             "last_login_at": format_datetime(self.last_login_at) if self.last_login_at else None,
+            "mfa_enabled": bool(self.mfa_enabled),
+            "external_id": self.external_id,
+            "metadata": dict(self.metadata or {}),
+            "phone": self.phone,
         }
+
+
+def _conflict_message(details: list[Detail]) -> str:
+    """Returns the Conflict message naming the unique fields (email, external_id) the details are about."""
+    names = sorted({(d.field or "email").rpartition(".")[2] for d in details})
+    return f"A user with this {' and '.join(names)} already exists in the tenant."

@@ -18,7 +18,7 @@ from policies.conditions import Condition, EvaluationError, compile_conditions
 from policies.roles import ROLE_RANK, expand_scopes, permissions_for, with_aliases
 
 #: Fields of their own account a user may not change through the users API.
-SELF_GUARDED_FIELDS = frozenset({"email", "password", "role", "status"})
+SELF_GUARDED_FIELDS = frozenset({"email", "password", "role", "status", "mfa"})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -223,8 +224,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _database(settings)
     if settings.is_sqlite:
         upgrade()  # the embedded default is ready to use with no separate step
+    demo_worker = None
     if args.demo:
+        # Before any credential is printed: a second demo on a busy port must not reset the
+        # first one's password and print a login that the other server answers.
+        problem = _port_problem(args.host, args.port)
+        if problem is not None:
+            print(f"error: cannot listen on {args.host}:{args.port}: {problem} (is another server running? "
+                  "stop it, or pick another port with --port)", file=sys.stderr)
+            return 3
         _demo(settings, args.host, args.port)
+        _admit_loopback()
+        demo_worker = _start_demo_worker()
+        # One uvicorn worker ends by re-raising the SIGTERM it caught, which would end this process
+        # before the `finally` below stops the worker: here the re-raised signal unwinds instead.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     workers = args.workers or os.cpu_count() or 1
     os.environ.pop(TABLE_ENV, None)  # the workers share this server's own table, or none
     table = None
@@ -248,7 +262,72 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if table is not None:
             table.unlink(missing_ok=True)
+        if demo_worker is not None:
+            _stop(demo_worker)
     return 0
+
+
+def _exit_on_sigterm(*_: Any) -> None:
+    raise SystemExit(0)
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Returns why host:port cannot be listened on now (in use, not an address here), or None."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))  # fails while anything listens on it, another Tenantry included
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+#: What the demo adds to the outbound allow-list: this machine's own loopback, for local receivers.
+DEMO_ALLOWLIST = ("127.0.0.0/8", "::1/128")
+
+
+def _admit_loopback() -> None:
+    """Lets this demo's processes (server and worker) deliver webhooks to receivers on this machine."""
+    current = [part.strip() for part in os.environ.get("TENANTRY_OUTBOUND_ALLOWLIST", "").split(",") if part.strip()]
+    added = [net for net in DEMO_ALLOWLIST if net not in current]
+    os.environ["TENANTRY_OUTBOUND_ALLOWLIST"] = ",".join([*current, *added])
+    if added:
+        print(f"Webhooks: this demo sets TENANTRY_OUTBOUND_ALLOWLIST={os.environ['TENANTRY_OUTBOUND_ALLOWLIST']} "
+              "for its own processes, so webhooks can reach receivers on this machine (http://127.0.0.1:...).\n"
+              "  Outside a demo, loopback and private addresses are refused (422 URL_NOT_ALLOWED) unless the "
+              "operator admits their range there.", flush=True)
+
+
+def _start_demo_worker() -> Any:
+    """Starts `tenantry worker` as a child that ends with this server (webhooks are delivered by it)."""
+    import subprocess
+
+    def die_with_parent() -> None:  # Linux: the kernel ends the worker if this server is killed outright
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    worker = subprocess.Popen([sys.executable, "-m", "tenantry.cli", "worker"], env=os.environ.copy(),
+                              preexec_fn=die_with_parent)  # before any thread starts: preexec_fn is safe
+    print(f"Webhook worker: started (pid {worker.pid}); it delivers webhooks and stops with this server. "
+          "Outside the demo, run `tenantry worker` next to `tenantry serve`.\n", flush=True)
+    return worker
+
+
+def _stop(process: Any) -> None:
+    """Ends a child process: SIGTERM (it finishes what it is delivering), then SIGKILL after 15 s."""
+    import subprocess
+
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _rate_limit_table(settings: Settings, workers: int) -> tuple[Path | None, int]:
@@ -363,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
-    serve.add_argument("--demo", action="store_true", help="create a demo tenant and print how to log in")
+    serve.add_argument("--demo", action="store_true",
+                       help="create a demo tenant, print how to log in, run the webhook worker alongside and let "
+                            "webhooks reach this machine's loopback")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)

@@ -143,7 +143,8 @@ class MfaCodeRejected(ApiError):
 class UrlNotAllowed(ApiError):
     status, code = 422, "URL_NOT_ALLOWED"
     default_message = ("A URL may not be called: it must be http or https, without credentials, and not "
-                       "resolve to a private, loopback or link-local address.")
+                       "resolve to a private, loopback or link-local address (unless the server's operator admits its "
+                       "range with TENANTRY_OUTBOUND_ALLOWLIST).")
 
 
 class IdempotencyKeyReused(ApiError):

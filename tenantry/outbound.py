@@ -192,7 +192,8 @@ def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
             # network for them (which internal names exist, and where they point).
             log.info("outbound call refused", extra={"host": target.host, "address": str(address)})
             raise OutboundRefused("The URL's host is, or resolves to, a private or reserved address; "
-                                  "only public addresses may be called.")
+                                  "only public addresses may be called, and the ranges the server's "
+                                  "operator admits with TENANTRY_OUTBOUND_ALLOWLIST (CIDR ranges).")
     return addresses[0]
 
 

@@ -145,6 +145,8 @@ def _real(what: str) -> list:
         values = [p["name"] for p in data("/v1/permissions") if not p["is_builtin"]]
     elif what == "role_id":
         values = [r["id"] for r in data("/v1/roles") if not r["is_builtin"]]
+    elif what == "event_id":
+        values = [e["id"] for e in data("/v1/events")]
     elif what == "user_id":
         values = [u["id"] for u in data("/v1/users") if u["role"] != "owner"]
     elif what == "assignment":
@@ -154,7 +156,8 @@ def _real(what: str) -> list:
 
 
 def _fresh(what: str) -> tuple[str, ...] | None:
-    """Makes a new row for one case to act on, through the API: `user` (a member) or `domain`.
+    """Makes a new row for one case to act on, through the API: `user` (a member), `session` (a login of
+    the run's account) or `domain`.
 
     For operations that use up or change the row they target (a deletion, an update of a user),
     a row read earlier may be gone or changed by the time the case runs; a new one is there.
@@ -166,6 +169,12 @@ def _fresh(what: str) -> tuple[str, ...] | None:
                           json={"email": f"fresh-{os.getpid()}-{n}@contract.example.com", "first_name": "Fresh",
                                 "last_name": "Member", "password": "Contract-Passw0rd!", "role": "member"})
         return (made.json()["data"]["id"],) if made.status_code == 201 else None
+    if what == "session" and not _key:
+        # A new login of the run's own account: a session of the caller's that the run's token is not.
+        token = _login()["access_token"]
+        listed = httpx.get(f"{base}/v1/auth/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        own = [s["id"] for s in listed.json().get("data", []) if s.get("current")] if listed.status_code == 200 else []
+        return (own[0],) if own else None
     if what == "domain":
         tenants = httpx.get(f"{base}/v1/tenants", params={"limit": 10}, headers=headers, timeout=30)
         active = [t["id"] for t in tenants.json().get("data", []) if t.get("status") == "active"] \
@@ -181,6 +190,25 @@ def _fresh(what: str) -> tuple[str, ...] | None:
 def _role_name() -> str:
     """A role name no other role has (names are unique in a tenant)."""
     return f"Role{next(_calls)}x{os.getpid()}"
+
+
+def _profile(user: dict) -> dict:
+    """`user` with an email and an `external_id` no other user has, and metadata keys of 1 to 40 characters.
+
+    The generator repeats its values (the example's email, `"0"` as every external_id) and makes keys
+    of any length: left as they are, nearly every create after the first would be a 409 or a 400, by design
+    (the uniqueness and the key bound, which OpenAPI 3.0 cannot state, are tested in
+    tests/test_selfservice.py).
+    """
+    out = dict(user)
+    email = out.get("email")
+    if isinstance(email, str) and "@" in email and len(email) < 230:
+        out["email"] = f"c{os.getpid()}x{next(_calls)}-{email}"
+    if isinstance(out.get("external_id"), str):
+        out["external_id"] = f"{out['external_id'][:200]}-{os.getpid()}-{next(_calls)}"
+    if isinstance(out.get("metadata"), dict):
+        out["metadata"] = {k: v for k, v in out["metadata"].items() if 1 <= len(k) <= 40}
+    return out
 
 
 @schemathesis.hook
@@ -228,13 +256,31 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         case.body = {**body, "role_id": random.choice(roles)}
     elif label == "DELETE /v1/users/{user_id}/roles/{role_id}" and (pairs := _real("assignment")):
         path["user_id"], path["role_id"] = random.choice(pairs)
+    elif label == "DELETE /v1/users/{user_id}/mfa" and (user := _fresh("user")):
+        path["user_id"] = user[0]
+    elif label == "DELETE /v1/auth/sessions/{session_id}" and (session := _fresh("session")):
+        path["session_id"] = session[0]
+    elif label == "POST /v1/auth/password" and body is not None:
+        # The right current password, and the same one as the new: the run's account keeps its
+        # password (the hooks log in with it), and the change still ends its other sessions.
+        password = os.environ["TENANTRY_CONTRACT_PASSWORD"]
+        case.body = {"current_password": password, "new_password": password}
     elif label == "DELETE /v1/tenants/{tenant_id}/domains/{domain_id}" and (pair := _fresh("domain")):
         path["tenant_id"], path["domain_id"] = pair
     elif label == "POST /v1/users/batch" and body is not None and isinstance(body.get("users"), list):
         # An API key acts as an admin at most, and a batch is refused whole when one item asks
         # for an owner: most random batches hold one, so a key run would rarely see a 201.
-        case.body = {**body, "users": [{**u, "role": "member"} if isinstance(u, dict) and u.get("role") == "owner"
-                                       else u for u in body["users"]]}
+        case.body = {**body, "users": [_profile({**u, "role": "member"} if u.get("role") == "owner" else u)
+                                       if isinstance(u, dict) else u for u in body["users"]]}
+    elif label == "POST /v1/users" and body is not None:
+        case.body = _profile(body)
+    elif label == "PUT /v1/users/{user_id}" and body is not None and (user := _fresh("user")):
+        # A member made for the case, replaced as one (a role above the caller's, or suspending
+        # oneself, are refusals by design).
+        path["user_id"] = user[0]
+        case.body = {**_profile(body), "role": "member"}
+    elif label == "GET /v1/events/{event_id}" and (ids := _real("event_id")):
+        path["event_id"] = random.choice(ids)
     else:
         return case
     case.path_parameters = path
@@ -243,7 +289,7 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
 
 @schemathesis.hook
 def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs: object) -> None:
-    """Makes every Idempotency-Key the generator sends unique to its call.
+    """Makes every Idempotency-Key the generator sends unique to its call, and keeps the fixture's password.
 
     The generator repeats header values across cases (the spec's example above all), and the
     same key with another request is a 422 IDEMPOTENCY_KEY_REUSED by design, or a replay of the
@@ -251,6 +297,13 @@ def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs
     operation. A valid key stays valid (its first 200 characters and a suffix: at most 255); an
     invalid one is left as it is, to be refused. Reuse and replay are tested in tests/test_idempotency.py.
     """
+    body = case.body if isinstance(case.body, dict) else None
+    if case.operation.path == "/v1/auth/password" and body is not None \
+            and body.get("current_password") == os.environ["TENANTRY_CONTRACT_PASSWORD"]:
+        # Every call, the spec's examples included (map_case does not see those): the example's
+        # current password is the fixture's, and a change to another one would lock the hooks,
+        # which log in with it, out for the rest of the run.
+        case.body = {**body, "new_password": body["current_password"]}
     for name in ("Idempotency-Key", "X-Idempotency-Key"):
         value = (case.headers or {}).get(name)
         if isinstance(value, str) and 1 <= len(value) <= 255:
