@@ -11,7 +11,7 @@ from policies import Resource
 from tenantry.access import user_view
 from tenantry.authz import acting_tenant, authorize, authorize_grant, current_access, target
 from tenantry.envelope import no_content, one, page
-from tenantry.errors import Conflict
+from tenantry.errors import Conflict, Detail, ValidationFailed
 from tenantry.security import hash_password
 
 
@@ -34,9 +34,22 @@ def _change(body: dict[str, Any], action: str) -> User:
     return user
 
 
+def _status_filter(status: str | None, is_active: bool | None) -> str | None:
+    """The status the list keeps, from `status` and seed 004's `is_active`; a 400 when they disagree."""
+    if is_active is None:
+        return status
+    wanted = "active" if is_active else "suspended"  # the statuses that are not active
+    if status is not None and status != wanted:
+        message = f"is_active={str(is_active).lower()} and status={status} select no user together"
+        raise ValidationFailed(message + ".", [Detail(message, "is_active"), Detail(message, "status")])
+    return wanted
+
+
 def list_users(status: str | None = None, role: str | None = None, search: str | None = None,
-               ordering: str = "-created_at", limit: int = 20, offset: int = 0) -> dict[str, Any]:
+               ordering: str = "-created_at", limit: int = 20, offset: int = 0,
+               is_active: bool | None = None) -> dict[str, Any]:
     """The tenant's users, filtered and ordered."""
+    status = _status_filter(status, is_active)
     access = current_access()
     return page(User.search(access.tenant_id, status, role, search, ordering), limit, offset,
                 lambda user: user_view(user, access))

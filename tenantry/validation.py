@@ -128,6 +128,10 @@ def describe(error: ValidationError, root: str = "") -> Detail:
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return Detail("is required", _join(path, missing))
+    if kind == "anyOf" and all(set(part) == {"required"} for part in value):
+        # "one of these sets of fields is required" (an alias, or two ways to give a name)
+        choices = [" and ".join(part["required"]) for part in value]
+        return Detail(f"is required (or {', '.join(choices[1:])})", _join(path, choices[0].split(" and ")[0]))
     if kind == "additionalProperties":
         extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         name = extras[0] if extras else ""
