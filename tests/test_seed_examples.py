@@ -184,6 +184,13 @@ def test_seed_002_api_key_as_a_bearer_token(api, owner):
     assert_error(api.get("/v1/users", headers={"Authorization": "Bearer sk_live_short"}), 401, "AUTHENTICATION_FAILED")
 
 
+def test_with_both_headers_authorization_is_used(api, owner):
+    secret = _key(api, owner)  # a read-only key
+    body = {"email": unique_email(), "password": PASSWORD, "first_name": "K", "last_name": "Ey"}
+    both = api.post("/v1/users", json=body, headers={**owner.headers, "X-API-Key": secret})
+    assert both.status_code == 201, both.text
+
+
 def test_a_bearer_api_key_is_refused_where_only_an_access_token_does(api, owner):
     secret = _key(api, owner)
     assert_error(api.get("/v1/auth/me", headers={"Authorization": f"Bearer {secret}"}), 401, "AUTHENTICATION_FAILED")
