@@ -32,7 +32,7 @@ from tenantry.ids import new_id
 GENESIS = "0" * 64
 PLATFORM = "-"  # the chain of what happens outside any tenant (a failed login for an unknown email)
 REDACTED = "[REDACTED]"
-_SECRET_KEYS = frozenset({"code", "mfa_code", "recovery_codes", "otpauth_uri", "secret_key"})
+_SECRET_KEYS = frozenset({"code", "mfa_code", "recovery_codes", "otpauth_uri", "secret_key", "refresh"})
 _SECRET_WORDS = ("password", "secret", "token", "_hash")
 
 

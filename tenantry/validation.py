@@ -130,8 +130,10 @@ def describe(error: ValidationError, root: str = "") -> Detail:
         return Detail("is required", _join(path, missing))
     if kind == "anyOf" and all(set(part) == {"required"} for part in value):
         # "one of these sets of fields is required" (an alias, or two ways to give a name)
-        choices = [" and ".join(part["required"]) for part in value]
-        return Detail(f"is required (or {', '.join(choices[1:])})", _join(path, choices[0].split(" and ")[0]))
+        first = value[0]["required"]
+        missing = [name for name in first if not isinstance(error.instance, dict) or name not in error.instance]
+        others = " or ".join(" and ".join(part["required"]) for part in value[1:])
+        return Detail(f"is required (or {others})", _join(path, (missing or first)[0]))
     if kind == "additionalProperties":
         extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         name = extras[0] if extras else ""

@@ -80,6 +80,14 @@ def test_username_and_email_that_differ_are_400_naming_both_and_neither_is_400(a
     assert error["details"][0]["field"] == "email" and "username" in error["details"][0]["message"]
 
 
+def test_a_failed_username_login_is_on_the_audit_trail_with_its_email(api, owner):
+    body = {"username": owner.email, "password": "wrong-password-1"}
+    response = api.post("/v1/auth/login", json=body, headers={"X-Tenant-ID": owner.tenant["id"]})
+    assert_error(response, 401, "AUTHENTICATION_FAILED")
+    failed = api.get("/v1/audit-logs", params={"action": "user.login_failed"}, headers=owner.headers).json()["data"]
+    assert failed[0]["new_values"] == {"email": owner.email, "reason": "AUTHENTICATION_FAILED"}
+
+
 def test_seed_004_refresh_with_refresh_and_no_grant_type(api, owner):
     # POST /api/auth/token/refresh/ {"refresh": ...} -> POST /v1/auth/token
     response = api.post("/v1/auth/token", json={"refresh": owner.refresh_token})
@@ -158,7 +166,8 @@ def test_full_name_with_first_name_is_400_and_no_name_at_all_is_400(api):
     error = assert_error(api.post("/v1/auth/register", json=body), 400, "VALIDATION_ERROR")
     assert {d["field"] for d in error["details"]} == {"full_name", "first_name"}
     del body["full_name"], body["first_name"]
-    assert_error(api.post("/v1/auth/register", json=body), 400, "VALIDATION_ERROR")
+    error = assert_error(api.post("/v1/auth/register", json={**body, "first_name": "J"}), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "last_name", "message": "is required (or full_name)"}]
 
 
 def test_seed_002_api_key_as_a_bearer_token(api, owner):
