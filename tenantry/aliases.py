@@ -17,6 +17,10 @@ def either(body: dict[str, Any], name: str, alias: str) -> Any:
     return value if value is not None else other
 
 
+#: The longest first or last name (users.yaml#/PersonName).
+MAX_NAME = 100
+
+
 def split_full_name(body: dict[str, Any]) -> tuple[str, str]:
     """Returns (first_name, last_name) from the body's own names or its `full_name` (split at the last space)."""
     full = body.get("full_name")
@@ -32,7 +36,12 @@ def split_full_name(body: dict[str, Any]) -> tuple[str, str]:
             ],
         )
     first, _, last = full.strip().rpartition(" ")
-    return (first.strip() or last), last
+    first = first.strip() or last
+    if len(first) > MAX_NAME or len(last) > MAX_NAME:
+        raise ValidationFailed(
+            details=[Detail(f"must split into first and last names of at most {MAX_NAME} characters", "full_name")]
+        )
+    return first, last
 
 
 def check_confirmation(body: dict[str, Any], name: str, confirm: str) -> None:

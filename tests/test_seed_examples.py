@@ -168,6 +168,9 @@ def test_full_name_with_first_name_is_400_and_no_name_at_all_is_400(api):
     del body["full_name"], body["first_name"]
     error = assert_error(api.post("/v1/auth/register", json={**body, "first_name": "J"}), 400, "VALIDATION_ERROR")
     assert error["details"] == [{"field": "last_name", "message": "is required (or full_name)"}]
+    long = {"email": unique_email(), "password": PASSWORD, "full_name": "x" * 150, "tenant_name": "X"}
+    error = assert_error(api.post("/v1/auth/register", json=long), 400, "VALIDATION_ERROR")
+    assert error["details"][0]["field"] == "full_name"
 
 
 def test_seed_002_api_key_as_a_bearer_token(api, owner):
