@@ -8,7 +8,7 @@ from models.audit import AuditEntry
 from models.base import current_livemode
 from tenantry.authz import acting_tenant
 from tenantry.envelope import cursor_page, one
-from tenantry.times import query_moment
+from tenantry.times import query_bound
 
 
 def list_audit_logs(action: str | None = None, resource_type: str | None = None, resource_id: str | None = None,
@@ -20,7 +20,7 @@ def list_audit_logs(action: str | None = None, resource_type: str | None = None,
         acting_tenant(), limit, current_livemode() if livemode is None else livemode, starting_after,
         action=action, resource_type=resource_type,
         resource_id=resource_id, actor_id=user_id,
-        date_from=query_moment(date_from, "date_from"), date_to=query_moment(date_to, "date_to"))
+        date_from=query_bound(date_from, "date_from"), date_to=query_bound(date_to, "date_to", end=True))
     return cursor_page([e.as_dict() for e in entries], limit, has_more)
 
 

@@ -9,6 +9,7 @@ from flask import Response, current_app, request
 from models import Domain, Session, Tenant, User, accounts, mfa
 from tenantry import audit
 from tenantry.access import user_view
+from tenantry.aliases import check_confirmation, either, split_full_name
 from tenantry.authz import current_principal
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import (
@@ -50,8 +51,9 @@ def register(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]
     """Creates a tenant and its owner (201), unless self-signup is off (403)."""
     if not current_app.extensions["tenantry"].settings.self_signup:
         raise SignupDisabled()
-    owner = User.build(None, body["email"], hash_password(body["password"]),
-                       body["first_name"], body["last_name"], role="owner")
+    check_confirmation(body, "password", "password_confirm")
+    first_name, last_name = split_full_name(body)
+    owner = User.build(None, body["email"], hash_password(body["password"]), first_name, last_name, role="owner")
     tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner,
                                      current_app.extensions["tenantry"].settings.default_plan)
     return one({"user": user_view(user), "tenant": tenant.as_dict()}, 201)
@@ -61,7 +63,7 @@ def _login_candidates(body: dict[str, Any]) -> list[User]:
     """The accounts the login names: its email in the tenant it names, or in every tenant."""
     tenant_id = (body.get("tenant_id") or request.headers.get("X-Tenant-ID")
                  or Domain.verified_tenant_for_host(request.host))
-    return User.candidates_for_login(body["email"], tenant_id)
+    return User.candidates_for_login(either(body, "email", "username"), tenant_id)
 
 
 def _matching(candidates: list[User], password: str) -> list[User]:
@@ -103,15 +105,17 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 def refresh_token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Rotates a refresh token: a new pair for the same session; a replay revokes the session."""
-    session, refresh = accounts.rotate_refresh_token(body["refresh_token"])
+    session, refresh = accounts.rotate_refresh_token(either(body, "refresh_token", "refresh"))
     user = User.get_by_id(session.user_id)
     _check_active(user)
     return one(_token_pair(session, refresh, user))
 
 
-def logout() -> Response:
-    """Revokes the caller's session (204)."""
-    Session.revoke(current_principal().session_id)
+def logout(body: dict[str, Any] | None = None) -> Response:
+    """Revokes the caller's session, or the caller's session a given refresh token belongs to (204)."""
+    principal = current_principal()
+    token = either(body, "refresh_token", "refresh") if body else None
+    Session.revoke(principal.session_id if token is None else accounts.own_session_of(token, principal.user.id))
     return no_content()
 
 

@@ -7,12 +7,13 @@ from typing import Any
 
 from flask import Response, current_app
 
-from models import Domain, Tenant
+from models import Domain, Tenant, User, accounts
 from models.usage import UsageCounter
 from policies import Resource
 from tenantry.authz import authorize, target, visible_tenant
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import Detail, ValidationFailed
+from tenantry.security import hash_password
 
 
 def _changes(tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
@@ -28,17 +29,33 @@ def list_tenants(status: str | None = None, search: str | None = None, limit: in
     return page(Tenant.search(status, search), limit, offset, Tenant.as_dict)
 
 
+def _first_owner(body: dict[str, Any]) -> User | None:
+    """The owner seed 003 makes with the tenant (`admin_email` and `admin_password`), if asked for."""
+    given = [name for name in ("admin_email", "admin_password") if name in body]
+    if not given:
+        return None
+    if len(given) == 1:
+        missing = "admin_password" if given == ["admin_email"] else "admin_email"
+        raise ValidationFailed(f"{given[0]} needs {missing}.", [Detail(f"is required with {given[0]}", missing)])
+    return User.build(None, body["admin_email"], hash_password(body["admin_password"]), "Admin", body["name"][:100],
+                      role="owner")
+
+
+def _with_domains(tenant: Tenant) -> dict[str, Any]:
+    return {**tenant.as_dict(), "domains": [d.as_dict() for d in Domain.of_tenant(tenant.id)]}
+
+
 def create_tenant(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """A new, empty tenant (operator)."""
-    tenant = Tenant.create_tenant(body["name"], body.get("status", "active"), body.get("settings"),
-                                  body.get("plan", current_app.extensions["tenantry"].settings.default_plan),
-                                  body.get("rate_limits"))
-    return one(tenant.as_dict(), 201, location=f"/v1/tenants/{tenant.id}")
+    """A new tenant (operator), with its primary domain and first owner when given, all or nothing."""
+    tenant, _ = accounts.create_tenant(
+        body["name"], body.get("domain"), _first_owner(body), body.get("status", "active"), body.get("settings"),
+        body.get("plan", current_app.extensions["tenantry"].settings.default_plan), body.get("rate_limits"))
+    return one(_with_domains(tenant), 201, location=f"/v1/tenants/{tenant.id}")
 
 
 def get_tenant(tenant_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """One tenant."""
-    return one(target().as_dict())
+    """One tenant, with its domains (one more query)."""
+    return one(_with_domains(target()))
 
 
 def update_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -68,8 +85,7 @@ def delete_tenant(tenant_id: str) -> Response:
 def list_domains(tenant_id: str, limit: int = 20, offset: int = 0) -> dict[str, Any]:
     """The tenant's domains, primary first."""
     tenant = visible_tenant(tenant_id)
-    query = Domain.for_tenant(tenant.id).order_by(Domain.is_primary.desc(), Domain.domain)
-    return page(query, limit, offset, Domain.as_dict)
+    return page(Domain.of_tenant(tenant.id), limit, offset, Domain.as_dict)
 
 
 def add_domain(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:

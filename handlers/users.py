@@ -12,7 +12,7 @@ from policies import Resource
 from tenantry.access import user_view
 from tenantry.authz import acting_tenant, authorize, authorize_grant, current_access, target
 from tenantry.envelope import no_content, one, page
-from tenantry.errors import Conflict
+from tenantry.errors import Conflict, Detail, ValidationFailed
 from tenantry.security import hash_password
 from tenantry.times import query_moment
 
@@ -39,11 +39,27 @@ def _change(body: dict[str, Any], action: str) -> User:
     return user
 
 
+def _status_filter(status: list[str] | None, is_active: bool | None) -> list[str] | None:
+    """The statuses the list keeps, from `status` and seed 004's `is_active`; a 400 when they allow none."""
+    if is_active is None:
+        return status
+    wanted = ["active"] if is_active else ["suspended"]  # every status that is not active
+    if status:
+        kept = [value for value in status if value in wanted]
+        if not kept:
+            message = (f"is_active={str(is_active).lower()} and status={','.join(status)} "
+                       "select no user together")
+            raise ValidationFailed(message + ".", [Detail(message, "is_active"), Detail(message, "status")])
+        return kept
+    return wanted
+
+
 def list_users(status: list[str] | None = None, role: str | None = None, search: str | None = None,
                ordering: str = "-created_at", limit: int = 20, offset: int = 0, external_id: str | None = None,
                email: str | None = None, created_from: str | None = None,
-               created_to: str | None = None) -> dict[str, Any]:
+               created_to: str | None = None, is_active: bool | None = None) -> dict[str, Any]:
     """The tenant's users, filtered and ordered."""
+    status = _status_filter(status, is_active)
     access = current_access()
     query = User.search(access.tenant_id, status or None, role, search, ordering, external_id=external_id,
                         email=email, created_from=query_moment(created_from, "created_from"),

@@ -14,17 +14,42 @@ def register(tenant_name: str, tenant_domain: str | None, owner: User, plan: str
 
     Raises Conflict (and writes nothing) when the domain belongs to another tenant.
     """
+    return create_tenant(tenant_name, tenant_domain, owner, plan=plan)
+
+
+def create_tenant(name: str, domain: str | None, owner: User | None, status: str = "active",
+                  settings: dict[str, str] | None = None, plan: str = "standard",
+                  rate_limits: dict[str, int] | None = None) -> tuple[Tenant, User | None]:
+    """Creates a tenant with its optional primary domain (unverified) and first owner, in one transaction.
+
+    Raises Conflict (and writes nothing) when the domain belongs to another tenant.
+    """
     with database.atomic():
-        tenant = Tenant.create_tenant(tenant_name, plan=plan)
-        owner.tenant_id = tenant.id
-        owner.role = "owner"
-        User.insert_many_checked([owner])
-        if tenant_domain:
-            Domain.upsert(tenant.id, tenant_domain, is_primary=True, verified=False)
+        tenant = Tenant.create_tenant(name, status, settings, plan, rate_limits)
+        if owner is not None:
+            owner.tenant_id = tenant.id
+            owner.role = "owner"
+            User.insert_many_checked([owner])
+        if domain:
+            Domain.upsert(tenant.id, domain, is_primary=True, verified=False)
     return tenant, owner
 
 
 _ENDED = "The session behind this refresh token has ended (logged out, revoked or expired); log in again."
+
+
+def own_session_of(token: str, user_id: str) -> str:
+    """Returns the id of the live session `token` (an unspent refresh token) belongs to, when it is `user_id`'s.
+
+    Raises AuthenticationFailed, the same for an unknown, spent or expired token and another
+    account's, so nothing is learnt about other sessions.
+    """
+    stored = RefreshToken.find(token)
+    session = Session.get_or_none(Session.id == stored.session_id) if stored is not None else None
+    if (session is None or session.user_id != user_id or not session.is_live
+            or stored.used_at is not None or stored.expired):
+        raise AuthenticationFailed("The refresh token is invalid.")
+    return session.id
 
 
 def rotate_refresh_token(token: str) -> tuple[Session, str]:

@@ -32,7 +32,7 @@ from tenantry.ids import new_id
 GENESIS = "0" * 64
 PLATFORM = "-"  # the chain of what happens outside any tenant (a failed login for an unknown email)
 REDACTED = "[REDACTED]"
-_SECRET_KEYS = frozenset({"code", "mfa_code", "recovery_codes", "otpauth_uri", "secret_key"})
+_SECRET_KEYS = frozenset({"code", "mfa_code", "recovery_codes", "otpauth_uri", "secret_key", "refresh"})
 _SECRET_WORDS = ("password", "secret", "token", "_hash")
 
 
@@ -58,6 +58,15 @@ class AuditChain(BaseModel):
     last_hash = CharField(max_length=64)
     first_sequence = BigIntegerField()
     anchor_hash = CharField(max_length=64)  # the previous_hash the first kept entry must carry
+
+
+def verb_forms(verb: str) -> list[str]:
+    """Returns the last parts of the actions a bare verb stands for: itself and its past tense.
+
+    `create` -> `created` (every `*.created`), `update` -> `updated`, `delete` -> `deleted`,
+    `add` -> `added`, `login` -> `login` and `logined` (only `user.login` exists).
+    """
+    return [verb, verb + "d" if verb.endswith("e") else verb + "ed"]
 
 
 class AuditEntry(TenantScopedModel):
@@ -131,6 +140,10 @@ class AuditEntry(TenantScopedModel):
             if cursor is None:  # another tenant's entry answers the same: it does not exist here
                 raise NotFound("starting_after names no entry of this tenant's audit trail.")
             query = query.where(cls.sequence < cursor.sequence)
+        if action is not None and "." not in action:  # a bare verb: any resource's action of it
+            forms = [cls.action.endswith("." + form) for form in verb_forms(action)]
+            query = query.where(forms[0] | forms[1])
+            action = None
         for column, value in ((cls.action, action), (cls.resource_type, resource_type),
                               (cls.resource_id, resource_id), (cls.actor_id, actor_id)):
             if value is not None:

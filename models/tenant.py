@@ -161,6 +161,11 @@ class Domain(TenantScopedModel):
         return row, created
 
     @classmethod
+    def of_tenant(cls, tenant_id: str) -> Any:
+        """Returns the tenant's domains, primary first, then by name."""
+        return cls.for_tenant(tenant_id).order_by(cls.is_primary.desc(), cls.domain)
+
+    @classmethod
     def verified_tenant_for_host(cls, host: str) -> str | None:
         """Returns the id of the tenant whose verified domain is `host` (port ignored), if any."""
         name = host.rsplit(":", 1)[0].lower() if host and not host.startswith("[") else ""

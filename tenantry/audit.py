@@ -118,7 +118,8 @@ def record_change(action: str, kwargs: dict[str, Any], response: Response, befor
     if status == 401 and action in _FAILURE_RECORDED:
         body = kwargs.get("body") if isinstance(kwargs.get("body"), dict) else {}
         error = json.loads(response.get_data()).get("error", {})
-        _append(f"{action}_failed", None, {"email": body.get("email"), "reason": error.get("code")}, None, None)
+        who = body.get("email") or body.get("username")  # `username` is login's alias of `email`
+        _append(f"{action}_failed", None, {"email": who, "reason": error.get("code")}, None, None)
         return
     if status >= 400:
         return

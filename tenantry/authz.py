@@ -54,6 +54,7 @@ from tenantry.errors import (
 )
 from tenantry.mutation import run_changing
 from tenantry.net import client_ip, parse_networks
+from tenantry.paging import paginated
 from tenantry.spec import RESERVED_PERMISSIONS, handler_name
 
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -381,7 +382,8 @@ def _check_permission(principal: Principal, permission: str, operation_id: str, 
 
 
 def enforce(func: Callable[..., Any], operation_id: str, permission: str,
-            audit_action: str | None = None, event_type: str | None = None) -> Callable[..., Any]:
+            audit_action: str | None = None, event_type: str | None = None,
+            takes_keys: bool = True) -> Callable[..., Any]:
     """Returns `func` wrapped so the operation's permission is checked before it runs.
 
     A changing operation then runs through tenantry.mutation (one transaction, idempotency, its
@@ -396,6 +398,9 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str,
             info["operation"] = operation_id
         g.operation_id = operation_id
         if permission != "public":
+            if not takes_keys and (connexion.context.context.get("token_info") or {}).get("kind") == "api_key":
+                # `Authorization: Bearer sk_...` where the spec takes access tokens only (the account's own).
+                raise AuthenticationFailed("This operation takes an access token from login, not an API key.")
             principal = g.principal if "principal" in g else _load_principal()
             g.principal = principal
             use_livemode(principal.livemode)
@@ -434,5 +439,9 @@ class EnforcingResolver(Resolver):
         audit_action = operation._operation.get("x-audit-action") or None
         # The event is the audit action unless the operation names another, or none (false).
         event_type = operation._operation.get("x-event-type", audit_action) or None
-        func = self.resolve_function_from_operation_id(handler_name(operation._operation))
-        return Resolution(enforce(func, operation_id, permission, audit_action, event_type), operation_id)
+        security = operation._operation.get("security")
+        takes_keys = security is None or any("apiKeyAuth" in requirement for requirement in security)
+        func = paginated(self.resolve_function_from_operation_id(handler_name(operation._operation)),
+                         operation._operation)
+        return Resolution(enforce(func, operation_id, permission, audit_action, event_type, takes_keys),
+                          operation_id)

@@ -10,8 +10,8 @@ Every operation declares its class in the spec (`x-rate-limit`):
   client address gets `TENANTRY_RATE_LIMIT_IP`. The platform operator is held to the address
   limit only: it belongs to no plan.
 - `auth` (login, signup, token refresh, MFA): also the harder `TENANTRY_RATE_LIMIT_AUTH_IP` per
-  address and `TENANTRY_RATE_LIMIT_AUTH_ACCOUNT` per account (the email, the refresh token, or
-  the signed-in user).
+  address and `TENANTRY_RATE_LIMIT_AUTH_ACCOUNT` per account (the email or its alias `username`,
+  the refresh token or its alias `refresh`, JSON or form, or the signed-in user).
 - `none` (health, metrics, the spec): not limited, so monitoring never competes with traffic.
 
 Counts live in a table in memory shared by the worker processes of one `tenantry serve`
@@ -170,11 +170,15 @@ class RateLimits:
         if principal is not None:
             return f"account:{principal.id}"
         body = request.get_json(silent=True, cache=True)
-        body = body if isinstance(body, dict) else {}
-        if isinstance(body.get("email"), str):
-            return "email:" + hashlib.sha256(body["email"].strip().casefold().encode()).hexdigest()[:32]
-        if isinstance(body.get("refresh_token"), str):
-            return "token:" + hashlib.sha256(body["refresh_token"].encode()).hexdigest()[:32]
+        if not isinstance(body, dict):  # an OAuth 2.0 form (`POST /v1/auth/token`), or no body
+            body = request.form.to_dict() if request.mimetype == "application/x-www-form-urlencoded" else {}
+        # The seeds' aliases (`username`, `refresh`) name the same account: the same budget.
+        email = body.get("email") if isinstance(body.get("email"), str) else body.get("username")
+        if isinstance(email, str):
+            return "email:" + hashlib.sha256(email.strip().casefold().encode()).hexdigest()[:32]
+        token = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else body.get("refresh")
+        if isinstance(token, str):
+            return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
         return f"address:{self._address()}"
 
     def _budget(self) -> tuple[int, int]:

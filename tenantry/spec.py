@@ -317,6 +317,17 @@ def event_catalog(doc: dict[str, Any]) -> set[str]:
     return set(schema.get("enum", []))
 
 
+def _deref(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Returns the object a local `#/...` reference names (the node itself when it is none)."""
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return node
+    target: Any = doc
+    for part in ref[2:].split("/"):
+        target = target.get(part, {}) if isinstance(target, dict) else {}
+    return target if isinstance(target, dict) else {}
+
+
 def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> list[str]:
     """Returns what an operation fails to declare of the core's guarantees.
 
@@ -331,6 +342,11 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     """
     problems = [f"must declare {status} (the request limits)" for status in ("414", "431")
                 if status not in op.get("responses", {})]
+    parameters = [_deref(doc, p) for p in op.get("parameters", ())]
+    query = {p.get("name") for p in parameters if p.get("in") == "query"}
+    if "offset" in query and not {"page", "page_size", "size"} <= query:
+        # tenantry.paging gives every offset list the page style too (seeds 002 and 004).
+        problems.append("is an offset list: must take page, page_size and size as well as limit and offset")
     if "415" not in op.get("responses", {}):
         # A body of no or an undeclared type is refused on every operation, one without a body too.
         problems.append("must declare 415 (a body of a type it does not take)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from tenantry.errors import Detail, ValidationFailed
 
@@ -52,3 +52,21 @@ def query_moment(value: str | None, name: str) -> datetime | None:
         return parse_rfc3339(value)
     except ValueError:
         raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def query_bound(value: str | None, name: str, end: bool = False) -> datetime | None:
+    """Returns a date-time query parameter, or a date (`YYYY-MM-DD`) as its whole UTC day, as naive UTC.
+
+    A date is the day's first moment, or with `end` its last (an inclusive upper bound). None when
+    absent; a 400 ValidationFailed naming the parameter when it is neither.
+    """
+    if value is not None and _DAY.match(value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValidationFailed(details=[Detail("is not a date (YYYY-MM-DD) or RFC 3339 date-time", name)]) from None
+        return datetime.combine(day, time.max if end else time.min)
+    return query_moment(value, name)

@@ -187,6 +187,25 @@ def test_login_is_limited_per_account_and_per_address():
         live.stop()
 
 
+def test_a_login_by_username_spends_the_same_account_budget_as_by_email():
+    # Issue 13: seed 004's `username` alias must not be a way around the per-account limit.
+    live = start_server(**DEFAULTS)
+    try:
+        with live.client() as api:
+            owner = register(api)  # a signup and a login: two of the account's 10
+            wrong = {"password": "wrong-password!", "tenant_id": owner.tenant["id"]}
+            answers = [api.post("/v1/auth/login", json={**wrong, name: owner.email}).status_code
+                       for name in ["email", "username"] * 5]
+            assert answers == [401] * 8 + [429] * 2, answers
+            # A refresh token as `refresh`, in a form, counts for that token like `refresh_token` in JSON.
+            token = {"refresh_token": f"rt_{uuid.uuid4().hex}"}
+            tries = [api.post("/v1/auth/token", json=token), api.post("/v1/auth/token", data=token),
+                     api.post("/v1/auth/token", json={"refresh": token["refresh_token"]})]
+            assert [limited(r)[1] for r in tries] == [9, 8, 7], [r.headers for r in tries]
+    finally:
+        live.stop()
+
+
 def test_two_processes_on_one_redis_share_one_budget():
     live = start_server(workers=2, REDIS_URL=REDIS_URL, TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}",
                         **DEFAULTS)

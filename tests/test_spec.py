@@ -56,6 +56,13 @@ def test_check_requires_every_operation_to_declare_415():
     assert "GET /v1/users: must declare 415" in "\n".join(check(broken))
 
 
+def test_check_requires_every_offset_list_to_take_the_page_style_too():
+    broken = bundle(ROOT / "openapi" / "openapi.yaml")
+    op = broken["paths"]["/v1/auth/sessions"]["get"]
+    op["parameters"] = [p for p in op["parameters"] if not p["$ref"].endswith(("/Page", "/PageSize", "/Size"))]
+    assert "GET /v1/auth/sessions: is an offset list: must take page, page_size and size" in "\n".join(check(broken))
+
+
 def test_bundle_refuses_a_dangling_ref(tmp_path):
     (tmp_path / "openapi.yaml").write_text("openapi: 3.0.3\npaths:\n  /x:\n    $ref: 'paths/missing.yaml#/x'\n")
     with pytest.raises(SpecError):

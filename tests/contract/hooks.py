@@ -217,7 +217,8 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
 
     Their success needs a row the generator cannot make up or reach by a link: an audit entry
     (there is no create), a permission no role uses, a role of the tenant's own with a new name,
-    a user and a role to assign, an assignment to remove, a domain to delete, a user to delete;
+    a user and a role to assign, an assignment to remove, a domain to delete, a user to delete,
+    a live refresh token to exchange or to log out with;
     and a role's permissions must exist in the tenant, which a schema cannot say (random names
     are 400s), so role bodies get a real one and a new name. Only positive cases
     are changed (a negative case must stay invalid), and only every other one, so the
@@ -267,6 +268,13 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         case.body = {"current_password": password, "new_password": password}
     elif label == "DELETE /v1/tenants/{tenant_id}/domains/{domain_id}" and (pair := _fresh("domain")):
         path["tenant_id"], path["domain_id"] = pair
+    elif label in ("POST /v1/auth/token", "POST /v1/auth/logout") and body is not None:
+        # A live refresh token of the fixture account (a session of its own, from a fresh login),
+        # under whichever of the names the case uses, `refresh_token` or its alias `refresh`
+        # (issue 13): a random token is a 401 and two different ones a 400, by design.
+        names = [name for name in ("refresh_token", "refresh") if name in body] or ["refresh_token"]
+        token = _login()["refresh_token"]
+        case.body = {**body, **dict.fromkeys(names, token)}
     elif label == "POST /v1/users/batch" and body is not None and isinstance(body.get("users"), list):
         # An API key acts as an admin at most, and a batch is refused whole when one item asks
         # for an owner: most random batches hold one, so a key run would rarely see a 201.

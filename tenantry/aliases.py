@@ -1,0 +1,50 @@
+"""Request fields that other APIs (the seed documents) name differently: one value under either name."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from tenantry.errors import Detail, ValidationFailed
+
+
+def either(body: dict[str, Any], name: str, alias: str) -> Any:
+    """Returns `body[name]`, else `body[alias]`, else None; both given with different values is a 400 naming both."""
+    value, other = body.get(name), body.get(alias)
+    if value is not None and other is not None and value != other:
+        message = f"is an alias of {name}; send one, or both with the same value"
+        raise ValidationFailed(f"{name} and {alias} differ.", [Detail(message, alias), Detail(message, name)])
+    return value if value is not None else other
+
+
+#: The longest first or last name (users.yaml#/PersonName).
+MAX_NAME = 100
+
+
+def split_full_name(body: dict[str, Any]) -> tuple[str, str]:
+    """Returns (first_name, last_name) from the body's own names or its `full_name` (split at the last space)."""
+    full = body.get("full_name")
+    if full is None:
+        return body["first_name"], body["last_name"]
+    given = [n for n in ("first_name", "last_name") if n in body]
+    if given:
+        raise ValidationFailed(
+            "Give full_name or first_name and last_name, not both.",
+            [
+                Detail(f"cannot be sent with {', '.join(given)}", "full_name"),
+                *(Detail("cannot be sent with full_name", n) for n in given),
+            ],
+        )
+    first, _, last = full.strip().rpartition(" ")
+    first = first.strip() or last
+    if len(first) > MAX_NAME or len(last) > MAX_NAME:
+        raise ValidationFailed(
+            details=[Detail(f"must split into first and last names of at most {MAX_NAME} characters", "full_name")]
+        )
+    return first, last
+
+
+def check_confirmation(body: dict[str, Any], name: str, confirm: str) -> None:
+    """Raises a 400 naming `confirm` when it is given and differs from `name`."""
+    if confirm in body and not hmac.compare_digest(body[confirm].encode(), body[name].encode()):
+        raise ValidationFailed(f"{confirm} does not match {name}.", [Detail(f"does not match {name}", confirm)])

@@ -1,0 +1,70 @@
+"""Page-numbered pagination (`page` with `page_size` or `size`, from seeds 002 and 004) on offset lists.
+
+Every offset-paginated list takes `limit`/`offset`; it also takes `page` (1 or more) with
+`page_size` or its alias `size` (1 to 100, default 20), turned here into limit and offset before
+the handler runs, so no handler knows of them. Mixing the two styles in one request is a 400
+naming the parameters, as is `page_size` and `size` with different values. Cursor lists
+(`starting_after`) keep their cursor and take none of these.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from flask import request
+
+from tenantry.errors import Detail, ValidationFailed
+
+PAGE_PARAMETERS = ("page", "page_size", "size")
+DEFAULT_PAGE_SIZE = 20
+
+
+def _offset_list(operation: dict[str, Any]) -> bool:
+    names = {p.get("name") for p in operation.get("parameters", ()) if p.get("in") == "query"}
+    return {"limit", "offset", *PAGE_PARAMETERS} <= names
+
+
+def page_window(page: int | None, page_size: int | None, size: int | None) -> tuple[int, int] | None:
+    """Returns (limit, offset) for the page parameters given, None when none was; 400 on a mix."""
+    if page is None and page_size is None and size is None:
+        return None
+    mixed = sorted(name for name in ("limit", "offset") if name in request.args)
+    if mixed:
+        given = [n for n, v in zip(PAGE_PARAMETERS, (page, page_size, size), strict=True) if v is not None]
+        message = f"cannot be combined with {', '.join(given)}; use limit and offset or page and page_size"
+        raise ValidationFailed(
+            "Give limit/offset or page/page_size, not both.", [Detail(message, name) for name in mixed]
+        )
+    if page_size is not None and size is not None and page_size != size:
+        message = "is an alias of page_size; send one, or both with the same value"
+        raise ValidationFailed("page_size and size differ.", [Detail(message, "size"), Detail(message, "page_size")])
+    limit = page_size if page_size is not None else size if size is not None else DEFAULT_PAGE_SIZE
+    return limit, ((page or 1) - 1) * limit
+
+
+def paginated(func: Callable[..., Any], operation: dict[str, Any]) -> Callable[..., Any]:
+    """Returns `func`, taking the page parameters too when the operation is an offset list."""
+    if not _offset_list(operation):
+        return func
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, page: int | None = None, page_size: int | None = None, size: int | None = None, **kwargs: Any
+    ) -> Any:
+        window = page_window(page, page_size, size)
+        if window is not None:
+            kwargs["limit"], kwargs["offset"] = window
+        return func(*args, **kwargs)
+
+    # Connexion unwraps `__wrapped__` to the handler to learn which arguments to pass: stop it here,
+    # at a signature that names the page parameters too.
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    signature = inspect.signature(func)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in PAGE_PARAMETERS]
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), *extra]
+    )
+    return wrapper
