@@ -64,7 +64,9 @@ def paginated(func: Callable[..., Any], operation: dict[str, Any]) -> Callable[.
     del wrapper.__wrapped__  # type: ignore[attr-defined]
     signature = inspect.signature(func)
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in PAGE_PARAMETERS]
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), *extra]
-    )
+    # A handler taking **kwargs keeps it last, as a signature must.
+    params = list(signature.parameters.values())
+    rest = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    named = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in PAGE_PARAMETERS]
+    wrapper.__signature__ = signature.replace(parameters=[*named, *extra, *rest])  # type: ignore[attr-defined]
     return wrapper
