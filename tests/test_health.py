@@ -171,6 +171,17 @@ def test_unknown_route_and_wrong_method_use_the_envelope(api):
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}
 
 
+def test_head_answers_gets_status_and_headers_without_a_body(api, owner):
+    # Every GET takes HEAD; with response validation on (tests, contract runs) the body-less answer
+    # was read as a JSON body of null and HEAD /health, /openapi.json, /v1/users answered 500.
+    for path, headers in (("/health", {}), ("/openapi.json", {}), ("/v1/users", owner.headers)):
+        for encoding in ("identity", "gzip"):
+            response = api.head(path, headers={**headers, "Accept-Encoding": encoding})
+            assert response.status_code == 200, (path, encoding, response.status_code)
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.content == b""
+
+
 def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect(api, owner):
     user_id = owner.user["id"]
     for method, path in (("GET", "/v1/users/"), ("POST", "/v1/users/"), ("GET", f"/v1/users/{user_id}/"),
