@@ -125,6 +125,19 @@ def test_token_takes_an_oauth_form_body(api, owner, server):
     assert "rt_secret_value" not in server.log() and "connexion.validators.form_data" not in server.log()
 
 
+def test_a_form_field_given_twice_is_400_naming_it_and_spends_nothing(api, owner):
+    # RFC 6749 section 3.2: parameters MUST NOT be included more than once. Connexion joined the two
+    # values with a comma ("rt_a,rt_b", a 401 for a token nobody sent) while the rate limiter keyed the
+    # request by the first value only.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    twice = f"refresh_token={owner.refresh_token}&refresh_token={owner.refresh_token}&grant_type=refresh_token"
+    error = assert_error(api.post("/v1/auth/token", content=twice, headers=form), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "refresh_token", "message": "must be given once"}]
+    # the token was not spent: it still refreshes
+    response = api.post("/v1/auth/token", data={"refresh_token": owner.refresh_token})
+    assert response.status_code == 200, response.text
+
+
 def test_seed_004_logout_with_the_refresh_token_body(api, owner):
     # POST /api/auth/logout/ with {"refresh": ...} -> POST /v1/auth/logout
     second = login(api, owner.email, tenant_id=owner.tenant["id"])
@@ -186,8 +199,10 @@ def test_full_name_of_unicode_spaces_is_split_as_the_names_pattern_reads_it(api)
     # The names' pattern counts only ASCII whitespace as blank, so " Ada" (NBSP) is a name; Python's
     # str.strip() removes NBSP too, and such a full_name left an owner with empty names: written,
     # then answered 500 (response validation) and shown as invalid names ever after.
-    for full_name, names in (("\u00a0\u00a0", ("\u00a0\u00a0", "\u00a0\u00a0")),
-                             ("\u2003Ada Lovelace\u2003", ("\u2003Ada", "Lovelace\u2003"))):
+    for full_name, names in (
+        ("\u00a0\u00a0", ("\u00a0\u00a0", "\u00a0\u00a0")),
+        ("\u2003Ada Lovelace\u2003", ("\u2003Ada", "Lovelace\u2003")),
+    ):
         email = unique_email()
         body = {"email": email, "password": PASSWORD, "full_name": full_name, "tenant_name": "Spaces"}
         response = api.post("/v1/auth/register", json=body)
