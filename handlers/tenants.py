@@ -29,6 +29,10 @@ def list_tenants(status: str | None = None, search: str | None = None, limit: in
     return page(Tenant.search(status, search), limit, offset, Tenant.as_dict)
 
 
+#: What the name patterns count as blank (tenants.yaml#/TenantName, users.yaml#/PersonName).
+_BLANK = "\t\n\x0b\x0c\r "
+
+
 def _first_owner(body: dict[str, Any]) -> User | None:
     """The owner seed 003 makes with the tenant (`admin_email` and `admin_password`), if asked for."""
     given = [name for name in ("admin_email", "admin_password") if name in body]
@@ -37,7 +41,10 @@ def _first_owner(body: dict[str, Any]) -> User | None:
     if len(given) == 1:
         missing = "admin_password" if given == ["admin_email"] else "admin_email"
         raise ValidationFailed(f"{given[0]} needs {missing}.", [Detail(f"is required with {given[0]}", missing)])
-    return User.build(None, body["admin_email"], hash_password(body["admin_password"]), "Admin", body["name"][:100],
+    # The tenant's name as the last name, without the blanks its pattern allows around it, so a cut
+    # to the name's 100 characters still holds a visible one (users.yaml#/PersonName).
+    last_name = body["name"].strip(_BLANK)[:100]
+    return User.build(None, body["admin_email"], hash_password(body["admin_password"]), "Admin", last_name,
                       role="owner")
 
 

@@ -172,8 +172,12 @@ class User(TenantScopedModel):
         if created_to is not None:
             # Inclusive at the millisecond the API shows: a user created at 06:12:27.123456 was
             # created "at" 06:12:27.123Z.
-            end = created_to.replace(microsecond=created_to.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
-            query = query.where(cls.created_at < end)
+            try:
+                end = created_to.replace(microsecond=created_to.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+            except OverflowError:  # the last millisecond of year 9999: every user was created before it
+                end = None
+            if end is not None:
+                query = query.where(cls.created_at < end)
         if role:
             query = query.where(cls.role == role)
         if search:

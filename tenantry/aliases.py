@@ -19,6 +19,8 @@ def either(body: dict[str, Any], name: str, alias: str) -> Any:
 
 #: The longest first or last name (users.yaml#/PersonName).
 MAX_NAME = 100
+#: What the names' pattern counts as blank: `[\t\n\x0b\x0c\r ]`.
+_BLANK = "\t\n\x0b\x0c\r "
 
 
 def split_full_name(body: dict[str, Any]) -> tuple[str, str]:
@@ -35,8 +37,10 @@ def split_full_name(body: dict[str, Any]) -> tuple[str, str]:
                 *(Detail("cannot be sent with full_name", n) for n in given),
             ],
         )
-    first, _, last = full.strip().rpartition(" ")
-    first = first.strip() or last
+    # Blank as the names' pattern reads it (users.yaml#/PersonName): ASCII whitespace only. Python's
+    # str.strip() also removes Unicode spaces (NBSP, em space), and a full_name of those left empty names.
+    first, _, last = full.strip(_BLANK).rpartition(" ")
+    first = first.strip(_BLANK) or last
     if len(first) > MAX_NAME or len(last) > MAX_NAME:
         raise ValidationFailed(
             details=[Detail(f"must split into first and last names of at most {MAX_NAME} characters", "full_name")]

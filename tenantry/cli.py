@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import secrets
@@ -234,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "stop it, or pick another port with --port)", file=sys.stderr)
             return 3
         _demo(settings, args.host, args.port)
-        _admit_loopback()
+        _admit_loopback(args.host)
         demo_worker = _start_demo_worker()
         # One uvicorn worker ends by re-raising the SIGTERM it caught, which would end this process
         # before the `finally` below stops the worker: here the re-raised signal unwinds instead.
@@ -286,8 +287,26 @@ def _port_problem(host: str, port: int) -> str | None:
 DEMO_ALLOWLIST = ("127.0.0.0/8", "::1/128")
 
 
-def _admit_loopback() -> None:
-    """Lets this demo's processes (server and worker) deliver webhooks to receivers on this machine."""
+def _listens_on_loopback_only(host: str) -> bool:
+    """True when `host` (serve's --host) is a loopback address or name: no other machine reaches the server."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _admit_loopback(host: str) -> None:
+    """Lets this demo's processes (server and worker) deliver webhooks to receivers on this machine,
+    when the demo listens on loopback only. Listening beyond it (`--host 0.0.0.0`), anyone who can
+    reach the server may sign up (self-signup is on) and would aim webhooks at this machine's own
+    services (an SSRF): then loopback stays refused, as outside a demo."""
+    if not _listens_on_loopback_only(host):
+        print(f"Webhooks: this demo listens on {host}, beyond this machine, so loopback is not admitted as a "
+              "webhook target (422 URL_NOT_ALLOWED); listen on 127.0.0.1 for local receivers, or admit a range "
+              "with TENANTRY_OUTBOUND_ALLOWLIST.", flush=True)
+        return
     current = [part.strip() for part in os.environ.get("TENANTRY_OUTBOUND_ALLOWLIST", "").split(",") if part.strip()]
     added = [net for net in DEMO_ALLOWLIST if net not in current]
     os.environ["TENANTRY_OUTBOUND_ALLOWLIST"] = ",".join([*current, *added])

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from a2wsgi.wsgi import build_environ
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,6 +64,9 @@ class CompressionMiddleware(GZipMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serves one request, compressing its answer when the client accepts gzip."""
+        if scope["type"] == "http" and scope.get("method") == "HEAD":
+            await self.app(scope, receive, self._as_get_would(scope, send))
+            return
 
         async def weak_etag(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -74,6 +77,37 @@ class CompressionMiddleware(GZipMiddleware):
             await send(message)
 
         await super().__call__(scope, receive, weak_etag)
+
+    def _as_get_would(self, scope: Scope, send: Send) -> Send:
+        """Returns `send` giving a HEAD answer the encoding headers GET's would have.
+
+        HEAD has no body, so Starlette's gzip never sees the 1 KB it compresses from and would leave
+        the headers of an identity answer where GET says gzip. Here a HEAD answer GET would compress
+        (of a compressible type, not partial, not encoded already, of at least `minimum_size` by its
+        Content-Length) says `Vary: Accept-Encoding`, and to a client accepting gzip `Content-Encoding:
+        gzip` with a weak ETag and no Content-Length (known only by compressing; RFC 9110 9.3.2).
+        """
+        accepts_gzip = "gzip" in Headers(scope=scope).get("accept-encoding", "")
+        excluded = set(self.exclude_content_types)
+
+        async def head_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(raw=message.setdefault("headers", []))
+                media = headers.get("content-type", "").partition(";")[0].strip().lower()
+                length = headers.get("content-length", "")
+                if (message["status"] != 206 and "content-encoding" not in headers and length.isdigit()
+                        and int(length) >= self.minimum_size and media
+                        and excluded.isdisjoint({media, media.partition("/")[0] + "/*"})):
+                    headers.add_vary_header("Accept-Encoding")
+                    if accepts_gzip:
+                        headers["content-encoding"] = "gzip"
+                        del headers["content-length"]
+                        etag = headers.get("etag")
+                        if etag and not etag.startswith("W/"):
+                            headers["etag"] = f"W/{etag}"
+            await send(message)
+
+        return head_send
 
 
 class RequestContextMiddleware:

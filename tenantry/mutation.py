@@ -25,6 +25,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import peewee
 from cryptography.fernet import InvalidToken
@@ -60,11 +61,17 @@ def _scope(key: str, caller_address: str | None) -> Scope:
 
 def _fingerprint() -> str:
     """Returns a digest of what makes two requests the same: method, path, query and the body's content."""
-    raw = request.get_data(cache=True)
-    try:  # the same JSON written with other spacing or key order is the same request
-        body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode() if raw else b""
-    except ValueError:
-        body = raw
+    if request.mimetype == "application/x-www-form-urlencoded":
+        # A form (the token endpoint's OAuth body) is parsed before this runs, which leaves get_data()
+        # empty: every form looked alike, and a reused key replayed one account's token pair to a
+        # request with another's token. The parsed fields are the request, in a stable order.
+        body = urlencode(sorted(request.form.items(multi=True))).encode()
+    else:
+        raw = request.get_data(cache=True)
+        try:  # the same JSON written with other spacing or key order is the same request
+            body = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode() if raw else b""
+        except ValueError:
+            body = raw
     head = f"{request.method} {request.path}?{request.query_string.decode('latin-1')}\n".encode()
     return hashlib.sha256(head + body).hexdigest()
 

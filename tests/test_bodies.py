@@ -145,7 +145,7 @@ def _address(server) -> tuple[str, int]:
     return host, int(port)
 
 
-def post_chunked(server, path, body: bytes, headers, chunk: int = 7):
+def post_chunked(server, path, body: bytes, headers, chunk: int = 7, content_type: str = "application/json"):
     """POSTs `body` with Transfer-Encoding: chunked, `chunk` bytes a chunk; returns (status, headers, JSON)."""
     import http.client
     import json
@@ -153,7 +153,7 @@ def post_chunked(server, path, body: bytes, headers, chunk: int = 7):
     connection = http.client.HTTPConnection(*_address(server), timeout=30)
     try:
         parts = (body[i:i + chunk] for i in range(0, len(body), chunk))
-        connection.request("POST", path, body=parts, headers={**headers, "Content-Type": "application/json"},
+        connection.request("POST", path, body=parts, headers={**headers, "Content-Type": content_type},
                            encode_chunked=True)
         response = connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read())
@@ -181,6 +181,20 @@ def test_a_chunked_body_is_served_like_one_with_a_length(api, server, owner):
     status, _, answer = post_chunked(server, f"/v1/keys/{key['key']['id']}/rotate",
                                      b'{"grace_period_seconds": -1}', owner.headers, chunk=3)
     assert status == 400 and answer["error"]["details"][0]["field"] == "grace_period_seconds", answer
+
+
+def test_a_chunked_oauth_form_is_served_like_one_with_a_length(server, owner):
+    # The token endpoint's form body went through Connexion's own check of Content-Length: chunked,
+    # it counted as no body at all, a bare 400 "RequestBody is required" for a valid refresh.
+    form = "application/x-www-form-urlencoded"
+    body = f"grant_type=refresh_token&refresh_token={owner.refresh_token}".encode()
+    status, _, answer = post_chunked(server, "/v1/auth/token", body, {}, content_type=form)
+    assert status == 200, answer
+    assert answer["data"]["token_type"] == "Bearer"
+    # and validated the same way, every problem named
+    status, _, answer = post_chunked(server, "/v1/auth/token", b"grant_type=password&colour=1", {}, content_type=form)
+    assert status == 400 and answer["error"]["code"] == "VALIDATION_ERROR", answer
+    assert {d["field"] for d in answer["error"]["details"]} == {"grant_type", "colour", "refresh_token"}, answer
 
 
 def test_a_chunked_body_past_the_limit_is_413_as_it_arrives(api, server, owner):

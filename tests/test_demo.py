@@ -142,6 +142,51 @@ def test_a_second_demo_on_a_busy_port_fails_before_printing_credentials(tmp_path
         database.drop()
 
 
+DEMO_ANYWHERE = [sys.executable, "-m", "tenantry.cli", "serve", "--demo", "--host", "0.0.0.0"]
+
+
+def test_a_demo_listening_beyond_loopback_does_not_open_loopback_to_webhooks(tmp_path: Path):
+    # Self-signup is on in the demo: with `--host 0.0.0.0` anyone who can reach the server could make a
+    # tenant and point a webhook at this machine's loopback services (SSRF). Loopback is admitted only
+    # when the demo itself listens on loopback alone.
+    database = FreshDatabase("sqlite")
+    port = free_port()
+    out = tmp_path / "serve.out"
+    receiver = Receiver()
+    with out.open("wb") as handle:
+        process = subprocess.Popen(
+            [*DEMO_ANYWHERE, "--port", str(port), "--workers", "1"],
+            env=_demo_env(tmp_path, database),
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        text = eventually(
+            lambda: (lambda t: t if "Webhook worker" in t else None)(out.read_text(errors="replace")), timeout=60
+        )
+        assert "TENANTRY_OUTBOUND_ALLOWLIST=127.0.0.0/8" not in text
+        assert "not admitted" in text
+        password = text.split("password ", 1)[1].split()[0]
+        url = f"http://127.0.0.1:{port}"
+        eventually(lambda: _ready(url), timeout=60)
+        with httpx.Client(base_url=url, timeout=30) as api:
+            tokens = api.post("/v1/auth/login", json={"email": "demo@tenantry.example.com", "password": password})
+            assert tokens.status_code == 200, tokens.text
+            headers = {"Authorization": f"Bearer {tokens.json()['data']['access_token']}"}
+            hook = api.post("/v1/webhooks", json={"url": receiver.url, "events": ["user.created"]}, headers=headers)
+            assert_error(hook, 422, "URL_NOT_ALLOWED")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        receiver.close()
+        database.drop()
+
+
 def test_url_not_allowed_names_the_setting_that_admits_a_range(api, owner):
     refused = api.post(
         "/v1/webhooks", json={"url": "http://10.1.2.3/hooks", "events": ["user.created"]}, headers=owner.headers

@@ -171,6 +171,33 @@ def test_unknown_route_and_wrong_method_use_the_envelope(api):
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST", "HEAD"}
 
 
+def test_head_answers_gets_status_and_headers_without_a_body(api, owner):
+    # Every GET takes HEAD; with response validation on (tests, contract runs) the body-less answer
+    # was read as a JSON body of null and HEAD /health, /openapi.json, /v1/users answered 500.
+    for path, headers in (("/health", {}), ("/openapi.json", {}), ("/v1/users", owner.headers)):
+        for encoding in ("identity", "gzip"):
+            response = api.head(path, headers={**headers, "Accept-Encoding": encoding})
+            assert response.status_code == 200, (path, encoding, response.status_code)
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.content == b""
+
+
+def test_head_says_what_get_would_about_compression(api):
+    # HEAD has no body, so the gzip layer never saw 1 KB and left HEAD /openapi.json saying identity
+    # (its full Content-Length, no Vary) where GET answers gzip: a cache or client using HEAD to
+    # learn about the GET answer was told the wrong encoding.
+    get = api.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    head = api.head("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert get.headers["content-encoding"] == head.headers.get("content-encoding") == "gzip"
+    assert "accept-encoding" in head.headers.get("vary", "").lower()
+    assert "content-length" not in head.headers  # GET's compressed length is known only by compressing
+    plain = api.head("/openapi.json", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and "accept-encoding" in plain.headers["vary"].lower()
+    assert int(plain.headers["content-length"]) == len(api.get("/openapi.json").content)
+    small = api.head("/health", headers={"Accept-Encoding": "gzip"})  # under 1 KB: never compressed
+    assert "content-encoding" not in small.headers and "vary" not in small.headers
+
+
 def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect(api, owner):
     user_id = owner.user["id"]
     for method, path in (("GET", "/v1/users/"), ("POST", "/v1/users/"), ("GET", f"/v1/users/{user_id}/"),

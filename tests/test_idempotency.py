@@ -105,6 +105,24 @@ def test_anonymous_operations_are_scoped_to_the_client_address(api, owner):
     assert_error(api.post("/v1/auth/login", json=wrong, headers=headers), 422, "IDEMPOTENCY_KEY_REUSED")
 
 
+def test_a_form_body_counts_in_the_key_so_another_accounts_token_pair_is_never_replayed(api, owner):
+    # POST /v1/auth/token takes an OAuth form. The form was parsed before the request's fingerprint
+    # was taken, so every form body looked empty: the same key from the same address with another
+    # account's refresh token, or with any token at all, was answered with the first account's pair.
+    other = register(api)
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    first = api.post("/v1/auth/token", content=f"refresh_token={owner.refresh_token}", headers=form)
+    assert first.status_code == 200, first.text
+    for token in (other.refresh_token, "rt_guessed"):
+        again = api.post("/v1/auth/token", content=f"refresh_token={token}", headers=form)
+        assert_error(again, 422, "IDEMPOTENCY_KEY_REUSED")
+        assert owner.email not in again.text
+    # the same form again is the same request: replayed, as a JSON body's retry is
+    retry = api.post("/v1/auth/token", content=f"refresh_token={owner.refresh_token}", headers=form)
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true"
+    assert retry.json()["data"]["refresh_token"] == first.json()["data"]["refresh_token"]
+
+
 def test_fifty_identical_posts_at_once_create_exactly_one_user(server, api, owner):
     body, key = new_user(), str(uuid.uuid4())
     headers = {**owner.headers, "Idempotency-Key": key}

@@ -125,6 +125,19 @@ def test_token_takes_an_oauth_form_body(api, owner, server):
     assert "rt_secret_value" not in server.log() and "connexion.validators.form_data" not in server.log()
 
 
+def test_a_form_field_given_twice_is_400_naming_it_and_spends_nothing(api, owner):
+    # RFC 6749 section 3.2: parameters MUST NOT be included more than once. Connexion joined the two
+    # values with a comma ("rt_a,rt_b", a 401 for a token nobody sent) while the rate limiter keyed the
+    # request by the first value only.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    twice = f"refresh_token={owner.refresh_token}&refresh_token={owner.refresh_token}&grant_type=refresh_token"
+    error = assert_error(api.post("/v1/auth/token", content=twice, headers=form), 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "refresh_token", "message": "must be given once"}]
+    # the token was not spent: it still refreshes
+    response = api.post("/v1/auth/token", data={"refresh_token": owner.refresh_token})
+    assert response.status_code == 200, response.text
+
+
 def test_seed_004_logout_with_the_refresh_token_body(api, owner):
     # POST /api/auth/logout/ with {"refresh": ...} -> POST /v1/auth/logout
     second = login(api, owner.email, tenant_id=owner.tenant["id"])
@@ -180,6 +193,25 @@ def test_full_name_with_first_name_is_400_and_no_name_at_all_is_400(api):
     long = {"email": unique_email(), "password": PASSWORD, "full_name": "x" * 150, "tenant_name": "X"}
     error = assert_error(api.post("/v1/auth/register", json=long), 400, "VALIDATION_ERROR")
     assert error["details"][0]["field"] == "full_name"
+
+
+def test_full_name_of_unicode_spaces_is_split_as_the_names_pattern_reads_it(api):
+    # The names' pattern counts only ASCII whitespace as blank, so " Ada" (NBSP) is a name; Python's
+    # str.strip() removes NBSP too, and such a full_name left an owner with empty names: written,
+    # then answered 500 (response validation) and shown as invalid names ever after.
+    for full_name, names in (
+        ("\u00a0\u00a0", ("\u00a0\u00a0", "\u00a0\u00a0")),
+        ("\u2003Ada Lovelace\u2003", ("\u2003Ada", "Lovelace\u2003")),
+    ):
+        email = unique_email()
+        body = {"email": email, "password": PASSWORD, "full_name": full_name, "tenant_name": "Spaces"}
+        response = api.post("/v1/auth/register", json=body)
+        assert response.status_code == 201, response.text
+        user = response.json()["data"]["user"]
+        assert (user["first_name"], user["last_name"]) == names
+        tokens = login(api, email, tenant_id=user["tenant_id"])
+        me = api.get("/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+        assert me.status_code == 200, me.text
 
 
 def test_seed_002_api_key_as_a_bearer_token(api, owner):
@@ -251,6 +283,20 @@ def test_create_tenant_with_a_taken_domain_is_409_and_writes_nothing(api, operat
     assert_error(
         api.post("/v1/auth/login", json={"email": admin, "password": "securePassword123"}), 401, "AUTHENTICATION_FAILED"
     )
+
+
+def test_create_tenant_with_admin_and_a_name_starting_with_spaces_gives_the_owner_a_valid_name(api, operator):
+    # The first owner is named "Admin <tenant name>" cut to 100 characters: a name of 100 leading
+    # spaces (the tenant name's pattern allows them) left a last name of spaces only, which the user
+    # list then answered with a 500 (response validation) and which no PersonName may be.
+    admin = unique_email("admin")
+    body = {"name": " " * 120 + "Acme", "admin_email": admin, "admin_password": "securePassword123"}
+    response = api.post("/v1/tenants", json=body, headers=operator)
+    assert response.status_code == 201, response.text
+    tokens = login(api, admin, "securePassword123", tenant_id=response.json()["data"]["id"])
+    me = api.get("/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status_code == 200, me.text
+    assert (me.json()["data"]["first_name"], me.json()["data"]["last_name"]) == ("Admin", "Acme")
 
 
 def test_admin_email_without_admin_password_is_400(api, operator):

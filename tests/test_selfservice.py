@@ -278,3 +278,11 @@ def test_list_filters_external_id_email_created_range_and_several_statuses(api, 
     assert_error(
         api.get("/v1/users", params={"created_from": "yesterday"}, headers=owner.headers), 400, "VALIDATION_ERROR"
     )
+
+
+def test_created_to_at_the_end_of_year_9999_is_no_upper_bound_not_a_500(api, owner):
+    # RFC 3339 allows it; the inclusive bound (+1 ms) overflowed Python's datetime: a 500.
+    for moment in ("9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59-01:00"):
+        response = api.get("/v1/users", params={"created_to": moment}, headers=owner.headers)
+        assert response.status_code == 200, response.text
+        assert owner.user["id"] in {u["id"] for u in response.json()["data"]}
