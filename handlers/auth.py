@@ -63,7 +63,7 @@ def _login_candidates(body: dict[str, Any]) -> list[User]:
     """The accounts the login names: its email in the tenant it names, or in every tenant."""
     tenant_id = (body.get("tenant_id") or request.headers.get("X-Tenant-ID")
                  or Domain.verified_tenant_for_host(request.host))
-    return User.candidates_for_login(either(body, "email", "username"), tenant_id)
+    return User.candidates_for_login(either(body, "email", "username", required=True), tenant_id)
 
 
 def _matching(candidates: list[User], password: str) -> list[User]:
@@ -105,7 +105,7 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 def refresh_token(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Rotates a refresh token: a new pair for the same session; a replay revokes the session."""
-    session, refresh = accounts.rotate_refresh_token(either(body, "refresh_token", "refresh"))
+    session, refresh = accounts.rotate_refresh_token(either(body, "refresh_token", "refresh", required=True))
     user = User.get_by_id(session.user_id)
     _check_active(user)
     return one(_token_pair(session, refresh, user))

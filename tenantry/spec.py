@@ -119,7 +119,9 @@ def bundle(root: Path) -> dict[str, Any]:
 #: explains), and the audit action and event it records (`x-audit-action`, `x-event-type`) are
 #: facts partners act on. Every other `x-` key is the server's own wiring and is left out:
 #: `x-bearerInfoFunc`/`x-apikeyInfoFunc` name Python functions, `x-hashed` how a field is stored.
-PUBLIC_EXTENSIONS = frozenset({"x-permission", "x-rate-limit", "x-timeout", "x-audit-action", "x-event-type"})
+PUBLIC_EXTENSIONS = frozenset(
+    {"x-permission", "x-rate-limit", "x-timeout", "x-audit-action", "x-event-type", "x-required-one-of"}
+)
 #: Maps whose keys are names (a property, a header, a path...), never extensions.
 _NAME_MAPS = frozenset({"paths", "schemas", "properties", "responses", "parameters", "headers", "content",
                         "securitySchemes", "requestBodies", "links", "callbacks", "variables", "mapping",
@@ -342,6 +344,12 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     """
     problems = [f"must declare {status} (the request limits)" for status in ("414", "431")
                 if status not in op.get("responses", {})]
+    body = _deref(doc, op.get("requestBody") or {})
+    for media, content in (body.get("content") or {}).items():
+        if {"anyOf", "oneOf"} & set(_deref(doc, content.get("schema") or {})):
+            # openapi-python-client then types the body as Any (no named model; with an optional
+            # body, code that does not parse): say "one of" in prose and check it in the handler.
+            problems.append(f"{media} body: a top-level anyOf/oneOf costs generated clients their model")
     parameters = [_deref(doc, p) for p in op.get("parameters", ())]
     query = {p.get("name") for p in parameters if p.get("in") == "query"}
     if "offset" in query and not {"page", "page_size", "size"} <= query:

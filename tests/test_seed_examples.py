@@ -164,6 +164,13 @@ def test_logout_without_a_body_still_ends_the_callers_session(api, owner):
     assert api.get("/v1/auth/me", headers=owner.headers).status_code == 401
 
 
+def test_logout_with_an_empty_body_is_400_and_ends_nothing(api, owner):
+    response = api.post("/v1/auth/logout", json={}, headers=owner.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert api.get("/v1/auth/me", headers=owner.headers).status_code == 200
+
+
 # --- seed 002: auth -----------------------------------------------------------------------------
 
 

@@ -63,6 +63,13 @@ def test_check_requires_every_offset_list_to_take_the_page_style_too():
     assert "GET /v1/auth/sessions: is an offset list: must take page, page_size and size" in "\n".join(check(broken))
 
 
+def test_check_refuses_a_request_schema_generators_cannot_name():
+    broken = bundle(ROOT / "openapi" / "openapi.yaml")
+    broken["components"]["schemas"]["LoginRequest"]["anyOf"] = [{"required": ["email"]}, {"required": ["username"]}]
+    problems = "\n".join(check(broken))
+    assert "POST /v1/auth/login: application/json body: a top-level anyOf/oneOf costs generated clients" in problems
+
+
 def test_bundle_refuses_a_dangling_ref(tmp_path):
     (tmp_path / "openapi.yaml").write_text("openapi: 3.0.3\npaths:\n  /x:\n    $ref: 'paths/missing.yaml#/x'\n")
     with pytest.raises(SpecError):
