@@ -217,7 +217,7 @@ class UserRole(TenantScopedModel):
                 bump_version(tenant_id)
 
     @classmethod
-    def remove_user(cls, tenant_id: str, user_id: str) -> None:
+    def remove_user(cls, tenant_id: str | None, user_id: str) -> None:
         """Removes every assignment of a user being deleted (inside the caller's transaction)."""
         cls.delete().where(cls.tenant_id == tenant_id, cls.user_id == user_id).execute()
 

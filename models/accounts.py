@@ -14,7 +14,8 @@ def register(tenant_name: str, tenant_domain: str | None, owner: User, plan: str
 
     Raises Conflict (and writes nothing) when the domain belongs to another tenant.
     """
-    return create_tenant(tenant_name, tenant_domain, owner, plan=plan)
+    tenant, _ = create_tenant(tenant_name, tenant_domain, owner, plan=plan)
+    return tenant, owner  # the same object create_tenant returns, typed as present
 
 
 def create_tenant(name: str, domain: str | None, owner: User | None, status: str = "active",
@@ -46,7 +47,7 @@ def own_session_of(token: str, user_id: str) -> str:
     """
     stored = RefreshToken.find(token)
     session = Session.get_or_none(Session.id == stored.session_id) if stored is not None else None
-    if (session is None or session.user_id != user_id or not session.is_live
+    if (stored is None or session is None or session.user_id != user_id or not session.is_live
             or stored.used_at is not None or stored.expired):
         raise AuthenticationFailed("The refresh token is invalid.")
     return session.id

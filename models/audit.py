@@ -24,6 +24,7 @@ from models.base import (
     UTCDateTimeField,
     current_livemode,
     database,
+    row_tuples,
     utcnow,
 )
 from tenantry.errors import NotFound, format_datetime
@@ -214,7 +215,7 @@ class AuditEntry(TenantScopedModel):
         transaction, with its chain head locked.
         """
         removed: dict[str, int] = {}
-        for (tenant_id,) in AuditChain.select(AuditChain.tenant_id).tuples():
+        for (tenant_id,) in row_tuples(AuditChain.select(AuditChain.tenant_id)):
             with database.atomic():
                 query = AuditChain.select().where(AuditChain.tenant_id == tenant_id)
                 if database.for_update:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from peewee import BigIntegerField, CharField, CompositeKey, IntegerField, IntegrityError, TextField
+from peewee import BigIntegerField, CharField, CompositeKey, Expression, IntegerField, IntegrityError, TextField
 
 from models.base import BaseModel, UTCDateTimeField, database, utcnow
 from tenantry import db as tenantry_db  # a module, not names: tenantry.db imports models too
@@ -71,7 +71,7 @@ class IdempotencyRecord(BaseModel):
         primary_key = CompositeKey("tenant_id", "credential", "idem_key")
 
     @classmethod
-    def _where(cls, scope: Scope):  # type: ignore[no-untyped-def]
+    def _where(cls, scope: Scope) -> Expression:
         return ((cls.tenant_id == scope.tenant_id) & (cls.credential == scope.credential)
                 & (cls.idem_key == scope.key))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import NoReturn
 from urllib.parse import quote
 
 import pyotp
@@ -55,7 +56,7 @@ def _guard(user: User) -> None:
                               "Too many wrong MFA codes; retry later.")
 
 
-def _fail(user: User, error: type[ApiError] = MfaInvalidCode) -> None:
+def _fail(user: User, error: type[ApiError] = MfaInvalidCode) -> NoReturn:
     """Counts a wrong code, pausing MFA attempts after MAX_FAILURES in a row; raises `error`:
     MfaInvalidCode (401) at login, where the code is part of the credentials, MfaCodeRejected
     (422) where the caller is signed in already (turning MFA on or off)."""
@@ -85,7 +86,7 @@ def verify_and_enable(user: User, code: str) -> list[str]:
     codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10)) for _ in range(RECOVERY_CODES)]
     codes = [f"{c[:5]}-{c[5:]}" for c in codes]
     with database.atomic():
-        if not _accept_step(user, step):  # type: ignore[arg-type]
+        if not _accept_step(user, step):
             raise MfaCodeRejected()
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
         for code_ in codes:
@@ -112,6 +113,7 @@ def check_login(user: User, code: str | None) -> None:
         if used != 1:
             _fail(user)
         return
+    assert user.mfa_secret is not None  # MFA is on, so its secret is stored
     step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
     if step is None or not _accept_step(user, step):
         _fail(user)
@@ -122,6 +124,7 @@ def disable(user: User, code: str) -> None:
     if not user.mfa_enabled:
         raise Conflict("MFA is not on.")
     _guard(user)
+    assert user.mfa_secret is not None  # MFA is on, so its secret is stored
     step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
     if step is None or not _accept_step(user, step):
         _fail(user, MfaCodeRejected)

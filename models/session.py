@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from peewee import JOIN, CharField, ModelSelect
 
@@ -52,8 +52,10 @@ class Session(TenantScopedModel):
         rows = _PRINCIPAL.rows(session_id, user_id)
         if not rows:
             return None
-        tenant = rows[0].get(Tenant)
-        return rows[0][Session], rows[0][User], tenant if tenant is not None and tenant.id else None
+        # CompiledSelect.rows keys each row's instances by their model class: these are a Session, a User, a Tenant.
+        session, user = cast(Session, rows[0][Session]), cast(User, rows[0][User])
+        tenant = cast("Tenant | None", rows[0].get(Tenant))
+        return session, user, tenant if tenant is not None and tenant.id else None
 
     @property
     def is_live(self) -> bool:
@@ -79,7 +81,7 @@ class Session(TenantScopedModel):
             cls.revoke(session_id)
 
     @classmethod
-    def live_for_user(cls, user_id: str) -> ModelSelect:
+    def live_for_user(cls, user_id: str) -> ModelSelect[Session]:
         """Returns the user's sessions that are neither revoked nor expired, newest first."""
         return (cls.select().where(cls.user_id == user_id, cls.revoked_at.is_null(), cls.expires_at > utcnow())
                 .order_by(cls.created_at.desc(), cls.id.desc()))

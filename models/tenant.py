@@ -141,7 +141,7 @@ class Domain(TenantScopedModel):
             if row is not None and row.tenant_id != tenant_id:
                 raise Conflict("Another tenant has this domain.", [Detail("is already taken", "domain")])
             created = row is None
-            if created:
+            if row is None:
                 row = cls(id=new_id("dom"), tenant_id=tenant_id, domain=name,
                           is_primary=bool(is_primary), verified=bool(verified))
             else:

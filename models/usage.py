@@ -8,7 +8,7 @@ from typing import Any
 
 from peewee import EXCLUDED, BigIntegerField, CharField, CompositeKey, DateField, fn
 
-from models.base import BaseModel, database
+from models.base import BaseModel, database, row_tuples
 
 #: (tenant id, day, credential, operation) -> requests
 Counts = Mapping[tuple[str, date, str, str], int]
@@ -48,7 +48,7 @@ class UsageCounter(BaseModel):
 
         def grouped(column: Any) -> list[tuple[Any, int]]:
             query = cls.select(column, total).where(scope).group_by(column).order_by(total.desc(), column)
-            return [(key, int(count)) for key, count in query.tuples()]
+            return [(key, int(count)) for key, count in row_tuples(query)]
 
         days = sorted(grouped(cls.day))
         return {

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, ModelSelect, TextField, fn
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    Field,
+    IntegerField,
+    IntegrityError,
+    ModelSelect,
+    TextField,
+    fn,
+)
 
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
 from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
@@ -154,7 +164,7 @@ class User(TenantScopedModel):
     def search(cls, tenant_id: str, statuses: list[str] | None = None, role: str | None = None,
                search: str | None = None, ordering: str = "-created_at", external_id: str | None = None,
                email: str | None = None, created_from: datetime | None = None,
-               created_to: datetime | None = None) -> ModelSelect:
+               created_to: datetime | None = None) -> ModelSelect[User]:
         """Returns the tenant's users filtered and ordered; ties break by id.
 
         `statuses`: any of them; `email`: exactly, compared as emails are (case-insensitively);
@@ -249,7 +259,9 @@ class User(TenantScopedModel):
             self.delete_instance()
 
     def _require_another_owner(self, what: str) -> None:
-        owners = User.for_tenant(self.tenant_id).where(User.role == "owner", User.status == "active")
+        # For the platform operator (tenant_id None) this is the rows with no tenant (IS NULL), as it always was.
+        tenant_id: str = self.tenant_id  # type: ignore[assignment]  # None only for the platform operator
+        owners = User.for_tenant(tenant_id).where(User.role == "owner", User.status == "active")
         if database.for_update:
             # Lock the owners' rows so two concurrent demotions cannot each count on the other.
             # (SQLite has no row locks; its single writer makes the second one fail instead.)
@@ -261,7 +273,7 @@ class User(TenantScopedModel):
     def record_login(self, new_password_hash: str | None = None) -> None:
         """Stamps `last_login_at`, and stores a rehashed password when the hash parameters changed."""
         self.last_login_at = utcnow()
-        fields = [User.last_login_at]
+        fields: list[Field[Any]] = [User.last_login_at]
         if new_password_hash:
             self.password_hash = new_password_hash
             fields.append(User.password_hash)

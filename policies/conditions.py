@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from math import isfinite
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeGuard
 
 __all__ = ["MAX_CONDITIONS", "MAX_DEPTH", "MAX_TEXT", "Condition", "ConditionError", "EvaluationError",
            "compile_conditions"]
@@ -151,7 +151,8 @@ def _tokenize(text: str) -> list[_Token]:
 
 def _lex_string(text: str, start: int, tokens: list[_Token]) -> int:
     """Appends the string literal opening at `start`; returns the index after its closing quote."""
-    quote, chars, i, n = text[start], [], start + 1, len(text)
+    quote, i, n = text[start], start + 1, len(text)
+    chars: list[str] = []
     while i < n:
         ch = text[i]
         if ch == quote:
@@ -205,12 +206,12 @@ def _lex_name(text: str, match: re.Match[str], tokens: list[_Token]) -> int:
     """Appends a dotted name (a keyword, function name or attribute path); returns the index after it."""
     segments, positions, end = [match.group()], [match.start()], match.end()
     while end < len(text) and text[end] == ".":
-        segment = _IDENT.match(text, end + 1)
-        if segment is None:
+        found = _IDENT.match(text, end + 1)
+        if found is None:
             raise _Problem(f"expected an attribute name after '.' at position {end + 1}", end + 1)
-        segments.append(segment.group())
-        positions.append(segment.start())
-        end = segment.end()
+        segments.append(found.group())
+        positions.append(found.start())
+        end = found.end()
     for segment, position in zip(segments, positions, strict=True):
         # Lookups only ever index mappings, so a dunder could not reach Python internals; it is refused anyway
         # because no attribute is named like that and such a condition is an attack or a mistake.
@@ -667,12 +668,14 @@ def _constant(node: _Node) -> tuple[bool, Any]:
     """Returns (True, value) for a literal or a list of literals, whose value is known when the policy is saved."""
     if isinstance(node, _Lit):
         return True, node.value
-    if isinstance(node, _List) and all(isinstance(item, _Lit) for item in node.items):
-        return True, tuple(item.value for item in node.items)
+    if isinstance(node, _List):
+        literals = [item for item in node.items if isinstance(item, _Lit)]
+        if len(literals) == len(node.items):
+            return True, tuple(item.value for item in literals)
     return False, None
 
 
-def _is_mapping(value: object) -> bool:
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     # isinstance against the Mapping ABC is slow; attribute bags are nearly always plain dicts.
     return type(value) is dict or isinstance(value, Mapping)
 

@@ -116,10 +116,11 @@ def record_change(action: str, kwargs: dict[str, Any], response: Response, befor
         record_denial(g.get("operation_id", ""), action, action, error.decided_by, error.message, kwargs)
         return
     if status == 401 and action in _FAILURE_RECORDED:
-        body = kwargs.get("body") if isinstance(kwargs.get("body"), dict) else {}
-        error = json.loads(response.get_data()).get("error", {})
+        sent = kwargs.get("body")
+        body = sent if isinstance(sent, dict) else {}
+        problem = json.loads(response.get_data()).get("error", {})
         who = body.get("email") or body.get("username")  # `username` is login's alias of `email`
-        _append(f"{action}_failed", None, {"email": who, "reason": error.get("code")}, None, None)
+        _append(f"{action}_failed", None, {"email": who, "reason": problem.get("code")}, None, None)
         return
     if status >= 400:
         return

@@ -78,11 +78,13 @@ class Principal:
     @property
     def id(self) -> str:
         """The id of the user or key behind the request."""
+        # A principal is a user's or a key's: `key` is set whenever `user` is None.
         return self.user.id if self.user is not None else self.key.id  # type: ignore[union-attr]
 
     @property
     def home_tenant_id(self) -> str | None:
         """The credential's own tenant (None for the platform operator)."""
+        # A principal is a user's or a key's: `key` is set whenever `user` is None.
         return self.user.tenant_id if self.user is not None else self.key.tenant_id  # type: ignore[union-attr]
 
     @property

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from limits.storage import RedisStorage, SlidingWindowCounterSupport, Storage
 
@@ -116,7 +116,8 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
     memory of this process's own, of `slots` slots.
     """
 
-    STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-shared"]  # registers the scheme with limits
+    # Registers the scheme with limits (which declares it an instance variable, hence no ClassVar).
+    STORAGE_SCHEME = ["tenantry-shared"]  # noqa: RUF012
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, path: str | None = None,
                  slots: int = 131072, clock: Callable[[], float] = time.time, **options: Any) -> None:
@@ -401,7 +402,7 @@ class BreakerRedisStorage(RedisStorage):
     `tenantry-redis://` and `tenantry-rediss://` URIs are `redis://` and `rediss://` ones.
     """
 
-    STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-redis", "tenantry-rediss"]
+    STORAGE_SCHEME = ["tenantry-redis", "tenantry-rediss"]  # noqa: RUF012  # as limits declares it
 
     def __init__(self, uri: str, retry_after: float = 5.0, **options: Any) -> None:
         self.breaker = Breaker("the rate-limit store (Redis)", retry_after)

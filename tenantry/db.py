@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from peewee import Database, InterfaceError, OperationalError, SqliteDatabase, __exception_wrapper__
+from peewee import (  # type: ignore[attr-defined]  # peewee has __exception_wrapper__; its stubs omit it
+    Database,
+    InterfaceError,
+    OperationalError,
+    SqliteDatabase,
+    __exception_wrapper__,
+)
 from playhouse.pool import PooledPostgresqlDatabase
 
 from models.base import database, utcnow

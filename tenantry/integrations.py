@@ -35,6 +35,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from flask import current_app, g, request
+from werkzeug.datastructures import Headers
 
 from models.audit import redact
 from models.base import database, use_livemode, utcnow
@@ -92,7 +93,7 @@ def _raw(value: str) -> bytes:
     return value.encode("latin-1", errors="replace")
 
 
-def verify_standard_webhooks(secret: str, body: bytes, headers: Mapping[str, str], tolerance: int,
+def verify_standard_webhooks(secret: str, body: bytes, headers: Mapping[str, str] | Headers, tolerance: int,
                              now: float | None = None) -> bool:
     """Returns True when one of the `v1` signatures in `webhook-signature` is the body's, and
     `webhook-timestamp` is within `tolerance` seconds of `now`."""
@@ -128,7 +129,7 @@ def verify_hmac_sha256(secret: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected, _raw(header[len("sha256="):].strip().lower()))
 
 
-def _signed(provider: IntegrationProvider | None, body: bytes, headers: Mapping[str, str]) -> bool:
+def _signed(provider: IntegrationProvider | None, body: bytes, headers: Mapping[str, str] | Headers) -> bool:
     """Returns True when the request carries the active provider's signature.
 
     Without an active provider the check still runs, against a fresh random secret, so an

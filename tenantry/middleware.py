@@ -13,7 +13,8 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from a2wsgi.wsgi import build_environ
 from starlette.datastructures import Headers, MutableHeaders
@@ -225,7 +226,7 @@ def _with_request_id(scope: Scope) -> tuple[str, Scope]:
             sent = value.decode("latin-1")
             break
     if is_valid_request_id(sent):
-        return sent, scope  # type: ignore[return-value]
+        return sent, scope
     request_id = new_request_id()
     headers = [h for h in scope["headers"] if h[0] != b"x-request-id"]
     headers.append((b"x-request-id", request_id.encode()))
@@ -322,7 +323,9 @@ class FlaskBridge:
             await self.fallback(scope, receive, send)
             return
         body = await _read_body(receive)
-        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        # a2wsgi types `scope` as its own HTTPScope and the environ as a closed TypedDict, without the
+        # `wsgi.input_terminated` extension set below: to Flask it is a plain WSGI environ.
+        environ = cast(dict[str, Any], build_environ(scope, io.BytesIO(body)))  # type: ignore[arg-type]  # (above)
         # The body is read whole: Flask gets its length and reads it to the end, chunked or not
         # (without a Content-Length, Werkzeug would read a chunked body as empty).
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -335,7 +338,7 @@ class FlaskBridge:
             return
         context.run(deadlines.install, deadline)
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self.executor, context.run, _call_in_time, self.app, environ, deadline)
+        work = loop.run_in_executor(self.executor, partial(context.run, _call_in_time, self.app, environ, deadline))
         if deadline is None:
             result = await work
         else:
@@ -391,7 +394,7 @@ class FlaskBridge:
         watcher = asyncio.create_task(watch())
         try:
             while not gone.is_set():
-                chunk = await loop.run_in_executor(self.executor, context.run, next, stream, None)
+                chunk = await loop.run_in_executor(self.executor, partial(context.run, next, stream, None))
                 if chunk is None:
                     break
                 if chunk:

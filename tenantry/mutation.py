@@ -84,6 +84,7 @@ def _seal(response: Response) -> str:
 
 def _replay(record: IdempotencyRecord) -> Response | None:
     """Returns the stored answer, or None when it cannot be opened (sealed under an earlier server key)."""
+    assert record.response is not None  # claim() returns only a finished record, whose answer is stored
     try:
         document = json.loads(secret_box().open(record.response))
     except InvalidToken:

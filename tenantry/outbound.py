@@ -179,7 +179,7 @@ def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
             raise OutboundFailed(f"{target.host} does not resolve: {exc}.") from None
         addresses = []
         for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # an IP family's: a str
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
@@ -234,6 +234,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
+        # HTTPSConnection keeps its SSL context in `_context`, which typeshed does not declare.
         self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)  # type: ignore[attr-defined]
 
 

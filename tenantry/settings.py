@@ -214,11 +214,11 @@ class Settings:
                 raise SettingsError("TENANTRY_SECRET_KEY must be set when TENANTRY_ENV=production")
             values["secret_key"] = _instance_secret(instance)
         try:
-            parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
+            parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]  # values is dict[str, object]: each was read by its own typed parser above
         except ValueError as exc:
             raise SettingsError(f"TENANTRY_TRUSTED_PROXIES: {exc}") from None
         try:
-            parse_networks(values["outbound_allowlist"])  # type: ignore[arg-type]
+            parse_networks(values["outbound_allowlist"])  # type: ignore[arg-type]  # values is dict[str, object]: each was read by its own typed parser above
         except ValueError as exc:
             raise SettingsError(f"TENANTRY_OUTBOUND_ALLOWLIST: {exc}") from None
         for name, key in (("TENANTRY_RATE_LIMIT_IP", "rate_limit_ip"),
@@ -229,6 +229,7 @@ class Settings:
             raise SettingsError("TENANTRY_DB_ROLE must be a PostgreSQL role name (a-z, 0-9, _)")
         # A delivery's attempt (the timeout, which covers resolving too) must end inside its lease,
         # or another worker could take it while it is still being sent.
+        # values is dict[str, object]: both were read as numbers above.
         if int(values["webhook_lease"]) < int(values["webhook_timeout"]) + 2:  # type: ignore[call-overload]
             raise SettingsError("TENANTRY_WEBHOOK_LEASE must exceed TENANTRY_WEBHOOK_TIMEOUT by 2 seconds or more")
         if values["default_plan"] not in ("standard", "professional", "enterprise"):
@@ -237,7 +238,7 @@ class Settings:
             raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
         if len(str(values["secret_key"])) < 32:
             raise SettingsError("TENANTRY_SECRET_KEY must be at least 32 characters")
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type (parsed above)
 
 
 def _instance_secret(instance: Path) -> str:

@@ -405,6 +405,7 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
 
 def _unrouted(routed: set[str]) -> list[str]:
     package = importlib.import_module(HANDLER_PACKAGE)
+    assert package.__file__ is not None  # a package of files (handlers/__init__.py)
     problems = []
     for file in sorted(Path(package.__file__).parent.glob("*.py")):
         if file.stem.startswith("_"):

@@ -11,6 +11,7 @@ import json
 import re
 import typing as t
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -154,22 +155,25 @@ def _error_path(error: ValidationError, root: str = "") -> str:
 def _unknown_fields(error: ValidationError) -> list[str]:
     """The fields an `additionalProperties` error's object has that its schema does not list, sorted."""
     instance = error.instance if isinstance(error.instance, dict) else {}
-    return sorted(set(instance) - set(error.schema.get("properties", {})))
+    schema = error.schema if isinstance(error.schema, Mapping) else {}  # an object's schema is a mapping
+    return sorted(set(instance) - set(schema.get("properties", {})))
 
 
 def describe(error: ValidationError, root: str = "") -> Detail:
     """Returns a client-facing detail for one jsonschema error (an unknown field's: the first one)."""
     path = _error_path(error, root)
-    kind, value = error.validator, error.validator_value
+    # Typed as possibly unset (an error no validator raised yet); every error here comes from one.
+    kind: Any = error.validator
+    value: Any = error.validator_value
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return Detail("is required", _join(path, missing))
     if kind == REQUIRED_ONE_OF:
         # "one of these sets of fields is required": named by the first set's first missing field
         first = value[0]
-        missing = [name for name in first if not isinstance(error.instance, dict) or name not in error.instance]
+        absent = [name for name in first if not isinstance(error.instance, dict) or name not in error.instance]
         others = " or ".join(" and ".join(group) for group in value[1:])
-        return Detail(f"is required (or {others})", _join(path, (missing or first)[0]))
+        return Detail(f"is required (or {others})", _join(path, (absent or first)[0]))
     if kind == "additionalProperties":
         extras = _unknown_fields(error)
         name = extras[0] if extras else ""
