@@ -107,8 +107,11 @@ class CompiledSelect:
         bound = [values[slot] if slot is not None else param for param, slot in zip(params, slots, strict=True)]
         # On PostgreSQL each connection prepares the query once (tenantry.db); SQLite caches its own.
         execute_prepared = getattr(database.obj, "execute_prepared", None)
-        cursor = execute_prepared(self._name, sql, bound) if execute_prepared is not None else \
-            database.execute_sql(sql, bound)
+        cursor = (
+            execute_prepared(self._name, sql, bound)
+            if execute_prepared is not None
+            else database.execute_sql(sql, bound)
+        )
         out = []
         for row in cursor.fetchall():
             data: dict[type[Model], dict[str, Any]] = {}
@@ -165,15 +168,26 @@ class TenantScopedModel(BaseModel):
         if compiled is None:
             if cls.mode_scoped:
                 # Value(converter=False): the placeholder must reach the SQL as itself, not as bool("...").
-                compiled = CompiledSelect(lambda t, i, m: cls.select().where(
-                    (cls.tenant_id == t) & (cls._meta.primary_key == i)
-                    & (cls.livemode == Value(m, converter=False))).limit(1), 3)
-            else:
                 compiled = CompiledSelect(
-                    lambda t, i: cls.for_tenant(t).where(cls._meta.primary_key == i).limit(1), 2)
+                    lambda t, i, m: (
+                        cls.select()
+                        .where(
+                            (cls.tenant_id == t)
+                            & (cls._meta.primary_key == i)
+                            & (cls.livemode == Value(m, converter=False))
+                        )
+                        .limit(1)
+                    ),
+                    3,
+                )
+            else:
+                compiled = CompiledSelect(lambda t, i: cls.for_tenant(t).where(cls._meta.primary_key == i).limit(1), 2)
             cls._by_id = compiled
-        rows = compiled.rows(tenant_id, row_id, current_livemode()) if cls.mode_scoped else \
-            compiled.rows(tenant_id, row_id)
+        rows = (
+            compiled.rows(tenant_id, row_id, current_livemode())
+            if cls.mode_scoped
+            else compiled.rows(tenant_id, row_id)
+        )
         if not rows:
             raise NotFound(f"No {cls.label} with this id.")
         # CompiledSelect.rows keys each row's instances by their model class, so this one is a `cls`.

@@ -35,13 +35,18 @@ def checked_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -
     each key that is empty or longer than METADATA_MAX_KEY_LENGTH."""
     if metadata is None:
         return None
-    details = [Detail(f"keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters", f"{field}.{key[:40]}")
-               for key in metadata if not 1 <= len(key) <= METADATA_MAX_KEY_LENGTH]
+    details = [
+        Detail(f"keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters", f"{field}.{key[:40]}")
+        for key in metadata
+        if not 1 <= len(key) <= METADATA_MAX_KEY_LENGTH
+    ]
     if len(metadata) > METADATA_MAX_KEYS:
         details.append(Detail(f"has more than {METADATA_MAX_KEYS} keys", field))
-    details.extend(Detail(f"must be a string of at most {METADATA_MAX_VALUE_LENGTH} characters", f"{field}.{key[:40]}")
-                   for key, value in metadata.items()
-                   if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE_LENGTH)
+    details.extend(
+        Detail(f"must be a string of at most {METADATA_MAX_VALUE_LENGTH} characters", f"{field}.{key[:40]}")
+        for key, value in metadata.items()
+        if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE_LENGTH
+    )
     if details:
         raise ValidationFailed("The metadata is invalid.", details)
     return metadata
@@ -86,16 +91,37 @@ class User(TenantScopedModel):
         table_name = "user_account"
 
     @classmethod
-    def build(cls, tenant_id: str | None, email: str, password_hash: str, first_name: str, last_name: str,
-              role: str = "member", status: str = "active", is_platform_operator: bool = False,
-              external_id: str | None = None, metadata: dict[str, str] | None = None,
-              phone: str | None = None) -> User:
+    def build(
+        cls,
+        tenant_id: str | None,
+        email: str,
+        password_hash: str,
+        first_name: str,
+        last_name: str,
+        role: str = "member",
+        status: str = "active",
+        is_platform_operator: bool = False,
+        external_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        phone: str | None = None,
+    ) -> User:
         """Returns an unsaved user with a fresh id."""
-        return cls(id=new_id("usr"), tenant_id=tenant_id, email=email.strip(),
-                   email_normalized=normalize_email(email), password_hash=password_hash,
-                   first_name=first_name, last_name=last_name, role=role, status=status,
-                   is_platform_operator=is_platform_operator, livemode=current_livemode(),
-                   external_id=external_id, metadata=metadata or None, phone=phone)
+        return cls(
+            id=new_id("usr"),
+            tenant_id=tenant_id,
+            email=email.strip(),
+            email_normalized=normalize_email(email),
+            password_hash=password_hash,
+            first_name=first_name,
+            last_name=last_name,
+            role=role,
+            status=status,
+            is_platform_operator=is_platform_operator,
+            livemode=current_livemode(),
+            external_id=external_id,
+            metadata=metadata or None,
+            phone=phone,
+        )
 
     @classmethod
     def insert_many_checked(cls, users: list[User], field_prefix: str = "") -> None:
@@ -104,6 +130,7 @@ class User(TenantScopedModel):
         Raises Conflict naming each email or external_id that the tenant already has or that
         appears twice, as `<field_prefix>[i].email` (or `email` for a single user).
         """
+
         def field(index: int, name: str) -> str:
             return f"{field_prefix}[{index}].{name}" if field_prefix else name
 
@@ -125,17 +152,24 @@ class User(TenantScopedModel):
                 cls.email_normalized.in_([u.email_normalized for u in users]),
             )
         }
-        details.extend(Detail("is already taken", field(i, "email")) for i, u in enumerate(users)
-                       if (u.tenant_id, bool(u.livemode), u.email_normalized) in taken)
+        details.extend(
+            Detail("is already taken", field(i, "email"))
+            for i, u in enumerate(users)
+            if (u.tenant_id, bool(u.livemode), u.email_normalized) in taken
+        )
         external_ids = [u.external_id for u in users if u.external_id is not None]
         if external_ids:
             taken_external = {
                 (row.tenant_id, bool(row.livemode), row.external_id)
                 for row in cls.select(cls.tenant_id, cls.livemode, cls.external_id).where(
-                    cls.tenant_id.in_(tenant_ids), cls.external_id.in_(external_ids))
+                    cls.tenant_id.in_(tenant_ids), cls.external_id.in_(external_ids)
+                )
             }
-            details.extend(Detail("is already taken", field(i, "external_id")) for i, u in enumerate(users)
-                           if (u.tenant_id, bool(u.livemode), u.external_id) in taken_external)
+            details.extend(
+                Detail("is already taken", field(i, "external_id"))
+                for i, u in enumerate(users)
+                if (u.tenant_id, bool(u.livemode), u.external_id) in taken_external
+            )
         if details:
             raise Conflict(_conflict_message(details), details)
         try:
@@ -144,15 +178,17 @@ class User(TenantScopedModel):
                     user.save(force_insert=True)
         except IntegrityError:
             # A concurrent request took an email or external_id between the check and the insert.
-            details = [Detail("is already taken", field(i, name)) for i, u in enumerate(users)
-                       for name in u._colliding()]
+            details = [
+                Detail("is already taken", field(i, name)) for i, u in enumerate(users) for name in u._colliding()
+            ]
             details = details or [Detail("is already taken", field(0, "email"))]
             raise Conflict(_conflict_message(details), details) from None
 
     def _colliding(self) -> list[str]:
         """Returns which of this user's unique fields (email, external_id) another user of the tenant holds."""
         others = User.select(User.email_normalized, User.external_id).where(
-            User.tenant_id == self.tenant_id, User.livemode == self.livemode, User.id != self.id)
+            User.tenant_id == self.tenant_id, User.livemode == self.livemode, User.id != self.id
+        )
         names = []
         if others.where(User.email_normalized == self.email_normalized).exists():
             names.append("email")
@@ -161,10 +197,18 @@ class User(TenantScopedModel):
         return names
 
     @classmethod
-    def search(cls, tenant_id: str, statuses: list[str] | None = None, role: str | None = None,
-               search: str | None = None, ordering: str = "-created_at", external_id: str | None = None,
-               email: str | None = None, created_from: datetime | None = None,
-               created_to: datetime | None = None) -> ModelSelect[User]:
+    def search(
+        cls,
+        tenant_id: str,
+        statuses: list[str] | None = None,
+        role: str | None = None,
+        search: str | None = None,
+        ordering: str = "-created_at",
+        external_id: str | None = None,
+        email: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> ModelSelect[User]:
         """Returns the tenant's users filtered and ordered; ties break by id.
 
         `statuses`: any of them; `email`: exactly, compared as emails are (case-insensitively);
@@ -216,8 +260,9 @@ class User(TenantScopedModel):
             query = query.where(cls.tenant_id == tenant_id)
         return list(query.limit(2))
 
-    def apply_changes(self, changes: dict[str, Any], password_hash: str | None = None,
-                      keep_session: str | None = None) -> None:
+    def apply_changes(
+        self, changes: dict[str, Any], password_hash: str | None = None, keep_session: str | None = None
+    ) -> None:
         """Applies `changes` (email, names, role, status, external_id, metadata, phone) and an optional new
         password hash.
 

@@ -11,8 +11,15 @@ from decimal import Decimal
 from math import isfinite
 from typing import Any, NamedTuple, NoReturn, TypeGuard
 
-__all__ = ["MAX_CONDITIONS", "MAX_DEPTH", "MAX_TEXT", "Condition", "ConditionError", "EvaluationError",
-           "compile_conditions"]
+__all__ = [
+    "MAX_CONDITIONS",
+    "MAX_DEPTH",
+    "MAX_TEXT",
+    "Condition",
+    "ConditionError",
+    "EvaluationError",
+    "compile_conditions",
+]
 
 #: Limits on what a policy author may save: they bound parse time, recursion and evaluation cost.
 MAX_TEXT = 2000
@@ -23,8 +30,12 @@ MAX_CONDITIONS = 64
 ROOTS = ("subject", "resource", "context")
 KEYWORDS = frozenset({"and", "or", "not", "in", "contains", "true", "false", "null"})
 DURATION_UNITS = {
-    "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
-    "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
 }
 COMPARISON_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -32,8 +43,9 @@ COMPARISON_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 class ConditionError(ValueError):
     """A condition that does not parse: where (`index`, `key`, `position` in `text`) and why (`message`)."""
 
-    def __init__(self, message: str, *, index: int = 0, key: str | None = None, position: int = 0,
-                 text: str = "") -> None:
+    def __init__(
+        self, message: str, *, index: int = 0, key: str | None = None, position: int = 0, text: str = ""
+    ) -> None:
         where = f"conditions[{index}]" if key is None else f"conditions[{index}][{key!r}]"
         super().__init__(f"{where}: {message}")
         self.message = message
@@ -59,8 +71,7 @@ class Condition:
     # The compiled closure tree; two conditions with the same source are equal whatever closures they hold.
     _evaluate: _Evaluator = field(repr=False, compare=False)
 
-    def holds(self, subject: Mapping[str, Any], resource: Mapping[str, Any] | None,
-              context: Mapping[str, Any]) -> bool:
+    def holds(self, subject: Mapping[str, Any], resource: Mapping[str, Any] | None, context: Mapping[str, Any]) -> bool:
         """Returns True when the condition holds for these attributes, False when it does not.
 
         Raises EvaluationError when it cannot be decided: an attribute is missing, types do not fit, or a
@@ -85,8 +96,9 @@ def compile_conditions(conditions: Sequence[str | Mapping[str, Any]], resource_t
     if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Sequence):
         raise ConditionError("conditions must be a list of strings or objects")
     if len(conditions) > MAX_CONDITIONS:
-        raise ConditionError(f"expected at most {MAX_CONDITIONS} conditions, found {len(conditions)}",
-                             index=MAX_CONDITIONS)
+        raise ConditionError(
+            f"expected at most {MAX_CONDITIONS} conditions, found {len(conditions)}", index=MAX_CONDITIONS
+        )
     roots = _roots_for(resource_type)
     return tuple(_compile_item(item, index, roots) for index, item in enumerate(conditions))
 
@@ -156,15 +168,14 @@ def _lex_string(text: str, start: int, tokens: list[_Token]) -> int:
     while i < n:
         ch = text[i]
         if ch == quote:
-            tokens.append(_Token("str", "".join(chars), start, text[start:i + 1]))
+            tokens.append(_Token("str", "".join(chars), start, text[start : i + 1]))
             return i + 1
         if ch == "\\":
             if i + 1 >= n:
                 break
             escape = text[i + 1]
             if escape not in _ESCAPES:
-                raise _Problem(f"unknown escape '\\{escape}' at position {i}; expected one of "
-                               "\\\\ \\' \\\" \\n \\t", i)
+                raise _Problem(f"unknown escape '\\{escape}' at position {i}; expected one of \\\\ \\' \\\" \\n \\t", i)
             chars.append(_ESCAPES[escape])
             i += 2
         else:
@@ -217,11 +228,12 @@ def _lex_name(text: str, match: re.Match[str], tokens: list[_Token]) -> int:
         # because no attribute is named like that and such a condition is an attack or a mistake.
         if segment.startswith("__"):
             raise _Problem(f"names starting with '__' are not allowed: {segment!r} at position {position}", position)
-    tokens.append(_Token("name", tuple(segments), match.start(), text[match.start():end]))
+    tokens.append(_Token("name", tuple(segments), match.start(), text[match.start() : end]))
     return end
 
 
 # The syntax tree. Each node remembers where it starts, for "at position N" in save-time errors.
+
 
 @dataclass(frozen=True, slots=True)
 class _Lit:
@@ -285,8 +297,10 @@ class _Parser:
 
     def __init__(self, text: str, roots: Mapping[str, str], what: str = "condition") -> None:
         if len(text) > MAX_TEXT:
-            raise _Problem(f"expected at most {MAX_TEXT} characters, found {len(text)} (the excess starts at "
-                           f"position {MAX_TEXT})", MAX_TEXT)
+            raise _Problem(
+                f"expected at most {MAX_TEXT} characters, found {len(text)} (the excess starts at position {MAX_TEXT})",
+                MAX_TEXT,
+            )
         self.tokens = _tokenize(text)
         self.index = 0
         self.depth = 0
@@ -474,8 +488,7 @@ class _Parser:
 
     def _call(self, token: _Token, name: str) -> _Now:
         if name != "now":
-            raise _Problem(f"unknown function {name!r} at position {token.pos}; the only function is now()",
-                           token.pos)
+            raise _Problem(f"unknown function {name!r} at position {token.pos}; the only function is now()", token.pos)
         self._advance()
         self._expect("(", "'(' after now")
         self._expect(")", "')'", ": now() takes no arguments")
@@ -486,8 +499,9 @@ class _Parser:
         root = self.roots.get(segments[0])
         if root is None:
             allowed = ", ".join(self.roots)
-            raise _Problem(f"unknown attribute root {segments[0]!r} at position {token.pos}; expected one of "
-                           f"{allowed}", token.pos)
+            raise _Problem(
+                f"unknown attribute root {segments[0]!r} at position {token.pos}; expected one of {allowed}", token.pos
+            )
         if len(segments) == 1:
             end = token.pos + len(segments[0])
             raise _Problem(f"expected '.' and an attribute name after {segments[0]!r} at position {end}", end)
@@ -524,8 +538,9 @@ def _compile_item(item: object, index: int, roots: Mapping[str, str]) -> Conditi
         if not item:
             raise ConditionError("expected at least one attribute in a condition object, found {}", index=index)
         if len(item) > MAX_CONDITIONS:
-            raise ConditionError(f"expected at most {MAX_CONDITIONS} attributes in a condition object, found "
-                                 f"{len(item)}", index=index)
+            raise ConditionError(
+                f"expected at most {MAX_CONDITIONS} attributes in a condition object, found {len(item)}", index=index
+            )
         nodes = tuple(_entry(key, value, index, roots) for key, value in item.items())
         return _condition(nodes[0] if len(nodes) == 1 else _Bool("and", nodes, 0))
     raise ConditionError(f"expected a string or an object, found {type(item).__name__}", index=index)
@@ -545,8 +560,7 @@ def _entry(key: object, value: object, index: int, roots: Mapping[str, str]) -> 
             # "== 1 or true" is refused rather than widening what the key's entry allows.
             return _Parser(value, roots, "value").tail(left)
         except _Problem as problem:
-            raise ConditionError(problem.message, index=index, key=key, position=problem.position,
-                                 text=value) from None
+            raise ConditionError(problem.message, index=index, key=key, position=problem.position, text=value) from None
     try:
         if isinstance(value, (list, tuple)):
             items = tuple(_json_literal(element) for element in value)
@@ -572,8 +586,7 @@ def _json_literal(value: object) -> _Lit:
         return _Lit(value, _quote(value), 0)
     if isinstance(value, Mapping):
         raise _Problem("expected a literal, a list or a comparison such as '> 5', found an object", 0)
-    raise _Problem(f"expected a string, number, true, false, null or a list of them, found {type(value).__name__}",
-                   0)
+    raise _Problem(f"expected a string, number, true, false, null or a list of them, found {type(value).__name__}", 0)
 
 
 def _condition(node: _Node) -> Condition:
@@ -770,7 +783,7 @@ def _compile_arith(node: _Arith) -> _Evaluator:
     first = _compile(node.first)
     if len(node.rest) == 1:
         # The common shape, e.g. now() + 24h: one step, no loop.
-        (op, right_node), = node.rest
+        ((op, right_node),) = node.rest
         known, constant = _constant(right_node)
         if known:
             return lambda s, r, c: _arithmetic(op, first(s, r, c), constant)
@@ -801,8 +814,9 @@ def _compile_compare(node: _Compare) -> _Evaluator:
     if node.op in ("in", "not in") and names is not None:
         # A literal list of strings, the usual allow-list: a set lookup instead of a scan.
         negate = node.op == "not in"
-        return lambda s, r, c: (value in names) is not negate if type(value := left(s, r, c)) is str \
-            else test(value, constant)
+        return lambda s, r, c: (
+            (value in names) is not negate if type(value := left(s, r, c)) is str else test(value, constant)
+        )
     return lambda s, r, c: test(left(s, r, c), constant)
 
 
@@ -914,11 +928,17 @@ def _ordering(op: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, An
             return compare(a, b)  # the common cases first
         if kind is datetime and type(b) is datetime:
             return compare(_as_datetime(a), _as_datetime(b))
-        if ((_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))
-                or (isinstance(a, timedelta) and isinstance(b, timedelta))):
+        if (
+            (_is_number(a) and _is_number(b))
+            or (isinstance(a, str) and isinstance(b, str))
+            or (isinstance(a, timedelta) and isinstance(b, timedelta))
+        ):
             return compare(a, b)
-        if ((isinstance(a, datetime) or isinstance(b, datetime))
-                and isinstance(a, (datetime, str)) and isinstance(b, (datetime, str))):
+        if (
+            (isinstance(a, datetime) or isinstance(b, datetime))
+            and isinstance(a, (datetime, str))
+            and isinstance(b, (datetime, str))
+        ):
             return compare(_as_datetime(a), _as_datetime(b))
         raise EvaluationError(f"cannot compare {_a(_kind(a))} with {_a(_kind(b))} using '{op}'")
 
@@ -955,8 +975,12 @@ def _arithmetic(op: str, a: Any, b: Any) -> Any:
             return start + b if plus else start - b
         if plus and isinstance(a, timedelta) and isinstance(b, (datetime, str)):
             return _as_datetime(b) + a
-        if (not plus and (isinstance(a, datetime) or isinstance(b, datetime))
-                and isinstance(a, (datetime, str)) and isinstance(b, (datetime, str))):
+        if (
+            not plus
+            and (isinstance(a, datetime) or isinstance(b, datetime))
+            and isinstance(a, (datetime, str))
+            and isinstance(b, (datetime, str))
+        ):
             return _as_datetime(a) - _as_datetime(b)
     except (TypeError, ArithmeticError) as exc:
         # A Decimal meeting a float, or a timestamp pushed past year 9999.

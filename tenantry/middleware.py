@@ -96,9 +96,14 @@ class CompressionMiddleware(GZipMiddleware):
                 headers = MutableHeaders(raw=message.setdefault("headers", []))
                 media = headers.get("content-type", "").partition(";")[0].strip().lower()
                 length = headers.get("content-length", "")
-                if (message["status"] != 206 and "content-encoding" not in headers and length.isdigit()
-                        and int(length) >= self.minimum_size and media
-                        and excluded.isdisjoint({media, media.partition("/")[0] + "/*"})):
+                if (
+                    message["status"] != 206
+                    and "content-encoding" not in headers
+                    and length.isdigit()
+                    and int(length) >= self.minimum_size
+                    and media
+                    and excluded.isdisjoint({media, media.partition("/")[0] + "/*"})
+                ):
                     headers.add_vary_header("Accept-Encoding")
                     if accepts_gzip:
                         headers["content-encoding"] = "gzip"
@@ -120,8 +125,14 @@ class RequestContextMiddleware:
     the access log line.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, docs: DocsApp,
-                 concrete_paths: dict[str, list[str]] | None = None, usage: UsageRecorder | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        docs: DocsApp,
+        concrete_paths: dict[str, list[str]] | None = None,
+        usage: UsageRecorder | None = None,
+    ) -> None:
         self.app = app
         self.usage = usage
         self.docs = docs
@@ -188,8 +199,9 @@ class RequestContextMiddleware:
                 info["operation"] = "docs"
                 await self.docs(scope, receive, send_wrapper)
             elif allowed and method not in allowed and method != "OPTIONS":
-                await _send_error(send_wrapper, 405, request_id=request_id,
-                                  headers=[(b"allow", ", ".join(allowed).encode())])
+                await _send_error(
+                    send_wrapper, 405, request_id=request_id, headers=[(b"allow", ", ".join(allowed).encode())]
+                )
             else:
                 await self.app(scope, _bounded(receive), send_wrapper)
         finally:
@@ -280,14 +292,24 @@ def _oversize(scope: Scope) -> tuple[int, str, str] | None:
         return 414, "URI_TOO_LONG", f"The URL is longer than {MAX_URL_BYTES // 1024} KB."
     if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > MAX_HEADER_BYTES:
         return 431, "REQUEST_HEADERS_TOO_LARGE", f"The request headers exceed {MAX_HEADER_BYTES // 1024} KB."
-    if query and query.count(b"&") >= MAX_QUERY_PARAMETERS and \
-            sum(1 for part in query.split(b"&") if part) > MAX_QUERY_PARAMETERS:
+    if (
+        query
+        and query.count(b"&") >= MAX_QUERY_PARAMETERS
+        and sum(1 for part in query.split(b"&") if part) > MAX_QUERY_PARAMETERS
+    ):
         return 400, "VALIDATION_ERROR", f"More than {MAX_QUERY_PARAMETERS} query parameters."
     return None
 
 
-async def _send_error(send: Send, status: int, code: str | None = None, message: str | None = None, *,
-                      request_id: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str | None = None,
+    message: str | None = None,
+    *,
+    request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = json.dumps(error_body(status, request_id, code, message)).encode()
     base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 413:
@@ -308,8 +330,14 @@ class FlaskBridge:
     response. Lifespan and websocket scopes still go to a2wsgi (`fallback`).
     """
 
-    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 8,
-                 time_limits: dict[str, float] | None = None, default_limit: float | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        fallback: ASGIApp,
+        threads: int = 8,
+        time_limits: dict[str, float] | None = None,
+        default_limit: float | None = None,
+    ) -> None:
         self.app = app  # the WSGI app; Connexion's add_wsgi_middleware wraps this attribute
         self.fallback = fallback
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
@@ -474,8 +502,9 @@ def _call_wsgi(app: Any, environ: dict[str, Any]) -> _WsgiResult:
     chunks: list[bytes] = []
     iterable = app(environ, start_response)
     stream = None
-    if started and any(name.lower() == "content-type" and value.startswith("text/event-stream")
-                       for name, value in started[1]):
+    if started and any(
+        name.lower() == "content-type" and value.startswith("text/event-stream") for name, value in started[1]
+    ):
         stream = iter(iterable)
     else:
         try:

@@ -189,8 +189,11 @@ def describe(error: ValidationError, root: str = "") -> Detail:
         "minProperties": lambda: "must name at least one field",
         "pattern": lambda: "does not have the required format",
         "format": lambda: f"is not a valid {value}",
-        "enum": lambda: ("must be one of: " + ", ".join(map(str, value))) if len(value) <= 12
-        else "is not one of the allowed values",
+        "enum": lambda: (
+            ("must be one of: " + ", ".join(map(str, value)))
+            if len(value) <= 12
+            else "is not one of the allowed values"
+        ),
         "nullable": lambda: "must not be null",
     }
     message = messages.get(kind, lambda: "is invalid")()
@@ -253,7 +256,8 @@ class BodyValidator(JSONRequestBodyValidator):
         if json_depth_exceeds(text):
             raise RequestValidationProblem(
                 f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.",
-                [Detail(f"is nested deeper than {MAX_JSON_DEPTH} levels", "body")])
+                [Detail(f"is nested deeper than {MAX_JSON_DEPTH} levels", "body")],
+            )
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -263,8 +267,9 @@ class BodyValidator(JSONRequestBodyValidator):
         if "\\u0000" in text:  # JSON can only carry NUL escaped; without the escape, no walk
             fields = nul_fields(document)
             if fields:
-                raise RequestValidationProblem("The request body has NUL characters.",
-                                               [Detail(_NUL, field) for field in fields])
+                raise RequestValidationProblem(
+                    "The request body has NUL characters.", [Detail(_NUL, field) for field in fields]
+                )
         return document
 
     def _validate(self, body: t.Any) -> dict | None:
@@ -298,8 +303,9 @@ class FormBodyValidator(FormDataValidator):
         counts = Counter(name for name, _ in parse_qsl(body.decode("latin-1"), keep_blank_values=True))
         repeated = sorted(name for name, count in counts.items() if count > 1)
         if repeated:
-            raise RequestValidationProblem("The request body is invalid.",
-                                           [Detail("must be given once", name) for name in repeated])
+            raise RequestValidationProblem(
+                "The request body is invalid.", [Detail("must be given once", name) for name in repeated]
+            )
 
         async def again() -> t.AsyncGenerator[bytes, None]:
             yield body
@@ -428,8 +434,12 @@ class _BodyTypeOperation(RequestValidationOperation):
 
 class _BodyTypeAPI(RequestValidationAPI):
     def make_operation(self, operation: Any) -> RequestValidationOperation:
-        return _BodyTypeOperation(self.next_app, operation=operation, strict_validation=self.strict_validation,
-                                  validator_map=self.validator_map)
+        return _BodyTypeOperation(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
 
 
 class BodyTypeValidationMiddleware(RequestValidationMiddleware):
@@ -449,8 +459,9 @@ class ResponseBodyValidator(JSONResponseBodyValidator):
 def validator_map() -> dict:
     """Returns Connexion's validator map with our body, parameter and response validators swapped in."""
     mapping = dict(VALIDATOR_MAP)
-    mapping["body"] = MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": BodyValidator,
-                                     "application/x-www-form-urlencoded": FormBodyValidator})
+    mapping["body"] = MediaTypeDict(
+        {**VALIDATOR_MAP["body"], "*/*json": BodyValidator, "application/x-www-form-urlencoded": FormBodyValidator}
+    )
     mapping["parameter"] = ParamsValidator
     mapping["response"] = MediaTypeDict({**VALIDATOR_MAP["response"], "*/*json": ResponseBodyValidator})
     return mapping
