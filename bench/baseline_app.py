@@ -104,8 +104,13 @@ def get_user(user_id: str) -> Any:
     if not header.startswith("Bearer "):
         return _error(401, "AUTHENTICATION_FAILED")
     try:
-        claims = jwt.decode(header[7:], _SECRET, algorithms=["HS256"], issuer="tenantry",
-                            options={"require": ["exp", "iat", "sub", "sid", "iss"]})
+        claims = jwt.decode(
+            header[7:],
+            _SECRET,
+            algorithms=["HS256"],
+            issuer="tenantry",
+            options={"require": ["exp", "iat", "sub", "sid", "iss"]},
+        )
     except jwt.PyJWTError:
         return _error(401, "AUTHENTICATION_FAILED")
     with _cursor() as cur:
@@ -122,9 +127,20 @@ def get_user(user_id: str) -> Any:
         if user is None:
             return _error(404, "NOT_FOUND")
         roles = _role_refs(cur, tenant_id, row[27] or 0, user)
-    return _envelope({
-        "id": user[0], "tenant_id": user[1], "email": user[2], "first_name": user[5], "last_name": user[6],
-        "role": user[7], "status": user[8], "is_platform_operator": user[9], "livemode": user[13],
-        "created_at": _rfc3339(user[10]), "updated_at": _rfc3339(user[11]), "last_login_at": _rfc3339(user[12]),
-        "roles": roles,
-    })
+    return _envelope(
+        {
+            "id": user[0],
+            "tenant_id": user[1],
+            "email": user[2],
+            "first_name": user[5],
+            "last_name": user[6],
+            "role": user[7],
+            "status": user[8],
+            "is_platform_operator": user[9],
+            "livemode": user[13],
+            "created_at": _rfc3339(user[10]),
+            "updated_at": _rfc3339(user[11]),
+            "last_login_at": _rfc3339(user[12]),
+            "roles": roles,
+        }
+    )

@@ -155,16 +155,16 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, time
         return status, raw.decode(errors="replace")
 
 
-def start_server(name: str, argv: list[str], env: dict[str, str], port: int, ready_path: str,
-                 timeout: float = 60) -> Server:
+def start_server(
+    name: str, argv: list[str], env: dict[str, str], port: int, ready_path: str, timeout: float = 60
+) -> Server:
     """Starts `argv` (output to bench/out/<name>.log) and returns it once GET `ready_path` answers 200.
 
     Raises RuntimeError when it exits or is not ready within `timeout` seconds.
     """
     log = OUT / f"{name}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(name, proc, log, f"http://{HOST}:{port}", env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -189,25 +189,59 @@ def _expect(status: int, body: Any, want: int, what: str) -> Any:
 def seed(base: str) -> Seed:
     """Registers a tenant, logs its owner in and creates SEED_USERS users in batches of 100."""
     email = f"owner-{secrets.token_hex(4)}@bench.example.com"
-    registered = _expect(*http("POST", base + "/v1/auth/register", {
-        "email": email, "password": PASSWORD, "first_name": "Bench", "last_name": "Owner",
-        "tenant_name": "Bench Corporation"}), 201, "register")
+    registered = _expect(
+        *http(
+            "POST",
+            base + "/v1/auth/register",
+            {
+                "email": email,
+                "password": PASSWORD,
+                "first_name": "Bench",
+                "last_name": "Owner",
+                "tenant_name": "Bench Corporation",
+            },
+        ),
+        201,
+        "register",
+    )
     tenant_id = registered["tenant"]["id"]
     login_body = {"email": email, "password": PASSWORD, "tenant_id": tenant_id}
     token = _expect(*http("POST", base + "/v1/auth/login", login_body), 200, "login")["access_token"]
-    operator = _expect(*http("POST", base + "/v1/auth/login", {"email": OPERATOR_EMAIL,
-                                                                "password": OPERATOR_PASSWORD}),
-                       200, "operator login")["access_token"]
-    _expect(*http("PUT", f"{base}/v1/tenants/{tenant_id}", {
-        "name": "Bench Corporation", "status": "active", "settings": {}, "plan": "enterprise",
-        "rate_limits": {"requests_per_minute": 1_000_000, "burst_per_10_seconds": 1_000_000}}, operator),
-        200, "set the tenant's limits")
+    operator = _expect(
+        *http("POST", base + "/v1/auth/login", {"email": OPERATOR_EMAIL, "password": OPERATOR_PASSWORD}),
+        200,
+        "operator login",
+    )["access_token"]
+    _expect(
+        *http(
+            "PUT",
+            f"{base}/v1/tenants/{tenant_id}",
+            {
+                "name": "Bench Corporation",
+                "status": "active",
+                "settings": {},
+                "plan": "enterprise",
+                "rate_limits": {"requests_per_minute": 1_000_000, "burst_per_10_seconds": 1_000_000},
+            },
+            operator,
+        ),
+        200,
+        "set the tenant's limits",
+    )
 
     def batch(start: int) -> list[str]:
-        users = [{"email": f"user{n:04d}@bench.example.com", "password": PASSWORD, "first_name": f"User{n}",
-                  "last_name": "Seeded"} for n in range(start, min(start + 100, SEED_USERS))]
-        created = _expect(*http("POST", base + "/v1/users/batch", {"users": users}, token, timeout=120),
-                          201, "users batch")
+        users = [
+            {
+                "email": f"user{n:04d}@bench.example.com",
+                "password": PASSWORD,
+                "first_name": f"User{n}",
+                "last_name": "Seeded",
+            }
+            for n in range(start, min(start + 100, SEED_USERS))
+        ]
+        created = _expect(
+            *http("POST", base + "/v1/users/batch", {"users": users}, token, timeout=120), 201, "users batch"
+        )
         return [u["id"] for u in created]
 
     # Each user costs an argon2id hash; two batches at a time keep both cores busy.
@@ -243,8 +277,13 @@ def parse_wrk(text: str) -> tuple[float, float, float, int, int]:
     return rps, _latency_ms(text, "50"), _latency_ms(text, "99"), requests, errors
 
 
-def wrk(url: str, duration_s: int, headers: dict[str, str] | None = None, script: str | None = None,
-        env: dict[str, str] | None = None) -> str:
+def wrk(
+    url: str,
+    duration_s: int,
+    headers: dict[str, str] | None = None,
+    script: str | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """Runs wrk against `url` for `duration_s` seconds and returns its output; raises on failure."""
     argv = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency", "--timeout", WRK_TIMEOUT]
     for name, value in (headers or {}).items():
@@ -252,8 +291,9 @@ def wrk(url: str, duration_s: int, headers: dict[str, str] | None = None, script
     if script:
         argv += ["-s", str(BENCH / "wrk" / script)]
     argv.append(url)
-    done = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=duration_s + 30, check=False)
+    done = subprocess.run(
+        argv, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=duration_s + 30, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     return done.stdout
@@ -293,8 +333,9 @@ def measure(scenario: str, server: Server, path: str, **wrk_args: Any) -> Result
     rps, p50, p99, requests, errors = parse_wrk(text)
     result = Result(scenario, server.name, rps, p50, p99, requests, errors)
     flag = f"  <- {errors} errors" if errors else ""
-    print(f"  {scenario:<24} {server.name:<11} {rps:9.1f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms{flag}",
-          flush=True)
+    print(
+        f"  {scenario:<24} {server.name:<11} {rps:9.1f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms{flag}", flush=True
+    )
     return result
 
 
@@ -304,21 +345,26 @@ def machine() -> str:
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     mem = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
     ram = f"{int(mem.group(1)) / 1024 / 1024:.1f} GiB" if mem else "unknown"
-    return (f"nproc {os.cpu_count()}, {model.group(1).strip() if model else platform.processor()}, "
-            f"RAM {ram}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    return (
+        f"nproc {os.cpu_count()}, {model.group(1).strip() if model else platform.processor()}, "
+        f"RAM {ram}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def git_commit() -> str:
     """Returns the short commit of HEAD, or 'unknown'."""
-    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() or "unknown"
 
 
 def render(results: list[Result]) -> str:
     """Returns the results as a markdown table followed by the Tenantry/bare-Flask ratios."""
-    lines = ["| scenario | server | req/s | p50 ms | p99 ms | requests | errors |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| scenario | server | req/s | p50 ms | p99 ms | requests | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
         # wrk reports no latency for a run whose every response failed; don't print its zeros as numbers.
         p50, p99 = (f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}") if r.requests > r.errors else ("n/a", "n/a")
@@ -328,10 +374,16 @@ def render(results: list[Result]) -> str:
     for scenario in ("GET /v1/users/{id}", "GET /health"):
         ours, base = by_key.get((scenario, "tenantry")), by_key.get((scenario, "bare-flask"))
         if ours and base and base.rps:
-            ratios.append(f"- `{scenario}`: Tenantry/bare-Flask = {ours.rps / base.rps:.2f}x req/s "
-                          f"(p50 {ours.p50_ms / base.p50_ms:.2f}x, p99 {ours.p99_ms / base.p99_ms:.2f}x)")
-    return "\n".join(lines) + "\n\nRatios (throughput; latency in parentheses, lower is better):\n\n" + \
-        "\n".join(ratios) + "\n"
+            ratios.append(
+                f"- `{scenario}`: Tenantry/bare-Flask = {ours.rps / base.rps:.2f}x req/s "
+                f"(p50 {ours.p50_ms / base.p50_ms:.2f}x, p99 {ours.p99_ms / base.p99_ms:.2f}x)"
+            )
+    return (
+        "\n".join(lines)
+        + "\n\nRatios (throughput; latency in parentheses, lower is better):\n\n"
+        + "\n".join(ratios)
+        + "\n"
+    )
 
 
 def write_results(table: str, notes: list[str]) -> Path:
@@ -349,7 +401,8 @@ def write_results(table: str, notes: list[str]) -> Path:
         f"bare Flask `gunicorn -w {WORKERS} "
         "-k sync bench/baseline_app.py`, one psycopg2 connection per worker; PostgreSQL on 127.0.0.1\n"
         + "".join(f"- {note}\n" for note in notes)
-        + "\nProduced by `bench/run`.\n\n" + table
+        + "\nProduced by `bench/run`.\n\n"
+        + table
     )
     return path
 
@@ -362,39 +415,76 @@ def _secret() -> str:
 @contextmanager
 def servers(database_url: str, workdir: Path, baseline: bool = True) -> Iterator[tuple[Server, Server | None]]:
     """Migrates the database and yields (tenantry, baseline or None), both ready; stops them afterwards."""
-    env = {**os.environ, "DATABASE_URL": database_url, "TENANTRY_SECRET_KEY": _secret(),
-           "TENANTRY_INSTANCE_PATH": str(workdir / "instance"), "TENANTRY_LOG_LEVEL": "WARNING",
-           "TENANTRY_ACCESS_TOKEN_TTL": "3600", "PYTHONUNBUFFERED": "1",
-           # Rate limits stay on (every request is counted, in the table the workers share) with budgets no
-           # load here reaches: the address and login limits here, the tenant's through the operator.
-           "TENANTRY_RATE_LIMIT_IP": BENCH_LIMIT, "TENANTRY_RATE_LIMIT_AUTH_IP": BENCH_LIMIT,
-           "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT,
-           # As in production: the server's connections are bound by row-level security.
-           "TENANTRY_DB_ROLE": "tenantry_app",
-           # Two handler threads a worker, against the baseline's one request at a time a worker:
-           # with the database 0.1 ms away, more threads add no throughput, only tail latency
-           # (README, "Benchmark"). The default (8) is for databases further away.
-           "TENANTRY_THREADS": BENCH_THREADS}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TENANTRY_SECRET_KEY": _secret(),
+        "TENANTRY_INSTANCE_PATH": str(workdir / "instance"),
+        "TENANTRY_LOG_LEVEL": "WARNING",
+        "TENANTRY_ACCESS_TOKEN_TTL": "3600",
+        "PYTHONUNBUFFERED": "1",
+        # Rate limits stay on (every request is counted, in the table the workers share) with budgets no
+        # load here reaches: the address and login limits here, the tenant's through the operator.
+        "TENANTRY_RATE_LIMIT_IP": BENCH_LIMIT,
+        "TENANTRY_RATE_LIMIT_AUTH_IP": BENCH_LIMIT,
+        "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": BENCH_LIMIT,
+        # As in production: the server's connections are bound by row-level security.
+        "TENANTRY_DB_ROLE": "tenantry_app",
+        # Two handler threads a worker, against the baseline's one request at a time a worker:
+        # with the database 0.1 ms away, more threads add no throughput, only tail latency
+        # (README, "Benchmark"). The default (8) is for databases further away.
+        "TENANTRY_THREADS": BENCH_THREADS,
+    }
     env.pop("TENANTRY_VALIDATE_RESPONSES", None)
     env.pop("REDIS_URL", None)
     (workdir / "instance").mkdir()
-    subprocess.run([str(VENV_BIN / "tenantry"), "db", "upgrade"], cwd=REPO, env=env, check=True,
-                   capture_output=True, timeout=60)
-    subprocess.run([str(VENV_BIN / "tenantry"), "admin", "create", f"--email={OPERATOR_EMAIL}",
-                    f"--password={OPERATOR_PASSWORD}"], cwd=REPO, env=env, check=True, capture_output=True,
-                   timeout=60)
+    subprocess.run(
+        [str(VENV_BIN / "tenantry"), "db", "upgrade"], cwd=REPO, env=env, check=True, capture_output=True, timeout=60
+    )
+    subprocess.run(
+        [str(VENV_BIN / "tenantry"), "admin", "create", f"--email={OPERATOR_EMAIL}", f"--password={OPERATOR_PASSWORD}"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     started: list[Server] = []
     try:
         port = free_port()
-        started.append(start_server("tenantry", [str(VENV_BIN / "tenantry"), "serve", "--host", HOST, "--port",
-                                                 str(port), "--workers", str(WORKERS)],
-                                    env, port, "/health/ready"))
+        started.append(
+            start_server(
+                "tenantry",
+                [str(VENV_BIN / "tenantry"), "serve", "--host", HOST, "--port", str(port), "--workers", str(WORKERS)],
+                env,
+                port,
+                "/health/ready",
+            )
+        )
         if baseline:
             port = free_port()
-            started.append(start_server("bare-flask", [str(VENV_BIN / "gunicorn"), "-w", str(WORKERS), "-k", "sync",
-                                                       "-b", f"{HOST}:{port}", "--chdir", str(BENCH),
-                                                       "--log-level", "warning", "baseline_app:app"],
-                                        env, port, "/health"))
+            started.append(
+                start_server(
+                    "bare-flask",
+                    [
+                        str(VENV_BIN / "gunicorn"),
+                        "-w",
+                        str(WORKERS),
+                        "-k",
+                        "sync",
+                        "-b",
+                        f"{HOST}:{port}",
+                        "--chdir",
+                        str(BENCH),
+                        "--log-level",
+                        "warning",
+                        "baseline_app:app",
+                    ],
+                    env,
+                    port,
+                    "/health",
+                )
+            )
         yield started[0], started[1] if baseline else None
     finally:
         for server in reversed(started):
@@ -432,17 +522,30 @@ def benchmark(database_url: str, workdir: Path, targets_only: bool = False) -> N
             ("GET /v1/users/{id}", tenantry, user_path, {"headers": auth}),
             ("GET /v1/users/{id}", flask, user_path, {"headers": auth}),
             ("GET /v1/users?limit=20", tenantry, "/v1/users?limit=20", {"headers": auth}),
-            ("POST /v1/users", tenantry, "/v1/users",
-             {"script": "post_user.lua", "env": {"BENCH_TOKEN": seeded.token}}),
-            ("POST /v1/auth/login", tenantry, "/v1/auth/login",
-             {"script": "login.lua", "env": {"BENCH_LOGIN_BODY": seeded.login_body}}),
+            (
+                "POST /v1/users",
+                tenantry,
+                "/v1/users",
+                {"script": "post_user.lua", "env": {"BENCH_TOKEN": seeded.token}},
+            ),
+            (
+                "POST /v1/auth/login",
+                tenantry,
+                "/v1/auth/login",
+                {"script": "login.lua", "env": {"BENCH_LOGIN_BODY": seeded.login_body}},
+            ),
         ]
-        results = [measure(name, server, path, **wrk_args) for name, server, path, wrk_args in scenarios
-                   if not targets_only or name in TARGETS]
+        results = [
+            measure(name, server, path, **wrk_args)
+            for name, server, path, wrk_args in scenarios
+            if not targets_only or name in TARGETS
+        ]
     table = render(results)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
-    notes.append(f"load average (1, 5, 15 min) before {' '.join(load_before)}, after {' '.join(load_after)} "
-                 "(above the 2 cores means other work shared the machine)")
+    notes.append(
+        f"load average (1, 5, 15 min) before {' '.join(load_before)}, after {' '.join(load_after)} "
+        "(above the 2 cores means other work shared the machine)"
+    )
     print("\n" + table)
     print(f"bench: wrote {write_results(table, notes).relative_to(REPO)}")
 
@@ -476,14 +579,37 @@ def profile(database_url: str, workdir: Path) -> None:
         target = OUT / f"tenantry-get-user-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.speedscope.json"
         url = tenantry.base_url + f"/v1/users/{seeded.user_id}"
         wrk(url, WARMUP_S, headers={"Authorization": f"Bearer {seeded.token}"})
-        argv = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION_S + 4}s", "-H",
-                f"Authorization: Bearer {seeded.token}", url]
+        argv = [
+            "wrk",
+            f"-t{THREADS}",
+            f"-c{CONNECTIONS}",
+            f"-d{DURATION_S + 4}s",
+            "-H",
+            f"Authorization: Bearer {seeded.token}",
+            url,
+        ]
         load = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         try:
             time.sleep(1)
-            subprocess.run([py_spy, "record", "--pid", str(workers[0]), "--duration", str(DURATION_S),
-                            "--rate", "200", "--format", "speedscope", "--output", str(target), "--nonblocking"],
-                           check=True, timeout=DURATION_S + 30)
+            subprocess.run(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(workers[0]),
+                    "--duration",
+                    str(DURATION_S),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "speedscope",
+                    "--output",
+                    str(target),
+                    "--nonblocking",
+                ],
+                check=True,
+                timeout=DURATION_S + 30,
+            )
         finally:
             load.wait(timeout=DURATION_S + 30)
     print(f"bench: wrote {target.relative_to(REPO)} (open it at https://www.speedscope.app)\n")
@@ -504,20 +630,31 @@ def summarize_profile(path: Path, top: int = 15) -> str:
     total = sum(own.values()) or 1.0
 
     def lines(counter: Counter[int]) -> list[str]:
-        return [f"  {100 * weight / total:5.1f}%  {frames[i]['name']}  "
-                f"{frames[i].get('file', '').split('site-packages/')[-1]}:{frames[i].get('line')}"
-                for i, weight in counter.most_common(top)]
+        return [
+            f"  {100 * weight / total:5.1f}%  {frames[i]['name']}  "
+            f"{frames[i].get('file', '').split('site-packages/')[-1]}:{frames[i].get('line')}"
+            for i, weight in counter.most_common(top)
+        ]
 
-    return "\n".join([f"self time (top {top}; idle pool threads show as Condition.wait):", *lines(own),
-                      f"inclusive time (top {top}):", *lines(inclusive)])
+    return "\n".join(
+        [
+            f"self time (top {top}; idle pool threads show as Condition.wait):",
+            *lines(own),
+            f"inclusive time (top {top}):",
+            *lines(inclusive),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark (or the profile); returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", action="store_true", help="py-spy one Tenantry worker instead of benchmarking")
-    parser.add_argument("--targets", action="store_true",
-                        help=f"measure only the target scenarios ({', '.join(TARGETS)}) on both servers")
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help=f"measure only the target scenarios ({', '.join(TARGETS)}) on both servers",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (bench/run installs it)", file=sys.stderr)
@@ -532,8 +669,10 @@ def main(argv: list[str] | None = None) -> int:
                 benchmark(database_url, Path(tmp), targets_only=args.targets)
         except (RuntimeError, subprocess.SubprocessError) as exc:
             detail = getattr(exc, "stderr", None)
-            print(f"error: {exc}" + (f"\n{detail.decode(errors='replace')}" if isinstance(detail, bytes) else ""),
-                  file=sys.stderr)
+            print(
+                f"error: {exc}" + (f"\n{detail.decode(errors='replace')}" if isinstance(detail, bytes) else ""),
+                file=sys.stderr,
+            )
             return 1
     print(f"bench: done in {time.monotonic() - started:.0f} s")
     return 0

@@ -60,8 +60,7 @@ def main() -> int:
     table = create_table(131072)  # where `tenantry serve` puts it: /dev/shm when there is one
     try:
         rows = [
-            measure("shared table, file (tenantry serve)", SharedCounters(path=str(table)), args.calls,
-                    args.repeats),
+            measure("shared table, file (tenantry serve)", SharedCounters(path=str(table)), args.calls, args.repeats),
             measure("shared table, anonymous (one process)", SharedCounters(path=""), args.calls, args.repeats),
             measure("limits MemoryStorage (per process, before)", MemoryStorage(), args.calls, args.repeats),
         ]

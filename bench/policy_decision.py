@@ -34,15 +34,18 @@ def make_policies(count: int, actions: int) -> list[CompiledPolicy]:
             conditions = [f"resource.amount > {1000 + i}", "context.mode == 'test'"]
             effect = "deny"
         else:
-            conditions = [{"user.role": f"Tier{i}", "booking.scheduled_time": "> now() + 24h"},
-                          "context.ip in ['203.0.113.7', '198.51.100.1'] or subject.status == 'active'"]
+            conditions = [
+                {"user.role": f"Tier{i}", "booking.scheduled_time": "> now() + 24h"},
+                "context.ip in ['203.0.113.7', '198.51.100.1'] or subject.status == 'active'",
+            ]
             effect = "allow"
         policies.append(CompiledPolicy.compile(f"pol_{i:03d}", f"P{i}", "booking", action, effect, conditions))
     return policies
 
 
-def time_case(subject: Subject, action: str, resource: Resource, policies: list[CompiledPolicy],
-              rounds: int, per_round: int) -> tuple[float, float, bool]:
+def time_case(
+    subject: Subject, action: str, resource: Resource, policies: list[CompiledPolicy], rounds: int, per_round: int
+) -> tuple[float, float, bool]:
     """Returns (median µs, best µs) per decision and whether it allowed."""
     context = {"now": NOW, "ip": "203.0.113.7", "mode": "live"}
     on_action = [p for p in policies if p.permission == action]  # the snapshot indexes policies by action
@@ -65,10 +68,16 @@ def main() -> None:
     args = parser.parse_args()
 
     grants = {"Tier5": frozenset({"booking:read"})}
-    subject = Subject("usr_1", "ten_a", ("member", "Tier5"), role_grants=grants,
-                      attributes={"email": "a@example.com", "status": "active", "mfa_enabled": False})
-    resource = Resource("booking", "bkg_1", "ten_a",
-                        {"scheduled_time": (NOW + timedelta(hours=25)).isoformat(), "amount": 10})
+    subject = Subject(
+        "usr_1",
+        "ten_a",
+        ("member", "Tier5"),
+        role_grants=grants,
+        attributes={"email": "a@example.com", "status": "active", "mfa_enabled": False},
+    )
+    resource = Resource(
+        "booking", "bkg_1", "ten_a", {"scheduled_time": (NOW + timedelta(hours=25)).isoformat(), "amount": 10}
+    )
     rows = []
     cases = [
         ("100 policies, all on the action", make_policies(100, 1), "booking:act0"),
@@ -77,8 +86,11 @@ def main() -> None:
         ("no policies (role grant only)", [], "booking:read"),
     ]
     for name, policies, action in cases:
-        res = resource if "deny applies" not in name else Resource(
-            "booking", "bkg_1", "ten_a", {"scheduled_time": NOW.isoformat(), "amount": 10_000})
+        res = (
+            resource
+            if "deny applies" not in name
+            else Resource("booking", "bkg_1", "ten_a", {"scheduled_time": NOW.isoformat(), "amount": 10_000})
+        )
         ctx_subject = subject
         median, best, allowed = time_case(ctx_subject, action, res, policies, args.rounds, args.per_round)
         judged = sum(1 for p in policies if p.permission == action)

@@ -11,18 +11,31 @@ from tenantry.envelope import cursor_page, one
 from tenantry.times import query_bound
 
 
-def list_audit_logs(action: str | None = None, resource_type: str | None = None, resource_id: str | None = None,
-                    user_id: str | None = None, date_from: str | None = None, date_to: str | None = None,
-                    livemode: bool | None = None, limit: int = 20,
-                    starting_after: str | None = None) -> dict[str, Any]:
+def list_audit_logs(
+    action: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    user_id: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    livemode: bool | None = None,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> dict[str, Any]:
     """The tenant's entries of one mode (the caller's by default), newest first, a cursor page at a time."""
     entries, has_more = AuditEntry.page(
-        acting_tenant(), limit, current_livemode() if livemode is None else livemode, starting_after,
-        action=action, resource_type=resource_type,
-        resource_id=resource_id, actor_id=user_id,
-        date_from=query_bound(date_from, "date_from"), date_to=query_bound(date_to, "date_to", end=True))
+        acting_tenant(),
+        limit,
+        current_livemode() if livemode is None else livemode,
+        starting_after,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        actor_id=user_id,
+        date_from=query_bound(date_from, "date_from"),
+        date_to=query_bound(date_to, "date_to", end=True),
+    )
     return cursor_page([e.as_dict() for e in entries], limit, has_more)
-
 
 
 def verify_audit_logs() -> tuple[dict[str, Any], int, dict[str, str]]:

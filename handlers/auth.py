@@ -54,15 +54,17 @@ def register(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]
     check_confirmation(body, "password", "password_confirm")
     first_name, last_name = split_full_name(body)
     owner = User.build(None, body["email"], hash_password(body["password"]), first_name, last_name, role="owner")
-    tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner,
-                                     current_app.extensions["tenantry"].settings.default_plan)
+    tenant, user = accounts.register(
+        body["tenant_name"], body.get("tenant_domain"), owner, current_app.extensions["tenantry"].settings.default_plan
+    )
     return one({"user": user_view(user), "tenant": tenant.as_dict()}, 201)
 
 
 def _login_candidates(body: dict[str, Any]) -> list[User]:
     """The accounts the login names: its email in the tenant it names, or in every tenant."""
-    tenant_id = (body.get("tenant_id") or request.headers.get("X-Tenant-ID")
-                 or Domain.verified_tenant_for_host(request.host))
+    tenant_id = (
+        body.get("tenant_id") or request.headers.get("X-Tenant-ID") or Domain.verified_tenant_for_host(request.host)
+    )
     return User.candidates_for_login(either(body, "email", "username", required=True), tenant_id)
 
 
@@ -97,8 +99,12 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     user = matches[0]
     _check_active(user)
     mfa.check_login(user, body.get("mfa_code"))
-    session, refresh = Session.start(user, current_app.extensions["tenantry"].settings.refresh_token_ttl,
-                                     request.remote_addr, request.headers.get("User-Agent"))
+    session, refresh = Session.start(
+        user,
+        current_app.extensions["tenantry"].settings.refresh_token_ttl,
+        request.remote_addr,
+        request.headers.get("User-Agent"),
+    )
     user.record_login(hash_password(body["password"]) if needs_rehash(user.password_hash) else None)
     return one(_token_pair(session, refresh, user))
 
@@ -143,8 +149,7 @@ def change_password(body: dict[str, Any]) -> Response:
     principal = current_principal()
     user = principal.user
     if not verify_password(user.password_hash, body["current_password"]):
-        raise ValidationFailed("The current password is incorrect.",
-                               [Detail("is incorrect", "current_password")])
+        raise ValidationFailed("The current password is incorrect.", [Detail("is incorrect", "current_password")])
     user.apply_changes({}, hash_password(body["new_password"]), keep_session=principal.session_id)
     return no_content()
 
@@ -152,8 +157,9 @@ def change_password(body: dict[str, Any]) -> Response:
 def list_sessions(limit: int = 20, offset: int = 0) -> dict[str, Any]:
     """The caller's live sessions, newest first; `current` marks the one making this request."""
     principal = current_principal()
-    return page(Session.live_for_user(principal.user.id), limit, offset,
-                lambda session: session.as_dict(principal.session_id))
+    return page(
+        Session.live_for_user(principal.user.id), limit, offset, lambda session: session.as_dict(principal.session_id)
+    )
 
 
 def revoke_session(session_id: str) -> Response:

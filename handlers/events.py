@@ -20,12 +20,23 @@ from tenantry.times import query_moment
 RECHECK_S = 5.0
 
 
-
-def list_events(type: list[str] | None = None, created_from: str | None = None,
-                created_to: str | None = None, limit: int = 20, starting_after: str | None = None) -> dict[str, Any]:
+def list_events(
+    type: list[str] | None = None,
+    created_from: str | None = None,
+    created_to: str | None = None,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> dict[str, Any]:
     """The tenant's events of the caller's mode, newest first, a cursor page at a time."""
-    events, has_more = Event.page(acting_tenant(), current_livemode(), limit, starting_after, type or None,
-                                  query_moment(created_from, "created_from"), query_moment(created_to, "created_to"))
+    events, has_more = Event.page(
+        acting_tenant(),
+        current_livemode(),
+        limit,
+        starting_after,
+        type or None,
+        query_moment(created_from, "created_from"),
+        query_moment(created_to, "created_to"),
+    )
     return cursor_page([e.as_dict() for e in events], limit, has_more)
 
 
@@ -44,14 +55,24 @@ def stream_events(type: list[str] | None = None) -> Response:
     ends = time.time() + settings.sse_max_seconds
     if expires is not None:
         ends = min(ends, expires)
-    body = _messages(tenant_id, livemode, after, type or [], settings.sse_heartbeat, bool(g.get("rows_scoped")),
-                     ends, still_good)
-    return Response(body, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    body = _messages(
+        tenant_id, livemode, after, type or [], settings.sse_heartbeat, bool(g.get("rows_scoped")), ends, still_good
+    )
+    return Response(
+        body, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
 
 
-def _messages(tenant_id: str, livemode: bool, after: int, patterns: list[str], heartbeat_s: int,
-              scoped: bool, ends: float, still_good: Callable[[], bool]) -> Iterator[bytes]:
+def _messages(
+    tenant_id: str,
+    livemode: bool,
+    after: int,
+    patterns: list[str],
+    heartbeat_s: int,
+    scoped: bool,
+    ends: float,
+    still_good: Callable[[], bool],
+) -> Iterator[bytes]:
     """Yields the stream's messages; an empty chunk means nothing is new yet (the server then waits a
     moment and asks again, holding no thread meanwhile: tenantry.middleware.FlaskBridge).
 

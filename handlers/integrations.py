@@ -23,8 +23,9 @@ def list_providers(limit: int = 20, offset: int = 0) -> dict[str, Any]:
 def create_provider(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A new provider (201); its secret is sealed and never answered."""
     integrations.check_urls(body)
-    provider = IntegrationProvider.add(acting_tenant(), body, body["secret_key"],
-                                       normalize_ranges(body.get("allowed_ips", [])), current_principal().id)
+    provider = IntegrationProvider.add(
+        acting_tenant(), body, body["secret_key"], normalize_ranges(body.get("allowed_ips", [])), current_principal().id
+    )
     return one(provider.as_dict(), 201, location=f"/v1/integrations/providers/{provider.id}")
 
 
@@ -54,13 +55,26 @@ def receive_webhook(integration_id: str, body: dict[str, Any]) -> tuple[dict[str
     return one(event.as_dict(), 202 if created else 200)
 
 
-def list_integration_events(provider: str | None = None, event_type: str | None = None, status: str | None = None,
-                created_from: str | None = None, created_to: str | None = None, limit: int = 20,
-                starting_after: str | None = None) -> dict[str, Any]:
+def list_integration_events(
+    provider: str | None = None,
+    event_type: str | None = None,
+    status: str | None = None,
+    created_from: str | None = None,
+    created_to: str | None = None,
+    limit: int = 20,
+    starting_after: str | None = None,
+) -> dict[str, Any]:
     """The tenant's received events, newest first, a cursor page at a time."""
     events, has_more = IntegrationEvent.page(
-        acting_tenant(), limit, starting_after, provider_id=provider, event_type=event_type, status=status,
-        created_from=query_moment(created_from, "created_from"), created_to=query_moment(created_to, "created_to"))
+        acting_tenant(),
+        limit,
+        starting_after,
+        provider_id=provider,
+        event_type=event_type,
+        status=status,
+        created_from=query_moment(created_from, "created_from"),
+        created_to=query_moment(created_to, "created_to"),
+    )
     return cursor_page([e.as_dict() for e in events], limit, has_more)
 
 
@@ -72,4 +86,3 @@ def get_integration_event(integration_event_id: str) -> tuple[dict[str, Any], in
 def check_health() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Every active provider's health, checked now, at once."""
     return one(integrations.check_health(acting_tenant()))
-

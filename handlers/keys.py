@@ -22,8 +22,11 @@ def _known(raw: list[str]) -> list[str]:
     the tenant (built-in, its own, a `<resource>:write` alias, or `admin`), before any "not held" 403."""
     known = known_permissions(current_access()) | {ADMIN_SCOPE}
     names = [normalize(p) for p in raw]
-    details = [Detail(f"names no permission of this tenant ({name})", f"permissions[{index}]")
-               for index, name in enumerate(names) if name not in known]
+    details = [
+        Detail(f"names no permission of this tenant ({name})", f"permissions[{index}]")
+        for index, name in enumerate(names)
+        if name not in known
+    ]
     if details:
         raise ValidationFailed("The request body is invalid: unknown permissions.", details)
     return list(dict.fromkeys(names))
@@ -41,8 +44,9 @@ def create_key(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str
     authorize_grant(frozenset(permissions))
     networks = normalize_ranges(body.get("allowed_ips", []))
     expires_at = parse_rfc3339(body["expires_at"]) if "expires_at" in body else None
-    key, secret = ApiKey.issue(tenant_id, body["name"], permissions, body.get("mode", "live"), networks,
-                               expires_at, current_principal().id)
+    key, secret = ApiKey.issue(
+        tenant_id, body["name"], permissions, body.get("mode", "live"), networks, expires_at, current_principal().id
+    )
     return one({"key": key.as_dict(), "secret": secret}, 201, location=f"/v1/keys/{key.id}")
 
 

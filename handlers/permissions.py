@@ -17,16 +17,23 @@ from tenantry.errors import Conflict, Detail, NotFound, ValidationFailed
 
 def _builtin(name: str, description: str) -> dict[str, Any]:
     resource, _, action = name.partition(":")
-    return {"name": name, "resource": resource, "action": action, "description": description,
-            "is_builtin": True, "created_at": None}
+    return {
+        "name": name,
+        "resource": resource,
+        "action": action,
+        "description": description,
+        "is_builtin": True,
+        "created_at": None,
+    }
 
 
 def _name(raw: str, field: str = "name") -> str:
     try:
         return normalize(raw)
     except ValueError:
-        raise ValidationFailed("The request body is invalid.",
-                               [Detail("is not a permission (<resource>:<action>)", field)]) from None
+        raise ValidationFailed(
+            "The request body is invalid.", [Detail("is not a permission (<resource>:<action>)", field)]
+        ) from None
 
 
 def list_permissions(limit: int = 20, offset: int = 0) -> dict[str, Any]:

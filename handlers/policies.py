@@ -21,12 +21,16 @@ def _checked(policy: Policy, fields: dict[str, Any]) -> Policy:
     """Applies `fields` to `policy` once its target is known, its conditions parse, and an allow is grantable."""
     fields = dict(fields)
     if "target" in fields:
-        fields["target"] = {"resource": singular(fields["target"]["resource"].lower()),
-                            "action": fields["target"]["action"].lower()}
+        fields["target"] = {
+            "resource": singular(fields["target"]["resource"].lower()),
+            "action": fields["target"]["action"].lower(),
+        }
     policy.assign(fields)
     if policy.permission not in known_permissions(current_access()):
-        raise ValidationFailed("The request body is invalid.", [
-            Detail(f"names no permission of this tenant ({policy.permission})", "target")])
+        raise ValidationFailed(
+            "The request body is invalid.",
+            [Detail(f"names no permission of this tenant ({policy.permission})", "target")],
+        )
     try:
         compile_policy(policy)
     except ConditionError as exc:
@@ -38,8 +42,9 @@ def _checked(policy: Policy, fields: dict[str, Any]) -> Policy:
     return policy
 
 
-def list_policies(is_enabled: bool | None = None, resource: str | None = None, limit: int = 20,
-                  offset: int = 0) -> dict[str, Any]:
+def list_policies(
+    is_enabled: bool | None = None, resource: str | None = None, limit: int = 20, offset: int = 0
+) -> dict[str, Any]:
     """The tenant's policies, oldest first."""
     resource = singular(resource.lower()) if resource else None
     return page(Policy.search(acting_tenant(), is_enabled, resource), limit, offset, Policy.as_dict)
@@ -88,12 +93,16 @@ def _subject(raw: Any, access: TenantAccess) -> Subject:
     if user_id is not None:
         user = User.get_for_tenant(tenant_id, user_id)
         roles = [*access.role_names(user), *roles]
-        attributes = {"email": user.email, "status": user.status, "mfa_enabled": bool(user.mfa_enabled),
-                      **attributes}
+        attributes = {"email": user.email, "status": user.status, "mfa_enabled": bool(user.mfa_enabled), **attributes}
     else:
         user_id = "subject"
-    return Subject(id=user_id, tenant_id=tenant_id, roles=tuple(dict.fromkeys(roles)),
-                   role_grants=access.role_grants, attributes=attributes)
+    return Subject(
+        id=user_id,
+        tenant_id=tenant_id,
+        roles=tuple(dict.fromkeys(roles)),
+        role_grants=access.role_grants,
+        attributes=attributes,
+    )
 
 
 def _context(raw: dict[str, Any] | None) -> dict[str, Any]:
@@ -101,8 +110,9 @@ def _context(raw: dict[str, Any] | None) -> dict[str, Any]:
     try:
         context["now"] = parse_rfc3339(context["now"]) if "now" in context else datetime.now(UTC)
     except ValueError:
-        raise ValidationFailed("The request body is invalid.",
-                               [Detail("is not an RFC 3339 date-time", "context.now")]) from None
+        raise ValidationFailed(
+            "The request body is invalid.", [Detail("is not an RFC 3339 date-time", "context.now")]
+        ) from None
     context.setdefault("mode", "live")
     return context
 
@@ -127,26 +137,37 @@ def evaluate_policies(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[s
     try:
         action = normalize(body["action"])
     except ValueError:
-        raise ValidationFailed("The request body is invalid.",
-                               [Detail("is not a permission (<resource>:<action>)", "action")]) from None
+        raise ValidationFailed(
+            "The request body is invalid.", [Detail("is not a permission (<resource>:<action>)", "action")]
+        ) from None
     if body.get("include_disabled"):
-        rows = Policy.search(access.tenant_id).where(Policy.resource == action.partition(":")[0],
-                                                     Policy.action == action.partition(":")[2])
+        rows = Policy.search(access.tenant_id).where(
+            Policy.resource == action.partition(":")[0], Policy.action == action.partition(":")[2]
+        )
         policies = tuple(compile_policy(row) for row in rows)
     else:
         policies = access.policies_for(action)
     attributes = dict(body["resource"])
     kind = singular(str(attributes.pop("type")).lower())
     resource = Resource(kind, attributes.pop("id", None), access.tenant_id, attributes)
-    decision = evaluate(_subject(body["subject"], access), action, resource, _context(body.get("context")),
-                        policies)
+    decision = evaluate(_subject(body["subject"], access), action, resource, _context(body.get("context")), policies)
     names = {p.id: p.name for p in policies}
-    return one({
-        "decision": "allow" if decision.allowed else "deny",
-        "reason": decision.reason,
-        "decided_by": [_source(entry, access, names) for entry in decision.decided_by],
-        "policies": [{"id": o.policy.id, "name": o.policy.name, "effect": o.policy.effect,
-                      "is_enabled": o.policy.is_enabled, "applied": o.applied,
-                      "failed_condition": o.failed_condition, "error": o.error} for o in decision.outcomes],
-    })
-
+    return one(
+        {
+            "decision": "allow" if decision.allowed else "deny",
+            "reason": decision.reason,
+            "decided_by": [_source(entry, access, names) for entry in decision.decided_by],
+            "policies": [
+                {
+                    "id": o.policy.id,
+                    "name": o.policy.name,
+                    "effect": o.policy.effect,
+                    "is_enabled": o.policy.is_enabled,
+                    "applied": o.applied,
+                    "failed_condition": o.failed_condition,
+                    "error": o.error,
+                }
+                for o in decision.outcomes
+            ],
+        }
+    )

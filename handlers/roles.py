@@ -49,8 +49,9 @@ def list_roles(role_family: str | None = None, limit: int = 20, offset: int = 0)
 def create_role(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A role of the tenant's own (201)."""
     fields = _fields(body)
-    role = Role.define(acting_tenant(), fields["name"], fields["role_family"], fields.get("description"),
-                       fields.get("permissions", []))
+    role = Role.define(
+        acting_tenant(), fields["name"], fields["role_family"], fields.get("description"), fields.get("permissions", [])
+    )
     return one(role.as_dict(), 201, location=f"/v1/roles/{role.id}")
 
 

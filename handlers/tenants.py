@@ -23,8 +23,9 @@ def _changes(tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     return {"changes": tuple(body), "requires_mfa": after and not before}
 
 
-def list_tenants(status: str | None = None, search: str | None = None, limit: int = 20,
-                 offset: int = 0) -> dict[str, Any]:
+def list_tenants(
+    status: str | None = None, search: str | None = None, limit: int = 20, offset: int = 0
+) -> dict[str, Any]:
     """Every tenant, newest first (operator)."""
     return page(Tenant.search(status, search), limit, offset, Tenant.as_dict)
 
@@ -44,8 +45,9 @@ def _first_owner(body: dict[str, Any]) -> User | None:
     # The tenant's name as the last name, without the blanks its pattern allows around it, so a cut
     # to the name's 100 characters still holds a visible one (users.yaml#/PersonName).
     last_name = body["name"].strip(_BLANK)[:100]
-    return User.build(None, body["admin_email"], hash_password(body["admin_password"]), "Admin", last_name,
-                      role="owner")
+    return User.build(
+        None, body["admin_email"], hash_password(body["admin_password"]), "Admin", last_name, role="owner"
+    )
 
 
 def _with_domains(tenant: Tenant) -> dict[str, Any]:
@@ -55,8 +57,14 @@ def _with_domains(tenant: Tenant) -> dict[str, Any]:
 def create_tenant(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A new tenant (operator), with its primary domain and first owner when given, all or nothing."""
     tenant, _ = accounts.create_tenant(
-        body["name"], body.get("domain"), _first_owner(body), body.get("status", "active"), body.get("settings"),
-        body.get("plan", current_app.extensions["tenantry"].settings.default_plan), body.get("rate_limits"))
+        body["name"],
+        body.get("domain"),
+        _first_owner(body),
+        body.get("status", "active"),
+        body.get("settings"),
+        body.get("plan", current_app.extensions["tenantry"].settings.default_plan),
+        body.get("rate_limits"),
+    )
     return one(_with_domains(tenant), 201, location=f"/v1/tenants/{tenant.id}")
 
 
@@ -69,8 +77,13 @@ def update_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any],
     """Changes the given fields; settings merge key by key."""
     tenant = target()
     authorize("tenant:update", Resource("tenant", tenant.id, tenant.id, _changes(tenant, body)))
-    tenant.apply(body.get("name"), body.get("status"), body.get("settings"), plan=body.get("plan"),
-                 rate_limits=body.get("rate_limits", False))
+    tenant.apply(
+        body.get("name"),
+        body.get("status"),
+        body.get("settings"),
+        plan=body.get("plan"),
+        rate_limits=body.get("rate_limits", False),
+    )
     return one(tenant.as_dict())
 
 
@@ -78,8 +91,14 @@ def replace_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any]
     """Replaces every writable field (operator)."""
     tenant = target()
     authorize("tenant:replace", Resource("tenant", tenant.id, tenant.id, _changes(tenant, body)))
-    tenant.apply(body["name"], body["status"], body["settings"], replace_settings=True, plan=body.get("plan"),
-                 rate_limits=body.get("rate_limits", False))
+    tenant.apply(
+        body["name"],
+        body["status"],
+        body["settings"],
+        replace_settings=True,
+        plan=body.get("plan"),
+        rate_limits=body.get("rate_limits", False),
+    )
     return one(tenant.as_dict())
 
 
@@ -114,8 +133,9 @@ def delete_domain(tenant_id: str, domain_id: str) -> Response:
     return no_content()
 
 
-def get_usage(tenant_id: str, date_from: str | None = None, date_to: str | None = None) -> tuple[dict[str, Any], int,
-                                                                                                  dict[str, str]]:
+def get_usage(
+    tenant_id: str, date_from: str | None = None, date_to: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
     """The tenant's request counts per day, per credential and per operation (UTC days, inclusive)."""
     tenant = visible_tenant(tenant_id)
     current_app.extensions["tenantry"].usage.flush(tenant.id)  # this process's latest counts, before reading

@@ -20,10 +20,18 @@ from tenantry.times import query_moment
 def _new_user(tenant_id: str, item: dict[str, Any], field: str = "metadata") -> User:
     role = item.get("role", "member")
     authorize("user:create", Resource("user", None, tenant_id, {"new_role": role}))
-    return User.build(tenant_id, item["email"], hash_password(item["password"]), item["first_name"],
-                      item["last_name"], role=role, status=item.get("status", "active"),
-                      external_id=item.get("external_id"), metadata=checked_metadata(item.get("metadata"), field),
-                      phone=item.get("phone"))
+    return User.build(
+        tenant_id,
+        item["email"],
+        hash_password(item["password"]),
+        item["first_name"],
+        item["last_name"],
+        role=role,
+        status=item.get("status", "active"),
+        external_id=item.get("external_id"),
+        metadata=checked_metadata(item.get("metadata"), field),
+        phone=item.get("phone"),
+    )
 
 
 def _change(body: dict[str, Any], action: str) -> User:
@@ -31,8 +39,10 @@ def _change(body: dict[str, Any], action: str) -> User:
     tenant_id = acting_tenant()
     user = target()
     changes = tuple(k for k, v in body.items() if getattr(user, k, None) != v)
-    authorize(action, Resource("user", user.id, tenant_id,
-                               {"role": user.role, "new_role": body.get("role"), "changes": changes}))
+    authorize(
+        action,
+        Resource("user", user.id, tenant_id, {"role": user.role, "new_role": body.get("role"), "changes": changes}),
+    )
     checked_metadata(body.get("metadata"))
     password_hash = hash_password(body["password"]) if "password" in body else None
     user.apply_changes({k: v for k, v in body.items() if k != "password"}, password_hash)
@@ -47,23 +57,39 @@ def _status_filter(status: list[str] | None, is_active: bool | None) -> list[str
     if status:
         kept = [value for value in status if value in wanted]
         if not kept:
-            message = (f"is_active={str(is_active).lower()} and status={','.join(status)} "
-                       "select no user together")
+            message = f"is_active={str(is_active).lower()} and status={','.join(status)} select no user together"
             raise ValidationFailed(message + ".", [Detail(message, "is_active"), Detail(message, "status")])
         return kept
     return wanted
 
 
-def list_users(status: list[str] | None = None, role: str | None = None, search: str | None = None,
-               ordering: str = "-created_at", limit: int = 20, offset: int = 0, external_id: str | None = None,
-               email: str | None = None, created_from: str | None = None,
-               created_to: str | None = None, is_active: bool | None = None) -> dict[str, Any]:
+def list_users(
+    status: list[str] | None = None,
+    role: str | None = None,
+    search: str | None = None,
+    ordering: str = "-created_at",
+    limit: int = 20,
+    offset: int = 0,
+    external_id: str | None = None,
+    email: str | None = None,
+    created_from: str | None = None,
+    created_to: str | None = None,
+    is_active: bool | None = None,
+) -> dict[str, Any]:
     """The tenant's users, filtered and ordered."""
     status = _status_filter(status, is_active)
     access = current_access()
-    query = User.search(access.tenant_id, status or None, role, search, ordering, external_id=external_id,
-                        email=email, created_from=query_moment(created_from, "created_from"),
-                        created_to=query_moment(created_to, "created_to"))
+    query = User.search(
+        access.tenant_id,
+        status or None,
+        role,
+        search,
+        ordering,
+        external_id=external_id,
+        email=email,
+        created_from=query_moment(created_from, "created_from"),
+        created_to=query_moment(created_to, "created_to"),
+    )
     return page(query, limit, offset, lambda user: user_view(user, access))
 
 

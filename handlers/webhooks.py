@@ -24,9 +24,10 @@ def _checked_events(patterns: list[str]) -> list[str]:
     """Returns the patterns without repeats; a 400 naming each that matches no event type of the catalog."""
     unmatched = events.unmatched_patterns(patterns)
     if unmatched:
-        raise ValidationFailed("The request body is invalid: some event patterns match no event type.",
-                               [Detail(f"matches no event type ({pattern})", f"events[{index}]")
-                                for index, pattern in unmatched])
+        raise ValidationFailed(
+            "The request body is invalid: some event patterns match no event type.",
+            [Detail(f"matches no event type ({pattern})", f"events[{index}]") for index, pattern in unmatched],
+        )
     return list(dict.fromkeys(patterns))
 
 
@@ -40,8 +41,13 @@ def create_webhook(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str,
     """A new endpoint and its signing secret, shown once (201)."""
     patterns = _checked_events(body["events"])
     endpoint, secret = WebhookEndpoint.make(
-        acting_tenant(), current_livemode(), _checked_url(body["url"]), patterns,
-        body.get("description"), body.get("enabled", True))
+        acting_tenant(),
+        current_livemode(),
+        _checked_url(body["url"]),
+        patterns,
+        body.get("description"),
+        body.get("enabled", True),
+    )
     return one({"webhook": endpoint.as_dict(), "secret": secret}, 201, location=f"/v1/webhooks/{endpoint.id}")
 
 
@@ -80,13 +86,19 @@ def test_webhook(webhook_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     endpoint = target()
     if not endpoint.enabled:
         raise Conflict("The endpoint is disabled: enable it first.")
-    event = events.emit(endpoint.tenant_id, "webhook.test", {"object": {"id": endpoint.id, "url": endpoint.url}},
-                        livemode=bool(endpoint.livemode), only_endpoint=endpoint.id)
+    event = events.emit(
+        endpoint.tenant_id,
+        "webhook.test",
+        {"object": {"id": endpoint.id, "url": endpoint.url}},
+        livemode=bool(endpoint.livemode),
+        only_endpoint=endpoint.id,
+    )
     return one(WebhookDelivery.of_event(endpoint, event.id).as_dict([]), 202)
 
 
-def list_deliveries(webhook_id: str, status: str | None = None, limit: int = 20,
-                    starting_after: str | None = None) -> dict[str, Any]:
+def list_deliveries(
+    webhook_id: str, status: str | None = None, limit: int = 20, starting_after: str | None = None
+) -> dict[str, Any]:
     """The endpoint's deliveries with their attempts, newest first, a cursor page at a time."""
     deliveries, has_more = WebhookDelivery.page(target(), limit, starting_after, status)
     return cursor_page([d.as_dict() for d in deliveries], limit, has_more)

@@ -45,8 +45,9 @@ class Permission(TenantScopedModel):
     def add(cls, tenant_id: str, name: str, description: str | None) -> Permission:
         """Creates the permission; Conflict when the tenant has it already."""
         resource, _, action = name.partition(":")
-        row = cls(id=new_id("prm"), tenant_id=tenant_id, name=name, resource=resource, action=action,
-                  description=description)
+        row = cls(
+            id=new_id("prm"), tenant_id=tenant_id, name=name, resource=resource, action=action, description=description
+        )
         taken = Conflict("The tenant has this permission already.", [Detail("is already taken", "name")])
         try:
             with database.atomic():
@@ -62,8 +63,12 @@ class Permission(TenantScopedModel):
         """Deletes the permission; Conflict naming the roles and policies that still use it."""
         with database.atomic():
             roles = [r.name for r in Role.for_tenant(self.tenant_id) if self.name in (r.permissions or [])]
-            policies = [p.name for p in Policy.for_tenant(self.tenant_id).where(
-                Policy.resource == self.resource, Policy.action == self.action)]
+            policies = [
+                p.name
+                for p in Policy.for_tenant(self.tenant_id).where(
+                    Policy.resource == self.resource, Policy.action == self.action
+                )
+            ]
             if roles or policies:
                 users = ", ".join([*(f"role {n}" for n in roles), *(f"policy {n}" for n in policies)])
                 raise Conflict(f"The permission is still used by {users}.")
@@ -72,9 +77,14 @@ class Permission(TenantScopedModel):
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the permission as the API shows it."""
-        return {"name": self.name, "resource": self.resource, "action": self.action,
-                "description": self.description, "is_builtin": False,
-                "created_at": format_datetime(self.created_at)}
+        return {
+            "name": self.name,
+            "resource": self.resource,
+            "action": self.action,
+            "description": self.description,
+            "is_builtin": False,
+            "created_at": format_datetime(self.created_at),
+        }
 
 
 class Role(TenantScopedModel):
@@ -102,9 +112,16 @@ class Role(TenantScopedModel):
         have = {r.name for r in cls.for_tenant(tenant_id).where(cls.is_builtin == True)}  # noqa: E712
         for name in BUILTIN_ROLE_ORDER:
             if name not in have:
-                cls.create(id=new_id("rol"), tenant_id=tenant_id, name=name, name_normalized=name,
-                           role_family="Internal", description=BUILTIN_DESCRIPTIONS[name], permissions=[],
-                           is_builtin=True)
+                cls.create(
+                    id=new_id("rol"),
+                    tenant_id=tenant_id,
+                    name=name,
+                    name_normalized=name,
+                    role_family="Internal",
+                    description=BUILTIN_DESCRIPTIONS[name],
+                    permissions=[],
+                    is_builtin=True,
+                )
 
     @classmethod
     def search(cls, tenant_id: str, role_family: str | None = None) -> Any:
@@ -112,16 +129,28 @@ class Role(TenantScopedModel):
         query = cls.for_tenant(tenant_id)
         if role_family:
             query = query.where(cls.role_family == role_family)
-        builtin_first = Case(None, [(cls.is_builtin & (cls.name == n), i) for i, n in enumerate(BUILTIN_ROLE_ORDER)],
-                             len(BUILTIN_ROLE_ORDER))
+        builtin_first = Case(
+            None,
+            [(cls.is_builtin & (cls.name == n), i) for i, n in enumerate(BUILTIN_ROLE_ORDER)],
+            len(BUILTIN_ROLE_ORDER),
+        )
         return query.order_by(builtin_first, cls.id)
 
     @classmethod
-    def define(cls, tenant_id: str, name: str, role_family: str, description: str | None,
-               permissions: list[str]) -> Role:
+    def define(
+        cls, tenant_id: str, name: str, role_family: str, description: str | None, permissions: list[str]
+    ) -> Role:
         """Creates a role of the tenant's own; Conflict when the name is taken."""
-        role = cls(id=new_id("rol"), tenant_id=tenant_id, name=name, name_normalized=name.casefold(),
-                   role_family=role_family, description=description, permissions=permissions, is_builtin=False)
+        role = cls(
+            id=new_id("rol"),
+            tenant_id=tenant_id,
+            name=name,
+            name_normalized=name.casefold(),
+            role_family=role_family,
+            description=description,
+            permissions=permissions,
+            is_builtin=False,
+        )
         role._save_checked(force_insert=True)
         return role
 
@@ -151,8 +180,9 @@ class Role(TenantScopedModel):
         taken = Conflict("The tenant has a role with this name already.", [Detail("is already taken", "name")])
         try:
             with database.atomic():
-                clash = self.for_tenant(self.tenant_id).where(Role.name_normalized == self.name_normalized,
-                                                             Role.id != self.id)
+                clash = self.for_tenant(self.tenant_id).where(
+                    Role.name_normalized == self.name_normalized, Role.id != self.id
+                )
                 if clash.exists():
                     raise taken
                 self.save(force_insert=force_insert)
@@ -168,9 +198,14 @@ class Role(TenantScopedModel):
     def as_dict(self) -> dict[str, Any]:
         """Returns the role as the API shows it."""
         return {
-            "id": self.id, "name": self.name, "role_family": self.role_family, "description": self.description,
-            "permissions": self.granted, "is_builtin": self.is_builtin,
-            "created_at": format_datetime(self.created_at), "updated_at": format_datetime(self.updated_at),
+            "id": self.id,
+            "name": self.name,
+            "role_family": self.role_family,
+            "description": self.description,
+            "permissions": self.granted,
+            "is_builtin": self.is_builtin,
+            "created_at": format_datetime(self.created_at),
+            "updated_at": format_datetime(self.updated_at),
         }
 
 
@@ -211,13 +246,14 @@ class UserRole(TenantScopedModel):
     def unassign(cls, tenant_id: str, user_id: str, role_id: str) -> None:
         """Takes the role from the user; nothing changes when they do not hold it."""
         with database.atomic():
-            removed = cls.delete().where(cls.tenant_id == tenant_id, cls.user_id == user_id,
-                                         cls.role_id == role_id).execute()
+            removed = (
+                cls.delete().where(cls.tenant_id == tenant_id, cls.user_id == user_id, cls.role_id == role_id).execute()
+            )
             if removed:
                 bump_version(tenant_id)
 
     @classmethod
-    def remove_user(cls, tenant_id: str, user_id: str) -> None:
+    def remove_user(cls, tenant_id: str | None, user_id: str) -> None:
         """Removes every assignment of a user being deleted (inside the caller's transaction)."""
         cls.delete().where(cls.tenant_id == tenant_id, cls.user_id == user_id).execute()
 
@@ -280,8 +316,9 @@ class Policy(TenantScopedModel):
         self.updated_at = utcnow()
         try:
             with database.atomic():
-                clash = Policy.for_tenant(self.tenant_id).where(Policy.name_normalized == self.name_normalized,
-                                                               Policy.id != self.id)
+                clash = Policy.for_tenant(self.tenant_id).where(
+                    Policy.name_normalized == self.name_normalized, Policy.id != self.id
+                )
                 if clash.exists():
                     raise taken
                 self.save(force_insert=created)
@@ -303,16 +340,22 @@ class Policy(TenantScopedModel):
     def as_dict(self) -> dict[str, Any]:
         """Returns the policy as the API shows it."""
         return {
-            "id": self.id, "name": self.name, "description": self.description,
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
             "target": {"resource": self.resource, "action": self.action},
             "rules": {"effect": self.effect, "conditions": list(self.conditions or [])},
             "is_enabled": self.is_enabled,
-            "created_at": format_datetime(self.created_at), "updated_at": format_datetime(self.updated_at),
+            "created_at": format_datetime(self.created_at),
+            "updated_at": format_datetime(self.updated_at),
         }
 
 
 def load_access_rows(tenant_id: str) -> tuple[list[Role], list[UserRole], list[Permission], list[Policy]]:
     """Returns everything a tenant's access decisions depend on: roles, assignments, permissions, policies."""
-    return (list(Role.for_tenant(tenant_id)), list(UserRole.for_tenant(tenant_id)),
-            list(Permission.for_tenant(tenant_id)), list(Policy.for_tenant(tenant_id)))
-
+    return (
+        list(Role.for_tenant(tenant_id)),
+        list(UserRole.for_tenant(tenant_id)),
+        list(Permission.for_tenant(tenant_id)),
+        list(Policy.for_tenant(tenant_id)),
+    )

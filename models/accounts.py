@@ -14,12 +14,19 @@ def register(tenant_name: str, tenant_domain: str | None, owner: User, plan: str
 
     Raises Conflict (and writes nothing) when the domain belongs to another tenant.
     """
-    return create_tenant(tenant_name, tenant_domain, owner, plan=plan)
+    tenant, _ = create_tenant(tenant_name, tenant_domain, owner, plan=plan)
+    return tenant, owner  # the same object create_tenant returns, typed as present
 
 
-def create_tenant(name: str, domain: str | None, owner: User | None, status: str = "active",
-                  settings: dict[str, str] | None = None, plan: str = "standard",
-                  rate_limits: dict[str, int] | None = None) -> tuple[Tenant, User | None]:
+def create_tenant(
+    name: str,
+    domain: str | None,
+    owner: User | None,
+    status: str = "active",
+    settings: dict[str, str] | None = None,
+    plan: str = "standard",
+    rate_limits: dict[str, int] | None = None,
+) -> tuple[Tenant, User | None]:
     """Creates a tenant with its optional primary domain (unverified) and first owner, in one transaction.
 
     Raises Conflict (and writes nothing) when the domain belongs to another tenant.
@@ -46,8 +53,14 @@ def own_session_of(token: str, user_id: str) -> str:
     """
     stored = RefreshToken.find(token)
     session = Session.get_or_none(Session.id == stored.session_id) if stored is not None else None
-    if (session is None or session.user_id != user_id or not session.is_live
-            or stored.used_at is not None or stored.expired):
+    if (
+        stored is None
+        or session is None
+        or session.user_id != user_id
+        or not session.is_live
+        or stored.used_at is not None
+        or stored.expired
+    ):
         raise AuthenticationFailed("The refresh token is invalid.")
     return session.id
 
@@ -75,8 +88,12 @@ def rotate_refresh_token(token: str) -> tuple[Session, str]:
     # unspent token at the moment it is revoked (Session.revoke).
     current = RefreshToken.get_or_none(RefreshToken.id == stored.id)
     session = Session.get_or_none(Session.id == stored.session_id)
-    if (session is None or (session.revoked_at is not None and current is not None and current.used_at is not None
-                            and current.used_at >= session.revoked_at)):
+    if session is None or (
+        session.revoked_at is not None
+        and current is not None
+        and current.used_at is not None
+        and current.used_at >= session.revoked_at
+    ):
         raise SessionRevoked(_ENDED)
     # Outside the transaction above, so the revocation is committed even though we refuse.
     Session.revoke(stored.session_id)

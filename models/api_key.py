@@ -109,13 +109,30 @@ class ApiKey(TenantScopedModel):
         table_name = "api_key"
 
     @classmethod
-    def issue(cls, tenant_id: str, name: str, permissions: list[str], mode: str, allowed_ips: list[str],
-              expires_at: datetime | None, created_by: str | None) -> tuple[ApiKey, str]:
+    def issue(
+        cls,
+        tenant_id: str,
+        name: str,
+        permissions: list[str],
+        mode: str,
+        allowed_ips: list[str],
+        expires_at: datetime | None,
+        created_by: str | None,
+    ) -> tuple[ApiKey, str]:
         """Creates a key; returns it and its secret, which is not kept and cannot be shown again."""
         secret = _new_secret(mode)
-        key = cls.create(id=new_id("key"), tenant_id=tenant_id, name=name, prefix=secret[:12],
-                         secret_hash=lookup_hash(secret), mode=mode, permissions=permissions,
-                         allowed_ips=allowed_ips, expires_at=expires_at, created_by=created_by)
+        key = cls.create(
+            id=new_id("key"),
+            tenant_id=tenant_id,
+            name=name,
+            prefix=secret[:12],
+            secret_hash=lookup_hash(secret),
+            mode=mode,
+            permissions=permissions,
+            allowed_ips=allowed_ips,
+            expires_at=expires_at,
+            created_by=created_by,
+        )
         return key, secret
 
     @classmethod
@@ -168,17 +185,19 @@ class ApiKey(TenantScopedModel):
         now = utcnow()
         if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
             return
-        (ApiKey.update(last_used_at=now)
-         .where(ApiKey.id == self.id,
-                ApiKey.last_used_at.is_null() | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION))
-         .execute())
+        (
+            ApiKey.update(last_used_at=now)
+            .where(
+                ApiKey.id == self.id, ApiKey.last_used_at.is_null() | (ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
+            )
+            .execute()
+        )
 
     def revoke(self) -> None:
         """Revokes the key (again is harmless: the first revocation time stays)."""
         if self.revoked_at is None:
             self.revoked_at = utcnow()
-            ApiKey.update(revoked_at=self.revoked_at).where(
-                ApiKey.id == self.id, ApiKey.revoked_at.is_null()).execute()
+            ApiKey.update(revoked_at=self.revoked_at).where(ApiKey.id == self.id, ApiKey.revoked_at.is_null()).execute()
 
     def rotate(self, grace_seconds: int) -> str:
         """Gives the key a new secret; the old one works `grace_seconds` longer. Returns the new secret."""
@@ -225,25 +244,33 @@ def _with_standing(query_filter: Any) -> Any:
     The creator is joined on `COALESCE(parent.created_by, key.created_by)`: the parent's maker for
     a key made by a key, else the key's own (an indexed primary-key probe either way).
     """
-    return (ApiKey.select(ApiKey, _Parent, _Creator, Tenant)
-            .join_from(ApiKey, _Parent, JOIN.LEFT_OUTER, on=(_Parent.id == ApiKey.created_by))
-            .join_from(ApiKey, _Creator, JOIN.LEFT_OUTER,
-                       on=(_Creator.id == fn.COALESCE(_Parent.created_by, ApiKey.created_by)))
-            .join_from(ApiKey, Tenant, JOIN.LEFT_OUTER, on=(Tenant.id == ApiKey.tenant_id))
-            .where(query_filter).limit(1))
+    return (
+        ApiKey.select(ApiKey, _Parent, _Creator, Tenant)
+        .join_from(ApiKey, _Parent, JOIN.LEFT_OUTER, on=(_Parent.id == ApiKey.created_by))
+        .join_from(
+            ApiKey, _Creator, JOIN.LEFT_OUTER, on=(_Creator.id == fn.COALESCE(_Parent.created_by, ApiKey.created_by))
+        )
+        .join_from(ApiKey, Tenant, JOIN.LEFT_OUTER, on=(Tenant.id == ApiKey.tenant_id))
+        .where(query_filter)
+        .limit(1)
+    )
 
 
 def _standing(row: dict[Any, Any]) -> KeyStanding:
     parent, creator, tenant = row.get(_Parent), row.get(_Creator), row.get(Tenant)
-    return KeyStanding(row[ApiKey], parent if parent is not None and parent.id else None,
-                       creator if creator is not None and creator.id else None,
-                       tenant if tenant is not None and tenant.id else None)
+    return KeyStanding(
+        row[ApiKey],
+        parent if parent is not None and parent.id else None,
+        creator if creator is not None and creator.id else None,
+        tenant if tenant is not None and tenant.id else None,
+    )
 
 
 # Every key-authenticated request runs this, so its SQL is compiled once (see CompiledSelect).
 _BY_SECRET = CompiledSelect(
     lambda current, previous: _with_standing(
-        (ApiKey.secret_hash == current) | (ApiKey.previous_secret_hash == previous)),
+        (ApiKey.secret_hash == current) | (ApiKey.previous_secret_hash == previous)
+    ),
     2,
 )
 # An open event stream re-checks its key with this.

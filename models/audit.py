@@ -24,6 +24,7 @@ from models.base import (
     UTCDateTimeField,
     current_livemode,
     database,
+    row_tuples,
     utcnow,
 )
 from tenantry.errors import NotFound, format_datetime
@@ -96,12 +97,21 @@ class AuditEntry(TenantScopedModel):
     def digest(self) -> str:
         """Returns the hash this entry must carry: over the previous hash and every other field."""
         fields = {
-            "id": self.id, "tenant_id": self.tenant_id, "sequence": self.sequence, "action": self.action,
-            "resource_type": self.resource_type, "resource_id": self.resource_id,
-            "actor_type": self.actor_type, "actor_id": self.actor_id, "livemode": bool(self.livemode),
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "sequence": self.sequence,
+            "action": self.action,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "actor_type": self.actor_type,
+            "actor_id": self.actor_id,
+            "livemode": bool(self.livemode),
             "old_values": self.old_values,
-            "new_values": self.new_values, "decided_by": self.decided_by, "ip_address": self.ip_address,
-            "user_agent": self.user_agent, "request_id": self.request_id,
+            "new_values": self.new_values,
+            "decided_by": self.decided_by,
+            "ip_address": self.ip_address,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
             "created_at": self.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -111,28 +121,45 @@ class AuditEntry(TenantScopedModel):
     def append(cls, tenant_id: str, **fields: Any) -> AuditEntry:
         """Adds an entry to the tenant's chain; call it inside the transaction of the change."""
         with database.atomic():
-            AuditChain.insert(tenant_id=tenant_id, last_sequence=0, last_hash=GENESIS, first_sequence=1,
-                              anchor_hash=GENESIS).on_conflict_ignore().execute()
+            AuditChain.insert(
+                tenant_id=tenant_id, last_sequence=0, last_hash=GENESIS, first_sequence=1, anchor_hash=GENESIS
+            ).on_conflict_ignore().execute()
             query = AuditChain.select().where(AuditChain.tenant_id == tenant_id)
             if database.for_update:
                 query = query.for_update()
             head = query.get()
             # Microseconds are kept as stored: the hash must be recomputable from the row.
-            entry = cls(id=new_id("aud"), tenant_id=tenant_id, sequence=head.last_sequence + 1,
-                        created_at=utcnow(), previous_hash=head.last_hash,
-                        livemode=fields.pop("livemode", current_livemode()), **fields)
+            entry = cls(
+                id=new_id("aud"),
+                tenant_id=tenant_id,
+                sequence=head.last_sequence + 1,
+                created_at=utcnow(),
+                previous_hash=head.last_hash,
+                livemode=fields.pop("livemode", current_livemode()),
+                **fields,
+            )
             entry.user_agent = (entry.user_agent or None) and entry.user_agent[:512]
             entry.hash = entry.digest()
             entry.save(force_insert=True)
             AuditChain.update(last_sequence=entry.sequence, last_hash=entry.hash).where(
-                AuditChain.tenant_id == tenant_id).execute()
+                AuditChain.tenant_id == tenant_id
+            ).execute()
         return entry
 
     @classmethod
-    def page(cls, tenant_id: str, limit: int, livemode: bool, starting_after: str | None = None,
-             action: str | None = None,
-             resource_type: str | None = None, resource_id: str | None = None, actor_id: str | None = None,
-             date_from: datetime | None = None, date_to: datetime | None = None) -> tuple[list[AuditEntry], bool]:
+    def page(
+        cls,
+        tenant_id: str,
+        limit: int,
+        livemode: bool,
+        starting_after: str | None = None,
+        action: str | None = None,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        actor_id: str | None = None,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+    ) -> tuple[list[AuditEntry], bool]:
         """Returns up to `limit` entries, newest first, after the cursor entry; and whether more follow."""
         query = cls.for_tenant(tenant_id).where(cls.livemode == livemode)
         if starting_after is not None:
@@ -144,22 +171,36 @@ class AuditEntry(TenantScopedModel):
             forms = [cls.action.endswith("." + form) for form in verb_forms(action)]
             query = query.where(forms[0] | forms[1])
             action = None
-        for column, value in ((cls.action, action), (cls.resource_type, resource_type),
-                              (cls.resource_id, resource_id), (cls.actor_id, actor_id)):
+        for column, value in (
+            (cls.action, action),
+            (cls.resource_type, resource_type),
+            (cls.resource_id, resource_id),
+            (cls.actor_id, actor_id),
+        ):
             if value is not None:
                 query = query.where(column == value)
         # Dates become sequence bounds, each found with one probe of the (tenant_id, created_at)
         # index: a tenant's entries get their time under the chain's lock, so time order is
         # sequence order, and the page then walks the sequence index like any other.
         if date_from is not None:
-            first = (cls.select(cls.sequence).where((cls.tenant_id == tenant_id) & (cls.created_at >= date_from))
-                     .order_by(cls.created_at.asc()).limit(1).scalar())
+            first = (
+                cls.select(cls.sequence)
+                .where((cls.tenant_id == tenant_id) & (cls.created_at >= date_from))
+                .order_by(cls.created_at.asc())
+                .limit(1)
+                .scalar()
+            )
             if first is None:
                 return [], False
             query = query.where(cls.sequence >= first)
         if date_to is not None:
-            last = (cls.select(cls.sequence).where((cls.tenant_id == tenant_id) & (cls.created_at <= date_to))
-                    .order_by(cls.created_at.desc()).limit(1).scalar())
+            last = (
+                cls.select(cls.sequence)
+                .where((cls.tenant_id == tenant_id) & (cls.created_at <= date_to))
+                .order_by(cls.created_at.desc())
+                .limit(1)
+                .scalar()
+            )
             if last is None:
                 return [], False
             query = query.where(cls.sequence <= last)
@@ -186,8 +227,12 @@ class AuditEntry(TenantScopedModel):
         expected_sequence, expected_previous, checked = head.first_sequence, head.anchor_hash, 0
 
         def broken(entry_id: str | None, sequence: int, reason: str) -> dict[str, Any]:
-            return {"valid": False, "entries_checked": checked, "first_sequence": head.first_sequence,
-                    "broken": {"entry_id": entry_id, "sequence": sequence, "reason": reason}}
+            return {
+                "valid": False,
+                "entries_checked": checked,
+                "first_sequence": head.first_sequence,
+                "broken": {"entry_id": entry_id, "sequence": sequence, "reason": reason},
+            }
 
         for entry in cls.chain(tenant_id):
             if entry.sequence < head.first_sequence:
@@ -214,34 +259,58 @@ class AuditEntry(TenantScopedModel):
         transaction, with its chain head locked.
         """
         removed: dict[str, int] = {}
-        for (tenant_id,) in AuditChain.select(AuditChain.tenant_id).tuples():
+        for (tenant_id,) in row_tuples(AuditChain.select(AuditChain.tenant_id)):
             with database.atomic():
                 query = AuditChain.select().where(AuditChain.tenant_id == tenant_id)
                 if database.for_update:
                     query = query.for_update()
                 head = query.get()
-                last = (cls.for_tenant(tenant_id).where(cls.created_at < older_than)
-                        .order_by(cls.sequence.desc()).first())
+                last = (
+                    cls.for_tenant(tenant_id).where(cls.created_at < older_than).order_by(cls.sequence.desc()).first()
+                )
                 if last is None or last.sequence < head.first_sequence:
                     continue
                 count = cls.delete().where((cls.tenant_id == tenant_id) & (cls.sequence <= last.sequence)).execute()
                 AuditChain.update(first_sequence=last.sequence + 1, anchor_hash=last.hash).where(
-                    AuditChain.tenant_id == tenant_id).execute()
+                    AuditChain.tenant_id == tenant_id
+                ).execute()
                 # The purge itself is on the record, as the first entry after the removed ones or later.
-                cls.append(tenant_id, action="audit.purged", resource_type="audit", resource_id=None,
-                           actor_type="system", actor_id=None, livemode=True, old_values=None, decided_by=[],
-                           new_values={"removed": count, "through_sequence": last.sequence,
-                                       "older_than": format_datetime(older_than)})
+                cls.append(
+                    tenant_id,
+                    action="audit.purged",
+                    resource_type="audit",
+                    resource_id=None,
+                    actor_type="system",
+                    actor_id=None,
+                    livemode=True,
+                    old_values=None,
+                    decided_by=[],
+                    new_values={
+                        "removed": count,
+                        "through_sequence": last.sequence,
+                        "older_than": format_datetime(older_than),
+                    },
+                )
                 removed[tenant_id] = count
         return removed
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the entry as the API shows it."""
         return {
-            "id": self.id, "sequence": self.sequence, "action": self.action, "resource_type": self.resource_type,
-            "resource_id": self.resource_id, "actor": {"type": self.actor_type, "id": self.actor_id},
+            "id": self.id,
+            "sequence": self.sequence,
+            "action": self.action,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "actor": {"type": self.actor_type, "id": self.actor_id},
             "livemode": bool(self.livemode),
-            "old_values": self.old_values, "new_values": self.new_values, "decided_by": self.decided_by,
-            "ip_address": self.ip_address, "user_agent": self.user_agent, "request_id": self.request_id,
-            "created_at": format_datetime(self.created_at), "hash": self.hash, "previous_hash": self.previous_hash,
+            "old_values": self.old_values,
+            "new_values": self.new_values,
+            "decided_by": self.decided_by,
+            "ip_address": self.ip_address,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
+            "created_at": format_datetime(self.created_at),
+            "hash": self.hash,
+            "previous_hash": self.previous_hash,
         }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, ClassVar, Self, cast
 
-from peewee import DatabaseProxy, DateTimeField, Field, Model, ModelSelect, TextField, Value
+from peewee import BooleanField, CharField, DatabaseProxy, DateTimeField, Field, Model, ModelSelect, TextField, Value
 
 from tenantry.errors import NotFound
 
@@ -28,6 +28,11 @@ def current_livemode() -> bool:
 def use_livemode(livemode: bool) -> None:
     """Sets the mode of the data the rest of this request works on (the enforcement point calls it)."""
     _livemode.set(livemode)
+
+
+def row_tuples(query: ModelSelect[Any]) -> Iterable[tuple[Any, ...]]:
+    """`query.tuples()`, typed as what it yields: peewee's stubs say `tuples()` returns the model query."""
+    return cast(Iterable[tuple[Any, ...]], query.tuples())
 
 
 def utcnow() -> datetime:
@@ -77,7 +82,7 @@ class CompiledSelect:
     instances (keyed by model class) per row.
     """
 
-    def __init__(self, build: Callable[..., ModelSelect], arity: int) -> None:
+    def __init__(self, build: Callable[..., ModelSelect[Any]], arity: int) -> None:
         self.build = build
         self.arity = arity
         self._compiled: dict[int, tuple[str, list[Any], list[int | None], list[Field]]] = {}
@@ -90,7 +95,7 @@ class CompiledSelect:
         slots = [markers.index(p) if isinstance(p, str) and p in markers else None for p in params]
         if sorted(s for s in slots if s is not None) != list(range(self.arity)):
             raise ValueError("every placeholder must appear once as a query parameter")
-        return sql, list(params), slots, list(query._returning)
+        return sql, list(params), slots, list(query._returning)  # type: ignore[attr-defined]  # peewee's stubs omit it
 
     def rows(self, *values: Any) -> list[dict[type[Model], Model]]:
         """Runs the query with `values` in place of the placeholders; returns the rows as model instances."""
@@ -102,8 +107,11 @@ class CompiledSelect:
         bound = [values[slot] if slot is not None else param for param, slot in zip(params, slots, strict=True)]
         # On PostgreSQL each connection prepares the query once (tenantry.db); SQLite caches its own.
         execute_prepared = getattr(database.obj, "execute_prepared", None)
-        cursor = execute_prepared(self._name, sql, bound) if execute_prepared is not None else \
-            database.execute_sql(sql, bound)
+        cursor = (
+            execute_prepared(self._name, sql, bound)
+            if execute_prepared is not None
+            else database.execute_sql(sql, bound)
+        )
         out = []
         for row in cursor.fetchall():
             data: dict[type[Model], dict[str, Any]] = {}
@@ -112,7 +120,7 @@ class CompiledSelect:
             instances = {}
             for model, attrs in data.items():
                 instance = model(**attrs)
-                instance._dirty.clear()
+                instance._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
                 instances[model] = instance
             out.append(instances)
         return out
@@ -137,13 +145,19 @@ class TenantScopedModel(BaseModel):
     label = "resource"
     #: True for data that is live or test (a `livemode` column): then only the request's mode is seen.
     mode_scoped = False
+    # Annotations only (peewee reads no annotations, so no column is added here): every subclass
+    # declares `tenant_id`, and the mode-scoped ones `livemode`, as columns of their own.
+    tenant_id: CharField[Any]  # some models allow a null tenant (an account with none yet)
+    livemode: BooleanField[bool]
+    #: get_for_tenant's query, compiled once per model class.
+    _by_id: ClassVar[CompiledSelect]
 
     @classmethod
-    def for_tenant(cls, tenant_id: str) -> ModelSelect:
+    def for_tenant(cls, tenant_id: str) -> ModelSelect[Self]:
         """Returns a query over this tenant's rows only (in the request's mode, for mode-scoped data)."""
         query = cls.select().where(cls.tenant_id == tenant_id)
         if cls.mode_scoped:
-            query = query.where(cls.livemode == current_livemode())  # type: ignore[attr-defined]
+            query = query.where(cls.livemode == current_livemode())
         return query
 
     @classmethod
@@ -154,15 +168,27 @@ class TenantScopedModel(BaseModel):
         if compiled is None:
             if cls.mode_scoped:
                 # Value(converter=False): the placeholder must reach the SQL as itself, not as bool("...").
-                compiled = CompiledSelect(lambda t, i, m: cls.select().where(
-                    (cls.tenant_id == t) & (cls._meta.primary_key == i)
-                    & (cls.livemode == Value(m, converter=False))).limit(1), 3)  # type: ignore[attr-defined]
-            else:
                 compiled = CompiledSelect(
-                    lambda t, i: cls.for_tenant(t).where(cls._meta.primary_key == i).limit(1), 2)
+                    lambda t, i, m: (
+                        cls.select()
+                        .where(
+                            (cls.tenant_id == t)
+                            & (cls._meta.primary_key == i)
+                            & (cls.livemode == Value(m, converter=False))
+                        )
+                        .limit(1)
+                    ),
+                    3,
+                )
+            else:
+                compiled = CompiledSelect(lambda t, i: cls.for_tenant(t).where(cls._meta.primary_key == i).limit(1), 2)
             cls._by_id = compiled
-        rows = compiled.rows(tenant_id, row_id, current_livemode()) if cls.mode_scoped else \
-            compiled.rows(tenant_id, row_id)
+        rows = (
+            compiled.rows(tenant_id, row_id, current_livemode())
+            if cls.mode_scoped
+            else compiled.rows(tenant_id, row_id)
+        )
         if not rows:
             raise NotFound(f"No {cls.label} with this id.")
-        return rows[0][cls]
+        # CompiledSelect.rows keys each row's instances by their model class, so this one is a `cls`.
+        return cast(Self, rows[0][cls])

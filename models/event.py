@@ -23,8 +23,13 @@ from tenantry.ids import new_id
 
 def matches(patterns: list[str], event_type: str) -> bool:
     """Returns True when `event_type` matches one of `patterns` (`*`, `user.*`, or an exact type)."""
-    return any(p == "*" or p == event_type or (p.endswith(".*") and event_type.startswith(p[:-1]))
-               or (("*" in p) and fnmatch.fnmatchcase(event_type, p)) for p in patterns)
+    return any(
+        p == "*"
+        or p == event_type
+        or (p.endswith(".*") and event_type.startswith(p[:-1]))
+        or (("*" in p) and fnmatch.fnmatchcase(event_type, p))
+        for p in patterns
+    )
 
 
 class EventHead(BaseModel):
@@ -56,9 +61,16 @@ class Event(TenantScopedModel):
         table_name = "event"
 
     @classmethod
-    def emit(cls, tenant_id: str, event_type: str, data: dict[str, Any], livemode: bool,
-             request_id: str | None = None, only_endpoint: str | None = None,
-             skip_endpoint: str | None = None) -> Event:
+    def emit(
+        cls,
+        tenant_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        livemode: bool,
+        request_id: str | None = None,
+        only_endpoint: str | None = None,
+        skip_endpoint: str | None = None,
+    ) -> Event:
         """Writes an event in the current transaction and queues its webhook deliveries.
 
         `only_endpoint` delivers it to that endpoint alone (a test ping); `skip_endpoint` to every
@@ -72,24 +84,39 @@ class Event(TenantScopedModel):
             if database.for_update:
                 query = query.for_update()
             head = query.get()
-            event = cls.create(id=new_id("evt"), tenant_id=tenant_id, sequence=head.last_sequence + 1,
-                               type=event_type, livemode=livemode, data=data, request_id=request_id,
-                               created_at=utcnow())
+            event = cls.create(
+                id=new_id("evt"),
+                tenant_id=tenant_id,
+                sequence=head.last_sequence + 1,
+                type=event_type,
+                livemode=livemode,
+                data=data,
+                request_id=request_id,
+                created_at=utcnow(),
+            )
             EventHead.update(last_sequence=event.sequence).where(EventHead.tenant_id == tenant_id).execute()
             endpoints = WebhookEndpoint.subscribed(tenant_id, livemode, event_type, only_endpoint)
             WebhookDelivery.queue(event, [e for e in endpoints if e.id != skip_endpoint])
         return event
 
     @classmethod
-    def page(cls, tenant_id: str, livemode: bool, limit: int, starting_after: str | None = None,
-             types: list[str] | None = None, created_from: datetime | None = None,
-             created_to: datetime | None = None) -> tuple[list[Event], bool]:
+    def page(
+        cls,
+        tenant_id: str,
+        livemode: bool,
+        limit: int,
+        starting_after: str | None = None,
+        types: list[str] | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> tuple[list[Event], bool]:
         """Returns up to `limit` events of the tenant and mode, newest first, after the cursor event;
         and whether more follow. `types` holds exact types and `prefix.*` patterns (any may match)."""
         query = cls.select().where((cls.tenant_id == tenant_id) & (cls.livemode == livemode))
         if starting_after is not None:
-            cursor = cls.get_or_none((cls.tenant_id == tenant_id) & (cls.id == starting_after)
-                                     & (cls.livemode == livemode))
+            cursor = cls.get_or_none(
+                (cls.tenant_id == tenant_id) & (cls.id == starting_after) & (cls.livemode == livemode)
+            )
             if cursor is None:
                 raise NotFound("starting_after names no event of this tenant.")
             query = query.where(cls.sequence < cursor.sequence)
@@ -109,8 +136,12 @@ class Event(TenantScopedModel):
     @classmethod
     def after(cls, tenant_id: str, livemode: bool, sequence: int, limit: int = 100) -> list[Event]:
         """Returns the tenant's events of the mode after `sequence`, oldest first (the stream's next batch)."""
-        return list(cls.select().where((cls.tenant_id == tenant_id) & (cls.livemode == livemode)
-                                       & (cls.sequence > sequence)).order_by(cls.sequence.asc()).limit(limit))
+        return list(
+            cls.select()
+            .where((cls.tenant_id == tenant_id) & (cls.livemode == livemode) & (cls.sequence > sequence))
+            .order_by(cls.sequence.asc())
+            .limit(limit)
+        )
 
     @classmethod
     def sequence_of(cls, tenant_id: str, livemode: bool, event_id: str) -> int:
@@ -133,13 +164,23 @@ class Event(TenantScopedModel):
         from models.webhook import WebhookDelivery
 
         with database.atomic():
-            deliveries = WebhookDelivery.delete().where((WebhookDelivery.created_at < older_than)
-                                                        & (WebhookDelivery.status != "pending")).execute()
+            deliveries = (
+                WebhookDelivery.delete()
+                .where((WebhookDelivery.created_at < older_than) & (WebhookDelivery.status != "pending"))
+                .execute()
+            )
             pending = WebhookDelivery.select(WebhookDelivery.event_id).where(WebhookDelivery.status == "pending")
             events = cls.delete().where((cls.created_at < older_than) & cls.id.not_in(pending)).execute()
         return {"events": events, "deliveries": deliveries}
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the event as the API, the stream and webhook deliveries show it."""
-        return {"id": self.id, "type": self.type, "tenant_id": self.tenant_id, "livemode": bool(self.livemode),
-                "created_at": format_datetime(self.created_at), "request_id": self.request_id, "data": self.data}
+        return {
+            "id": self.id,
+            "type": self.type,
+            "tenant_id": self.tenant_id,
+            "livemode": bool(self.livemode),
+            "created_at": format_datetime(self.created_at),
+            "request_id": self.request_id,
+            "data": self.data,
+        }

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from peewee import BigIntegerField, CharField, CompositeKey, IntegerField, IntegrityError, TextField
+from peewee import BigIntegerField, CharField, CompositeKey, Expression, IntegerField, IntegrityError, TextField
 
 from models.base import BaseModel, UTCDateTimeField, database, utcnow
 from tenantry import db as tenantry_db  # a module, not names: tenantry.db imports models too
@@ -71,9 +71,8 @@ class IdempotencyRecord(BaseModel):
         primary_key = CompositeKey("tenant_id", "credential", "idem_key")
 
     @classmethod
-    def _where(cls, scope: Scope):  # type: ignore[no-untyped-def]
-        return ((cls.tenant_id == scope.tenant_id) & (cls.credential == scope.credential)
-                & (cls.idem_key == scope.key))
+    def _where(cls, scope: Scope) -> Expression:
+        return (cls.tenant_id == scope.tenant_id) & (cls.credential == scope.credential) & (cls.idem_key == scope.key)
 
     @classmethod
     def claim(cls, scope: Scope, fingerprint: str, now: datetime | None = None) -> IdempotencyRecord | None:
@@ -91,9 +90,17 @@ class IdempotencyRecord(BaseModel):
             now = clock or utcnow()
             try:
                 with database.atomic():
-                    cls.insert(tenant_id=scope.tenant_id, credential=scope.credential, idem_key=scope.key,
-                               fingerprint=fingerprint, state="running", locked_until=now + _lock_for(),
-                               holder=tenantry_db.claim_holder(), created_at=now, expires_at=now + KEEP_FOR).execute()
+                    cls.insert(
+                        tenant_id=scope.tenant_id,
+                        credential=scope.credential,
+                        idem_key=scope.key,
+                        fingerprint=fingerprint,
+                        state="running",
+                        locked_until=now + _lock_for(),
+                        holder=tenantry_db.claim_holder(),
+                        created_at=now,
+                        expires_at=now + KEEP_FOR,
+                    ).execute()
                 return None
             except IntegrityError:
                 pass
@@ -116,8 +123,11 @@ class IdempotencyRecord(BaseModel):
             else:
                 # The request that claimed it died before answering and its lock lapsed.
                 abandoned = cls.locked_until <= now
-            taken = (cls.update(locked_until=now + _lock_for(), holder=tenantry_db.claim_holder())
-                     .where(cls._where(scope) & (cls.state == "running") & abandoned).execute())
+            taken = (
+                cls.update(locked_until=now + _lock_for(), holder=tenantry_db.claim_holder())
+                .where(cls._where(scope) & (cls.state == "running") & abandoned)
+                .execute()
+            )
             if taken:
                 return None
             raise IdempotencyInProgress()
@@ -126,8 +136,7 @@ class IdempotencyRecord(BaseModel):
     @classmethod
     def complete(cls, scope: Scope, status_code: int, sealed_response: str) -> None:
         """Stores the answer to the claimed request (call it inside the request's transaction)."""
-        cls.update(state="done", status_code=status_code, response=sealed_response).where(
-            cls._where(scope)).execute()
+        cls.update(state="done", status_code=status_code, response=sealed_response).where(cls._where(scope)).execute()
 
     @classmethod
     def release(cls, scope: Scope) -> None:

@@ -20,8 +20,9 @@ ERROR_LENGTH = 500
 
 
 def _name_taken() -> Conflict:
-    return Conflict("An integration provider with this name already exists in the tenant.",
-                    [Detail("is already taken", "name")])
+    return Conflict(
+        "An integration provider with this name already exists in the tenant.", [Detail("is already taken", "name")]
+    )
 
 
 class IntegrationProvider(TenantScopedModel):
@@ -51,13 +52,17 @@ class IntegrationProvider(TenantScopedModel):
         table_name = "integration_provider"
 
     @classmethod
-    def add(cls, tenant_id: str, fields: dict[str, Any], secret: str, allowed_ips: list[str],
-            created_by: str | None) -> IntegrationProvider:
+    def add(
+        cls, tenant_id: str, fields: dict[str, Any], secret: str, allowed_ips: list[str], created_by: str | None
+    ) -> IntegrationProvider:
         """Creates a provider with `fields` (see _WRITABLE); raises Conflict when the tenant has its name."""
-        values = {"auth_type": "none", "signature_scheme": "standard-webhooks", "is_active": True,
-                  **{k: v for k, v in fields.items() if k in _WRITABLE}}
-        provider = cls(id=new_id("int"), tenant_id=tenant_id, allowed_ips=allowed_ips, created_by=created_by,
-                       **values)
+        values = {
+            "auth_type": "none",
+            "signature_scheme": "standard-webhooks",
+            "is_active": True,
+            **{k: v for k, v in fields.items() if k in _WRITABLE},
+        }
+        provider = cls(id=new_id("int"), tenant_id=tenant_id, allowed_ips=allowed_ips, created_by=created_by, **values)
         provider.secret_sealed = secret_box().seal(secret)
         try:
             with database.atomic():  # a savepoint: a taken name must not abort the request's transaction
@@ -85,8 +90,9 @@ class IntegrationProvider(TenantScopedModel):
         """The URL a health check calls: `health_url`, else `api_base_url`."""
         return self.health_url or self.api_base_url
 
-    def apply_changes(self, changes: dict[str, Any], secret: str | None = None,
-                      allowed_ips: list[str] | None = None) -> None:
+    def apply_changes(
+        self, changes: dict[str, Any], secret: str | None = None, allowed_ips: list[str] | None = None
+    ) -> None:
         """Applies `changes` (see _WRITABLE), a new secret and new ranges when given; Conflict on a taken name."""
         for name in _WRITABLE:
             if name in changes:
@@ -105,14 +111,16 @@ class IntegrationProvider(TenantScopedModel):
     def record_health(self, status: str, response_time_ms: int | None, checked_at: datetime) -> None:
         """Stores the result of a health check (the row's other fields are left as they are)."""
         self.health_status, self.response_time_ms, self.last_checked_at = status, response_time_ms, checked_at
-        IntegrationProvider.update(health_status=status, response_time_ms=response_time_ms,
-                                   last_checked_at=checked_at).where(IntegrationProvider.id == self.id).execute()
+        IntegrationProvider.update(
+            health_status=status, response_time_ms=response_time_ms, last_checked_at=checked_at
+        ).where(IntegrationProvider.id == self.id).execute()
 
     def delete_with_events(self) -> None:
         """Deletes the provider and every event it sent, together."""
         with database.atomic():
-            IntegrationEvent.delete().where((IntegrationEvent.tenant_id == self.tenant_id)
-                                            & (IntegrationEvent.provider_id == self.id)).execute()
+            IntegrationEvent.delete().where(
+                (IntegrationEvent.tenant_id == self.tenant_id) & (IntegrationEvent.provider_id == self.id)
+            ).execute()
             self.delete_instance()
 
     def as_dict(self) -> dict[str, Any]:
@@ -155,14 +163,22 @@ class IntegrationEvent(TenantScopedModel):
         table_name = "integration_event"
 
     @classmethod
-    def receive(cls, provider: IntegrationProvider, event_id: str, event_type: str,
-                payload: dict[str, Any]) -> tuple[IntegrationEvent, bool]:
+    def receive(
+        cls, provider: IntegrationProvider, event_id: str, event_type: str, payload: dict[str, Any]
+    ) -> tuple[IntegrationEvent, bool]:
         """Stores the event unless the provider sent it before; returns it and whether it is new."""
         existing = cls._sent(provider, event_id)
         if existing is not None:
             return existing, False
-        event = cls(id=new_id("iev"), tenant_id=provider.tenant_id, provider_id=provider.id, event_id=event_id,
-                    event_type=event_type, status="received", payload=payload)
+        event = cls(
+            id=new_id("iev"),
+            tenant_id=provider.tenant_id,
+            provider_id=provider.id,
+            event_id=event_id,
+            event_type=event_type,
+            status="received",
+            payload=payload,
+        )
         try:
             with database.atomic():  # a savepoint: a concurrent delivery may insert it first
                 event.save(force_insert=True)
@@ -175,8 +191,11 @@ class IntegrationEvent(TenantScopedModel):
 
     @classmethod
     def _sent(cls, provider: IntegrationProvider, event_id: str) -> IntegrationEvent | None:
-        return cls.for_tenant(provider.tenant_id).where(
-            (cls.provider_id == provider.id) & (cls.event_id == event_id)).first()
+        return (
+            cls.for_tenant(provider.tenant_id)
+            .where((cls.provider_id == provider.id) & (cls.event_id == event_id))
+            .first()
+        )
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Records what the handler made of the event."""
@@ -185,9 +204,17 @@ class IntegrationEvent(TenantScopedModel):
         self.save(only=[IntegrationEvent.status, IntegrationEvent.error, IntegrationEvent.processed_at])
 
     @classmethod
-    def page(cls, tenant_id: str, limit: int, starting_after: str | None = None, provider_id: str | None = None,
-             event_type: str | None = None, status: str | None = None, created_from: datetime | None = None,
-             created_to: datetime | None = None) -> tuple[list[IntegrationEvent], bool]:
+    def page(
+        cls,
+        tenant_id: str,
+        limit: int,
+        starting_after: str | None = None,
+        provider_id: str | None = None,
+        event_type: str | None = None,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> tuple[list[IntegrationEvent], bool]:
         """Returns up to `limit` events, newest first, after the cursor event; and whether more follow."""
         query = cls.for_tenant(tenant_id)
         if starting_after is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import NoReturn
 from urllib.parse import quote
 
 import pyotp
@@ -51,11 +52,12 @@ def start_totp(user: User) -> tuple[str, str]:
 
 def _guard(user: User) -> None:
     if user.mfa_locked_until is not None and user.mfa_locked_until > utcnow():
-        raise TooManyAttempts(int((user.mfa_locked_until - utcnow()).total_seconds()) + 1,
-                              "Too many wrong MFA codes; retry later.")
+        raise TooManyAttempts(
+            int((user.mfa_locked_until - utcnow()).total_seconds()) + 1, "Too many wrong MFA codes; retry later."
+        )
 
 
-def _fail(user: User, error: type[ApiError] = MfaInvalidCode) -> None:
+def _fail(user: User, error: type[ApiError] = MfaInvalidCode) -> NoReturn:
     """Counts a wrong code, pausing MFA attempts after MAX_FAILURES in a row; raises `error`:
     MfaInvalidCode (401) at login, where the code is part of the credentials, MfaCodeRejected
     (422) where the caller is signed in already (turning MFA on or off)."""
@@ -67,9 +69,11 @@ def _fail(user: User, error: type[ApiError] = MfaInvalidCode) -> None:
 
 def _accept_step(user: User, step: int) -> bool:
     """Records `step` as used; False when a concurrent request used it (or a later one) first."""
-    updated = (User.update(mfa_last_step=step, mfa_failures=0, mfa_locked_until=None)
-               .where(User.id == user.id, User.mfa_last_step.is_null() | (User.mfa_last_step < step))
-               .execute())
+    updated = (
+        User.update(mfa_last_step=step, mfa_failures=0, mfa_locked_until=None)
+        .where(User.id == user.id, User.mfa_last_step.is_null() | (User.mfa_last_step < step))
+        .execute()
+    )
     return updated == 1
 
 
@@ -85,14 +89,16 @@ def verify_and_enable(user: User, code: str) -> list[str]:
     codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10)) for _ in range(RECOVERY_CODES)]
     codes = [f"{c[:5]}-{c[5:]}" for c in codes]
     with database.atomic():
-        if not _accept_step(user, step):  # type: ignore[arg-type]
+        if not _accept_step(user, step):
             raise MfaCodeRejected()
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
         for code_ in codes:
-            RecoveryCode.create(id=new_id("rcv"), tenant_id=user.tenant_id, user_id=user.id,
-                                code_hash=lookup_hash(code_))
+            RecoveryCode.create(
+                id=new_id("rcv"), tenant_id=user.tenant_id, user_id=user.id, code_hash=lookup_hash(code_)
+            )
         User.update(mfa_enabled=True, mfa_secret=user.mfa_pending_secret, mfa_pending_secret=None).where(
-            User.id == user.id).execute()
+            User.id == user.id
+        ).execute()
     return codes
 
 
@@ -105,13 +111,19 @@ def check_login(user: User, code: str | None) -> None:
     _guard(user)
     if "-" in code:
         with database.atomic():
-            used = (RecoveryCode.update(used_at=utcnow())
-                    .where(RecoveryCode.user_id == user.id, RecoveryCode.code_hash == lookup_hash(code),
-                           RecoveryCode.used_at.is_null())
-                    .execute())
+            used = (
+                RecoveryCode.update(used_at=utcnow())
+                .where(
+                    RecoveryCode.user_id == user.id,
+                    RecoveryCode.code_hash == lookup_hash(code),
+                    RecoveryCode.used_at.is_null(),
+                )
+                .execute()
+            )
         if used != 1:
             _fail(user)
         return
+    assert user.mfa_secret is not None  # MFA is on, so its secret is stored
     step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
     if step is None or not _accept_step(user, step):
         _fail(user)
@@ -122,6 +134,7 @@ def disable(user: User, code: str) -> None:
     if not user.mfa_enabled:
         raise Conflict("MFA is not on.")
     _guard(user)
+    assert user.mfa_secret is not None  # MFA is on, so its secret is stored
     step = totp_step(secret_box().open(user.mfa_secret), code, user.mfa_last_step)
     if step is None or not _accept_step(user, step):
         _fail(user, MfaCodeRejected)
@@ -140,8 +153,14 @@ def reset(user: User) -> None:
         return
     with database.atomic():
         RecoveryCode.delete().where(RecoveryCode.user_id == user.id).execute()
-        User.update(mfa_enabled=False, mfa_secret=None, mfa_pending_secret=None, mfa_last_step=None,
-                    mfa_failures=0, mfa_locked_until=None).where(User.id == user.id).execute()
+        User.update(
+            mfa_enabled=False,
+            mfa_secret=None,
+            mfa_pending_secret=None,
+            mfa_last_step=None,
+            mfa_failures=0,
+            mfa_locked_until=None,
+        ).where(User.id == user.id).execute()
         Session.revoke_all_for_user(user.id)
     user.mfa_enabled, user.mfa_secret, user.mfa_pending_secret = False, None, None
     user.mfa_last_step, user.mfa_failures, user.mfa_locked_until = None, 0, None

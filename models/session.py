@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from peewee import JOIN, CharField, ModelSelect
 
@@ -39,9 +39,12 @@ class Session(TenantScopedModel):
         """Opens a session for `user`; returns it and its first refresh token (shown once)."""
         with database.atomic():
             session = cls.create(
-                id=new_id("ses"), tenant_id=user.tenant_id, user_id=user.id,
+                id=new_id("ses"),
+                tenant_id=user.tenant_id,
+                user_id=user.id,
                 expires_at=utcnow() + timedelta(seconds=ttl_seconds),
-                ip=ip, user_agent=(user_agent or "")[:255] or None,
+                ip=ip,
+                user_agent=(user_agent or "")[:255] or None,
             )
             token = RefreshToken.issue(session)
         return session, token
@@ -52,8 +55,10 @@ class Session(TenantScopedModel):
         rows = _PRINCIPAL.rows(session_id, user_id)
         if not rows:
             return None
-        tenant = rows[0].get(Tenant)
-        return rows[0][Session], rows[0][User], tenant if tenant is not None and tenant.id else None
+        # CompiledSelect.rows keys each row's instances by their model class: these are a Session, a User, a Tenant.
+        session, user = cast(Session, rows[0][Session]), cast(User, rows[0][User])
+        tenant = cast("Tenant | None", rows[0].get(Tenant))
+        return session, user, tenant if tenant is not None and tenant.id else None
 
     @property
     def is_live(self) -> bool:
@@ -66,23 +71,28 @@ class Session(TenantScopedModel):
         now = utcnow()
         with database.atomic():
             cls.update(revoked_at=now).where(cls.id == session_id, cls.revoked_at.is_null()).execute()
-            (RefreshToken.update(used_at=now)
-             .where(RefreshToken.session_id == session_id, RefreshToken.used_at.is_null()).execute())
+            (
+                RefreshToken.update(used_at=now)
+                .where(RefreshToken.session_id == session_id, RefreshToken.used_at.is_null())
+                .execute()
+            )
 
     @classmethod
     def revoke_all_for_user(cls, user_id: str, keep: str | None = None) -> None:
         """Revokes every live session of the user (password change, suspension, deletion, MFA reset),
         but `keep` (the caller's own, when they changed their password themselves)."""
-        ids = [s.id for s in cls.select(cls.id).where(cls.user_id == user_id, cls.revoked_at.is_null())
-               if s.id != keep]
+        ids = [s.id for s in cls.select(cls.id).where(cls.user_id == user_id, cls.revoked_at.is_null()) if s.id != keep]
         for session_id in ids:
             cls.revoke(session_id)
 
     @classmethod
-    def live_for_user(cls, user_id: str) -> ModelSelect:
+    def live_for_user(cls, user_id: str) -> ModelSelect[Session]:
         """Returns the user's sessions that are neither revoked nor expired, newest first."""
-        return (cls.select().where(cls.user_id == user_id, cls.revoked_at.is_null(), cls.expires_at > utcnow())
-                .order_by(cls.created_at.desc(), cls.id.desc()))
+        return (
+            cls.select()
+            .where(cls.user_id == user_id, cls.revoked_at.is_null(), cls.expires_at > utcnow())
+            .order_by(cls.created_at.desc(), cls.id.desc())
+        )
 
     @classmethod
     def own(cls, user_id: str, session_id: str) -> Session:
@@ -130,8 +140,13 @@ class RefreshToken(TenantScopedModel):
     def issue(cls, session: Session) -> str:
         """Returns a new refresh token for the session; only its hash is stored."""
         token = "rt_" + secrets.token_urlsafe(32)
-        cls.create(id=new_id("rtk"), tenant_id=session.tenant_id, session_id=session.id,
-                   token_hash=lookup_hash(token), expires_at=session.expires_at)
+        cls.create(
+            id=new_id("rtk"),
+            tenant_id=session.tenant_id,
+            session_id=session.id,
+            token_hash=lookup_hash(token),
+            expires_at=session.expires_at,
+        )
         return token
 
     @classmethod
@@ -143,9 +158,11 @@ class RefreshToken(TenantScopedModel):
         """Marks the token used; returns False when it was already used (a replay or a race)."""
         # The conditional update is the compare-and-set that makes rotation safe under
         # concurrency: of two requests spending one token, exactly one updates a row.
-        updated = (RefreshToken.update(used_at=utcnow())
-                   .where(RefreshToken.id == self.id, RefreshToken.used_at.is_null())
-                   .execute())
+        updated = (
+            RefreshToken.update(used_at=utcnow())
+            .where(RefreshToken.id == self.id, RefreshToken.used_at.is_null())
+            .execute()
+        )
         return updated == 1
 
     @property

@@ -30,14 +30,26 @@ class Tenant(BaseModel):
         table_name = "tenant"
 
     @classmethod
-    def create_tenant(cls, name: str, status: str = "active", settings: dict[str, str] | None = None,
-                      plan: str = "standard", rate_limits: dict[str, int] | None = None) -> Tenant:
+    def create_tenant(
+        cls,
+        name: str,
+        status: str = "active",
+        settings: dict[str, str] | None = None,
+        plan: str = "standard",
+        rate_limits: dict[str, int] | None = None,
+    ) -> Tenant:
         """Returns a new tenant, with default settings filled in and its built-in roles, in one transaction."""
         from models.access import Role
 
         with database.atomic():
-            tenant = cls.create(id=new_id("ten"), name=name, status=status, plan=plan, rate_limits=rate_limits,
-                                settings={**DEFAULT_SETTINGS, **(settings or {})})
+            tenant = cls.create(
+                id=new_id("ten"),
+                name=name,
+                status=status,
+                plan=plan,
+                rate_limits=rate_limits,
+                settings={**DEFAULT_SETTINGS, **(settings or {})},
+            )
             Role.seed_builtin(tenant.id)
         return tenant
 
@@ -59,9 +71,15 @@ class Tenant(BaseModel):
             query = query.where(fn.LOWER(cls.name).contains(search.lower()))
         return query.order_by(cls.id.desc())
 
-    def apply(self, name: str | None = None, status: str | None = None,
-              settings: dict[str, str] | None = None, replace_settings: bool = False,
-              plan: str | None = None, rate_limits: dict[str, int] | bool | None = False) -> Tenant:
+    def apply(
+        self,
+        name: str | None = None,
+        status: str | None = None,
+        settings: dict[str, str] | None = None,
+        replace_settings: bool = False,
+        plan: str | None = None,
+        rate_limits: dict[str, int] | bool | None = False,
+    ) -> Tenant:
         """Changes the given fields and saves; settings are merged unless `replace_settings`.
 
         `rate_limits` False leaves them; None goes back to the plan's.
@@ -79,8 +97,9 @@ class Tenant(BaseModel):
             self.settings = {**base, **settings}
         self.updated_at = utcnow()
         # Never `authz_version`: a concurrent role or policy change may have bumped it since this row was read.
-        self.save(only=[Tenant.name, Tenant.status, Tenant.plan, Tenant.rate_limits, Tenant.settings,
-                        Tenant.updated_at])
+        self.save(
+            only=[Tenant.name, Tenant.status, Tenant.plan, Tenant.rate_limits, Tenant.settings, Tenant.updated_at]
+        )
         return self
 
     def delete_everything(self) -> None:
@@ -128,8 +147,7 @@ class Domain(TenantScopedModel):
         table_name = "domain"
 
     @classmethod
-    def upsert(cls, tenant_id: str, domain: str, is_primary: bool | None,
-               verified: bool | None) -> tuple[Domain, bool]:
+    def upsert(cls, tenant_id: str, domain: str, is_primary: bool | None, verified: bool | None) -> tuple[Domain, bool]:
         """Adds or updates the tenant's domain; returns (domain, created).
 
         Making a domain primary demotes the tenant's other primary domain in the same
@@ -141,9 +159,14 @@ class Domain(TenantScopedModel):
             if row is not None and row.tenant_id != tenant_id:
                 raise Conflict("Another tenant has this domain.", [Detail("is already taken", "domain")])
             created = row is None
-            if created:
-                row = cls(id=new_id("dom"), tenant_id=tenant_id, domain=name,
-                          is_primary=bool(is_primary), verified=bool(verified))
+            if row is None:
+                row = cls(
+                    id=new_id("dom"),
+                    tenant_id=tenant_id,
+                    domain=name,
+                    is_primary=bool(is_primary),
+                    verified=bool(verified),
+                )
             else:
                 if is_primary is not None:
                     row.is_primary = is_primary
@@ -151,9 +174,11 @@ class Domain(TenantScopedModel):
                     row.verified = verified
                 row.updated_at = utcnow()
             if row.is_primary:
-                (cls.update(is_primary=False, updated_at=utcnow())
-                 .where(cls.tenant_id == tenant_id, cls.is_primary == True, cls.id != row.id)  # noqa: E712
-                 .execute())
+                (
+                    cls.update(is_primary=False, updated_at=utcnow())
+                    .where(cls.tenant_id == tenant_id, cls.is_primary == True, cls.id != row.id)  # noqa: E712
+                    .execute()
+                )
             try:
                 row.save(force_insert=created)
             except IntegrityError:

@@ -8,7 +8,7 @@ from typing import Any
 
 from peewee import EXCLUDED, BigIntegerField, CharField, CompositeKey, DateField, fn
 
-from models.base import BaseModel, database
+from models.base import BaseModel, database, row_tuples
 
 #: (tenant id, day, credential, operation) -> requests
 Counts = Mapping[tuple[str, date, str, str], int]
@@ -31,14 +31,20 @@ class UsageCounter(BaseModel):
         """Adds the counts in one transaction (an upsert per row, on SQLite and PostgreSQL alike)."""
         if not counts:
             return
-        rows = [{"tenant_id": t, "day": d, "credential": c, "operation": o, "requests": n}
-                for (t, d, c, o), n in sorted(counts.items())]  # one order everywhere: no deadlocks
+        rows = [
+            {"tenant_id": t, "day": d, "credential": c, "operation": o, "requests": n}
+            for (t, d, c, o), n in sorted(counts.items())
+        ]  # one order everywhere: no deadlocks
         with database.atomic():
             for start in range(0, len(rows), 200):
-                (cls.insert_many(rows[start:start + 200])
-                 .on_conflict(conflict_target=[cls.tenant_id, cls.day, cls.credential, cls.operation],
-                              update={cls.requests: cls.requests + EXCLUDED.requests})
-                 .execute())
+                (
+                    cls.insert_many(rows[start : start + 200])
+                    .on_conflict(
+                        conflict_target=[cls.tenant_id, cls.day, cls.credential, cls.operation],
+                        update={cls.requests: cls.requests + EXCLUDED.requests},
+                    )
+                    .execute()
+                )
 
     @classmethod
     def report(cls, tenant_id: str, date_from: date, date_to: date) -> dict[str, Any]:
@@ -48,7 +54,7 @@ class UsageCounter(BaseModel):
 
         def grouped(column: Any) -> list[tuple[Any, int]]:
             query = cls.select(column, total).where(scope).group_by(column).order_by(total.desc(), column)
-            return [(key, int(count)) for key, count in query.tuples()]
+            return [(key, int(count)) for key, count in row_tuples(query)]
 
         days = sorted(grouped(cls.day))
         return {
@@ -57,8 +63,14 @@ class UsageCounter(BaseModel):
             "date_to": date_to.isoformat(),
             "total_requests": sum(count for _, count in days),
             "days": [{"date": _day(day).isoformat(), "requests": count} for day, count in days],
-            "credentials": [{"credential_type": "api_key" if cred.startswith("key_") else "user",
-                             "credential_id": cred, "requests": count} for cred, count in grouped(cls.credential)],
+            "credentials": [
+                {
+                    "credential_type": "api_key" if cred.startswith("key_") else "user",
+                    "credential_id": cred,
+                    "requests": count,
+                }
+                for cred, count in grouped(cls.credential)
+            ],
             "operations": [{"operation_id": op, "requests": count} for op, count in grouped(cls.operation)],
         }
 

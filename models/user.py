@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import BigIntegerField, BooleanField, CharField, IntegerField, IntegrityError, ModelSelect, TextField, fn
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    Field,
+    IntegerField,
+    IntegrityError,
+    ModelSelect,
+    TextField,
+    fn,
+)
 
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
 from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
@@ -25,13 +35,18 @@ def checked_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -
     each key that is empty or longer than METADATA_MAX_KEY_LENGTH."""
     if metadata is None:
         return None
-    details = [Detail(f"keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters", f"{field}.{key[:40]}")
-               for key in metadata if not 1 <= len(key) <= METADATA_MAX_KEY_LENGTH]
+    details = [
+        Detail(f"keys must be 1 to {METADATA_MAX_KEY_LENGTH} characters", f"{field}.{key[:40]}")
+        for key in metadata
+        if not 1 <= len(key) <= METADATA_MAX_KEY_LENGTH
+    ]
     if len(metadata) > METADATA_MAX_KEYS:
         details.append(Detail(f"has more than {METADATA_MAX_KEYS} keys", field))
-    details.extend(Detail(f"must be a string of at most {METADATA_MAX_VALUE_LENGTH} characters", f"{field}.{key[:40]}")
-                   for key, value in metadata.items()
-                   if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE_LENGTH)
+    details.extend(
+        Detail(f"must be a string of at most {METADATA_MAX_VALUE_LENGTH} characters", f"{field}.{key[:40]}")
+        for key, value in metadata.items()
+        if not isinstance(value, str) or len(value) > METADATA_MAX_VALUE_LENGTH
+    )
     if details:
         raise ValidationFailed("The metadata is invalid.", details)
     return metadata
@@ -76,16 +91,37 @@ class User(TenantScopedModel):
         table_name = "user_account"
 
     @classmethod
-    def build(cls, tenant_id: str | None, email: str, password_hash: str, first_name: str, last_name: str,
-              role: str = "member", status: str = "active", is_platform_operator: bool = False,
-              external_id: str | None = None, metadata: dict[str, str] | None = None,
-              phone: str | None = None) -> User:
+    def build(
+        cls,
+        tenant_id: str | None,
+        email: str,
+        password_hash: str,
+        first_name: str,
+        last_name: str,
+        role: str = "member",
+        status: str = "active",
+        is_platform_operator: bool = False,
+        external_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        phone: str | None = None,
+    ) -> User:
         """Returns an unsaved user with a fresh id."""
-        return cls(id=new_id("usr"), tenant_id=tenant_id, email=email.strip(),
-                   email_normalized=normalize_email(email), password_hash=password_hash,
-                   first_name=first_name, last_name=last_name, role=role, status=status,
-                   is_platform_operator=is_platform_operator, livemode=current_livemode(),
-                   external_id=external_id, metadata=metadata or None, phone=phone)
+        return cls(
+            id=new_id("usr"),
+            tenant_id=tenant_id,
+            email=email.strip(),
+            email_normalized=normalize_email(email),
+            password_hash=password_hash,
+            first_name=first_name,
+            last_name=last_name,
+            role=role,
+            status=status,
+            is_platform_operator=is_platform_operator,
+            livemode=current_livemode(),
+            external_id=external_id,
+            metadata=metadata or None,
+            phone=phone,
+        )
 
     @classmethod
     def insert_many_checked(cls, users: list[User], field_prefix: str = "") -> None:
@@ -94,6 +130,7 @@ class User(TenantScopedModel):
         Raises Conflict naming each email or external_id that the tenant already has or that
         appears twice, as `<field_prefix>[i].email` (or `email` for a single user).
         """
+
         def field(index: int, name: str) -> str:
             return f"{field_prefix}[{index}].{name}" if field_prefix else name
 
@@ -115,17 +152,24 @@ class User(TenantScopedModel):
                 cls.email_normalized.in_([u.email_normalized for u in users]),
             )
         }
-        details.extend(Detail("is already taken", field(i, "email")) for i, u in enumerate(users)
-                       if (u.tenant_id, bool(u.livemode), u.email_normalized) in taken)
+        details.extend(
+            Detail("is already taken", field(i, "email"))
+            for i, u in enumerate(users)
+            if (u.tenant_id, bool(u.livemode), u.email_normalized) in taken
+        )
         external_ids = [u.external_id for u in users if u.external_id is not None]
         if external_ids:
             taken_external = {
                 (row.tenant_id, bool(row.livemode), row.external_id)
                 for row in cls.select(cls.tenant_id, cls.livemode, cls.external_id).where(
-                    cls.tenant_id.in_(tenant_ids), cls.external_id.in_(external_ids))
+                    cls.tenant_id.in_(tenant_ids), cls.external_id.in_(external_ids)
+                )
             }
-            details.extend(Detail("is already taken", field(i, "external_id")) for i, u in enumerate(users)
-                           if (u.tenant_id, bool(u.livemode), u.external_id) in taken_external)
+            details.extend(
+                Detail("is already taken", field(i, "external_id"))
+                for i, u in enumerate(users)
+                if (u.tenant_id, bool(u.livemode), u.external_id) in taken_external
+            )
         if details:
             raise Conflict(_conflict_message(details), details)
         try:
@@ -134,15 +178,17 @@ class User(TenantScopedModel):
                     user.save(force_insert=True)
         except IntegrityError:
             # A concurrent request took an email or external_id between the check and the insert.
-            details = [Detail("is already taken", field(i, name)) for i, u in enumerate(users)
-                       for name in u._colliding()]
+            details = [
+                Detail("is already taken", field(i, name)) for i, u in enumerate(users) for name in u._colliding()
+            ]
             details = details or [Detail("is already taken", field(0, "email"))]
             raise Conflict(_conflict_message(details), details) from None
 
     def _colliding(self) -> list[str]:
         """Returns which of this user's unique fields (email, external_id) another user of the tenant holds."""
         others = User.select(User.email_normalized, User.external_id).where(
-            User.tenant_id == self.tenant_id, User.livemode == self.livemode, User.id != self.id)
+            User.tenant_id == self.tenant_id, User.livemode == self.livemode, User.id != self.id
+        )
         names = []
         if others.where(User.email_normalized == self.email_normalized).exists():
             names.append("email")
@@ -151,10 +197,18 @@ class User(TenantScopedModel):
         return names
 
     @classmethod
-    def search(cls, tenant_id: str, statuses: list[str] | None = None, role: str | None = None,
-               search: str | None = None, ordering: str = "-created_at", external_id: str | None = None,
-               email: str | None = None, created_from: datetime | None = None,
-               created_to: datetime | None = None) -> ModelSelect:
+    def search(
+        cls,
+        tenant_id: str,
+        statuses: list[str] | None = None,
+        role: str | None = None,
+        search: str | None = None,
+        ordering: str = "-created_at",
+        external_id: str | None = None,
+        email: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> ModelSelect[User]:
         """Returns the tenant's users filtered and ordered; ties break by id.
 
         `statuses`: any of them; `email`: exactly, compared as emails are (case-insensitively);
@@ -206,8 +260,9 @@ class User(TenantScopedModel):
             query = query.where(cls.tenant_id == tenant_id)
         return list(query.limit(2))
 
-    def apply_changes(self, changes: dict[str, Any], password_hash: str | None = None,
-                      keep_session: str | None = None) -> None:
+    def apply_changes(
+        self, changes: dict[str, Any], password_hash: str | None = None, keep_session: str | None = None
+    ) -> None:
         """Applies `changes` (email, names, role, status, external_id, metadata, phone) and an optional new
         password hash.
 
@@ -249,7 +304,9 @@ class User(TenantScopedModel):
             self.delete_instance()
 
     def _require_another_owner(self, what: str) -> None:
-        owners = User.for_tenant(self.tenant_id).where(User.role == "owner", User.status == "active")
+        # For the platform operator (tenant_id None) this is the rows with no tenant (IS NULL), as it always was.
+        tenant_id: str = self.tenant_id  # type: ignore[assignment]  # None only for the platform operator
+        owners = User.for_tenant(tenant_id).where(User.role == "owner", User.status == "active")
         if database.for_update:
             # Lock the owners' rows so two concurrent demotions cannot each count on the other.
             # (SQLite has no row locks; its single writer makes the second one fail instead.)
@@ -261,7 +318,7 @@ class User(TenantScopedModel):
     def record_login(self, new_password_hash: str | None = None) -> None:
         """Stamps `last_login_at`, and stores a rehashed password when the hash parameters changed."""
         self.last_login_at = utcnow()
-        fields = [User.last_login_at]
+        fields: list[Field[Any]] = [User.last_login_at]
         if new_password_hash:
             self.password_hash = new_password_hash
             fields.append(User.password_hash)

@@ -58,18 +58,28 @@ class WebhookEndpoint(TenantScopedModel):
         only_save_dirty = True  # a tenant's change and the worker's never overwrite each other's columns
 
     @classmethod
-    def make(cls, tenant_id: str, livemode: bool, url: str, events: list[str], description: str | None,
-             enabled: bool) -> tuple[WebhookEndpoint, str]:
+    def make(
+        cls, tenant_id: str, livemode: bool, url: str, events: list[str], description: str | None, enabled: bool
+    ) -> tuple[WebhookEndpoint, str]:
         """Creates an endpoint; returns it and its signing secret, which is shown this once."""
         secret = new_signing_secret()
-        endpoint = cls.create(id=new_id("we"), tenant_id=tenant_id, livemode=livemode, url=url, events=events,
-                              description=description, enabled=enabled, secret=secret_box().seal(secret),
-                              disabled_reason=None if enabled else "manual")
+        endpoint = cls.create(
+            id=new_id("we"),
+            tenant_id=tenant_id,
+            livemode=livemode,
+            url=url,
+            events=events,
+            description=description,
+            enabled=enabled,
+            secret=secret_box().seal(secret),
+            disabled_reason=None if enabled else "manual",
+        )
         return endpoint, secret
 
     @classmethod
-    def subscribed(cls, tenant_id: str, livemode: bool, event_type: str,
-                   only: str | None = None) -> list[WebhookEndpoint]:
+    def subscribed(
+        cls, tenant_id: str, livemode: bool, event_type: str, only: str | None = None
+    ) -> list[WebhookEndpoint]:
         """Returns the tenant's enabled endpoints of the mode whose patterns match `event_type`
         (or just endpoint `only`, whatever its patterns)."""
         query = cls.select().where((cls.tenant_id == tenant_id) & (cls.livemode == livemode) & cls.enabled)
@@ -114,7 +124,8 @@ class WebhookEndpoint(TenantScopedModel):
         """
         self.enabled, self.disabled_reason, self.updated_at = False, reason, utcnow()
         type(self).update(enabled=False, disabled_reason=reason, updated_at=self.updated_at).where(
-            type(self).id == self.id).execute()
+            type(self).id == self.id
+        ).execute()
 
     def set_failing_since(self, moment: datetime | None) -> None:
         """Starts (a time) or ends (None) the endpoint's failure streak, writing that column alone."""
@@ -123,11 +134,18 @@ class WebhookEndpoint(TenantScopedModel):
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the endpoint as the API shows it, never its secret."""
-        return {"id": self.id, "url": self.url, "description": self.description, "events": self.events,
-                "enabled": bool(self.enabled), "disabled_reason": self.disabled_reason,
-                "livemode": bool(self.livemode), "created_at": format_datetime(self.created_at),
-                "updated_at": format_datetime(self.updated_at),
-                "failing_since": format_datetime(self.failing_since) if self.failing_since else None}
+        return {
+            "id": self.id,
+            "url": self.url,
+            "description": self.description,
+            "events": self.events,
+            "enabled": bool(self.enabled),
+            "disabled_reason": self.disabled_reason,
+            "livemode": bool(self.livemode),
+            "created_at": format_datetime(self.created_at),
+            "updated_at": format_datetime(self.updated_at),
+            "failing_since": format_datetime(self.failing_since) if self.failing_since else None,
+        }
 
 
 class WebhookDelivery(TenantScopedModel):
@@ -159,18 +177,30 @@ class WebhookDelivery(TenantScopedModel):
     def queue(cls, event: Event, endpoints: list[WebhookEndpoint]) -> None:
         """Queues the event for each endpoint, due now (in the caller's transaction)."""
         now = utcnow()
-        rows = [{"id": new_id("msg"), "tenant_id": event.tenant_id, "endpoint_id": e.id, "event_id": event.id,
-                 "event_type": event.type, "status": "pending", "attempt_count": 0, "final_attempt": False,
-                 "next_attempt_at": now,
-                 "created_at": now} for e in endpoints]
+        rows = [
+            {
+                "id": new_id("msg"),
+                "tenant_id": event.tenant_id,
+                "endpoint_id": e.id,
+                "event_id": event.id,
+                "event_type": event.type,
+                "status": "pending",
+                "attempt_count": 0,
+                "final_attempt": False,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for e in endpoints
+        ]
         if rows:
             cls.insert_many(rows).execute()
 
     @classmethod
     def of_endpoint(cls, endpoint: WebhookEndpoint, delivery_id: str) -> WebhookDelivery:
         """Returns the endpoint's delivery with this id, or raises NotFound."""
-        row = cls.get_or_none((cls.tenant_id == endpoint.tenant_id) & (cls.endpoint_id == endpoint.id)
-                              & (cls.id == delivery_id))
+        row = cls.get_or_none(
+            (cls.tenant_id == endpoint.tenant_id) & (cls.endpoint_id == endpoint.id) & (cls.id == delivery_id)
+        )
         if row is None:
             raise NotFound("No delivery with this id for this endpoint.")
         return row
@@ -178,15 +208,17 @@ class WebhookDelivery(TenantScopedModel):
     @classmethod
     def of_event(cls, endpoint: WebhookEndpoint, event_id: str) -> WebhookDelivery:
         """Returns the endpoint's delivery of one event (a test ping's), or raises NotFound."""
-        row = cls.get_or_none((cls.tenant_id == endpoint.tenant_id) & (cls.endpoint_id == endpoint.id)
-                              & (cls.event_id == event_id))
+        row = cls.get_or_none(
+            (cls.tenant_id == endpoint.tenant_id) & (cls.endpoint_id == endpoint.id) & (cls.event_id == event_id)
+        )
         if row is None:
             raise NotFound("No delivery of this event for this endpoint.")
         return row
 
     @classmethod
-    def page(cls, endpoint: WebhookEndpoint, limit: int, starting_after: str | None = None,
-             status: str | None = None) -> tuple[list[WebhookDelivery], bool]:
+    def page(
+        cls, endpoint: WebhookEndpoint, limit: int, starting_after: str | None = None, status: str | None = None
+    ) -> tuple[list[WebhookDelivery], bool]:
         """Returns up to `limit` of the endpoint's deliveries, newest first, after the cursor; and whether
         more follow."""
         query = cls.select().where((cls.tenant_id == endpoint.tenant_id) & (cls.endpoint_id == endpoint.id))
@@ -198,8 +230,9 @@ class WebhookDelivery(TenantScopedModel):
         return rows[:limit], len(rows) > limit
 
     @classmethod
-    def claim(cls, owner: str, count: int, lease_seconds: int,
-              exclude: set[str] | None = None) -> list[WebhookDelivery]:
+    def claim(
+        cls, owner: str, count: int, lease_seconds: int, exclude: set[str] | None = None
+    ) -> list[WebhookDelivery]:
         """Leases up to `count` due deliveries to `owner` (one transaction); returns them.
 
         Due: pending, its next attempt time reached, and not leased, or leased by a worker whose
@@ -207,9 +240,16 @@ class WebhookDelivery(TenantScopedModel):
         """
         now = utcnow()
         with database.atomic():
-            query = (cls.select().where((cls.status == "pending") & (cls.next_attempt_at <= now)
-                                        & (cls.lease_until.is_null() | (cls.lease_until < now)))
-                     .order_by(cls.next_attempt_at).limit(count))
+            query = (
+                cls.select()
+                .where(
+                    (cls.status == "pending")
+                    & (cls.next_attempt_at <= now)
+                    & (cls.lease_until.is_null() | (cls.lease_until < now))
+                )
+                .order_by(cls.next_attempt_at)
+                .limit(count)
+            )
             if exclude:
                 query = query.where(cls.id.not_in(list(exclude)))
             if database.for_update:
@@ -231,29 +271,46 @@ class WebhookDelivery(TenantScopedModel):
         now = utcnow()
         cls = type(self)
         final = self.final_attempt or self.status != "pending"
-        changed = cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final).where(
-            (cls.id == self.id) & (cls.status == self.status) & (cls.attempt_count == self.attempt_count)
-            & (cls.lease_until.is_null() | (cls.lease_until < now))).execute()
+        changed = (
+            cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final)
+            .where(
+                (cls.id == self.id)
+                & (cls.status == self.status)
+                & (cls.attempt_count == self.attempt_count)
+                & (cls.lease_until.is_null() | (cls.lease_until < now))
+            )
+            .execute()
+        )
         if not changed:
             raise Conflict("The delivery is being attempted right now; retry when it has finished.")
         self.status, self.next_attempt_at, self.completed_at, self.final_attempt = "pending", now, None, final
 
     def attempts(self) -> list[WebhookAttempt]:
         """Returns this delivery's attempts, first first."""
-        return list(WebhookAttempt.select().where((WebhookAttempt.tenant_id == self.tenant_id)
-                                                  & (WebhookAttempt.delivery_id == self.id))
-                    .order_by(WebhookAttempt.number))
+        return list(
+            WebhookAttempt.select()
+            .where((WebhookAttempt.tenant_id == self.tenant_id) & (WebhookAttempt.delivery_id == self.id))
+            .order_by(WebhookAttempt.number)
+        )
 
     def as_dict(self, attempts: list[WebhookAttempt] | None = None) -> dict[str, Any]:
         """Returns the delivery as the API shows it, with its attempts."""
-        return {"id": self.id, "endpoint_id": self.endpoint_id, "event_id": self.event_id,
-                "event_type": self.event_type, "status": self.status, "attempt_count": self.attempt_count,
-                "next_attempt_at": format_datetime(self.next_attempt_at)
-                if self.status == "pending" and self.next_attempt_at else None,
-                "last_status_code": self.last_status_code, "last_error": self.last_error,
-                "created_at": format_datetime(self.created_at),
-                "completed_at": format_datetime(self.completed_at) if self.completed_at else None,
-                "attempts": [a.as_dict() for a in (attempts if attempts is not None else self.attempts())]}
+        return {
+            "id": self.id,
+            "endpoint_id": self.endpoint_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "status": self.status,
+            "attempt_count": self.attempt_count,
+            "next_attempt_at": format_datetime(self.next_attempt_at)
+            if self.status == "pending" and self.next_attempt_at
+            else None,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "created_at": format_datetime(self.created_at),
+            "completed_at": format_datetime(self.completed_at) if self.completed_at else None,
+            "attempts": [a.as_dict() for a in (attempts if attempts is not None else self.attempts())],
+        }
 
 
 class WebhookAttempt(TenantScopedModel):
@@ -277,7 +334,12 @@ class WebhookAttempt(TenantScopedModel):
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the attempt as the API shows it."""
-        return {"number": self.number, "started_at": format_datetime(self.started_at),
-                "duration_ms": self.duration_ms, "status_code": self.status_code,
-                "status": "succeeded" if self.succeeded else "failed", "error": self.error,
-                "response_body": self.response_body}
+        return {
+            "number": self.number,
+            "started_at": format_datetime(self.started_at),
+            "duration_ms": self.duration_ms,
+            "status_code": self.status_code,
+            "status": "succeeded" if self.succeeded else "failed",
+            "error": self.error,
+            "response_body": self.response_body,
+        }

@@ -9,10 +9,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from math import isfinite
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeGuard
 
-__all__ = ["MAX_CONDITIONS", "MAX_DEPTH", "MAX_TEXT", "Condition", "ConditionError", "EvaluationError",
-           "compile_conditions"]
+__all__ = [
+    "MAX_CONDITIONS",
+    "MAX_DEPTH",
+    "MAX_TEXT",
+    "Condition",
+    "ConditionError",
+    "EvaluationError",
+    "compile_conditions",
+]
 
 #: Limits on what a policy author may save: they bound parse time, recursion and evaluation cost.
 MAX_TEXT = 2000
@@ -23,8 +30,12 @@ MAX_CONDITIONS = 64
 ROOTS = ("subject", "resource", "context")
 KEYWORDS = frozenset({"and", "or", "not", "in", "contains", "true", "false", "null"})
 DURATION_UNITS = {
-    "ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
-    "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
 }
 COMPARISON_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -32,8 +43,9 @@ COMPARISON_OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 class ConditionError(ValueError):
     """A condition that does not parse: where (`index`, `key`, `position` in `text`) and why (`message`)."""
 
-    def __init__(self, message: str, *, index: int = 0, key: str | None = None, position: int = 0,
-                 text: str = "") -> None:
+    def __init__(
+        self, message: str, *, index: int = 0, key: str | None = None, position: int = 0, text: str = ""
+    ) -> None:
         where = f"conditions[{index}]" if key is None else f"conditions[{index}][{key!r}]"
         super().__init__(f"{where}: {message}")
         self.message = message
@@ -59,8 +71,7 @@ class Condition:
     # The compiled closure tree; two conditions with the same source are equal whatever closures they hold.
     _evaluate: _Evaluator = field(repr=False, compare=False)
 
-    def holds(self, subject: Mapping[str, Any], resource: Mapping[str, Any] | None,
-              context: Mapping[str, Any]) -> bool:
+    def holds(self, subject: Mapping[str, Any], resource: Mapping[str, Any] | None, context: Mapping[str, Any]) -> bool:
         """Returns True when the condition holds for these attributes, False when it does not.
 
         Raises EvaluationError when it cannot be decided: an attribute is missing, types do not fit, or a
@@ -85,8 +96,9 @@ def compile_conditions(conditions: Sequence[str | Mapping[str, Any]], resource_t
     if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Sequence):
         raise ConditionError("conditions must be a list of strings or objects")
     if len(conditions) > MAX_CONDITIONS:
-        raise ConditionError(f"expected at most {MAX_CONDITIONS} conditions, found {len(conditions)}",
-                             index=MAX_CONDITIONS)
+        raise ConditionError(
+            f"expected at most {MAX_CONDITIONS} conditions, found {len(conditions)}", index=MAX_CONDITIONS
+        )
     roots = _roots_for(resource_type)
     return tuple(_compile_item(item, index, roots) for index, item in enumerate(conditions))
 
@@ -151,19 +163,19 @@ def _tokenize(text: str) -> list[_Token]:
 
 def _lex_string(text: str, start: int, tokens: list[_Token]) -> int:
     """Appends the string literal opening at `start`; returns the index after its closing quote."""
-    quote, chars, i, n = text[start], [], start + 1, len(text)
+    quote, i, n = text[start], start + 1, len(text)
+    chars: list[str] = []
     while i < n:
         ch = text[i]
         if ch == quote:
-            tokens.append(_Token("str", "".join(chars), start, text[start:i + 1]))
+            tokens.append(_Token("str", "".join(chars), start, text[start : i + 1]))
             return i + 1
         if ch == "\\":
             if i + 1 >= n:
                 break
             escape = text[i + 1]
             if escape not in _ESCAPES:
-                raise _Problem(f"unknown escape '\\{escape}' at position {i}; expected one of "
-                               "\\\\ \\' \\\" \\n \\t", i)
+                raise _Problem(f"unknown escape '\\{escape}' at position {i}; expected one of \\\\ \\' \\\" \\n \\t", i)
             chars.append(_ESCAPES[escape])
             i += 2
         else:
@@ -205,22 +217,23 @@ def _lex_name(text: str, match: re.Match[str], tokens: list[_Token]) -> int:
     """Appends a dotted name (a keyword, function name or attribute path); returns the index after it."""
     segments, positions, end = [match.group()], [match.start()], match.end()
     while end < len(text) and text[end] == ".":
-        segment = _IDENT.match(text, end + 1)
-        if segment is None:
+        found = _IDENT.match(text, end + 1)
+        if found is None:
             raise _Problem(f"expected an attribute name after '.' at position {end + 1}", end + 1)
-        segments.append(segment.group())
-        positions.append(segment.start())
-        end = segment.end()
+        segments.append(found.group())
+        positions.append(found.start())
+        end = found.end()
     for segment, position in zip(segments, positions, strict=True):
         # Lookups only ever index mappings, so a dunder could not reach Python internals; it is refused anyway
         # because no attribute is named like that and such a condition is an attack or a mistake.
         if segment.startswith("__"):
             raise _Problem(f"names starting with '__' are not allowed: {segment!r} at position {position}", position)
-    tokens.append(_Token("name", tuple(segments), match.start(), text[match.start():end]))
+    tokens.append(_Token("name", tuple(segments), match.start(), text[match.start() : end]))
     return end
 
 
 # The syntax tree. Each node remembers where it starts, for "at position N" in save-time errors.
+
 
 @dataclass(frozen=True, slots=True)
 class _Lit:
@@ -284,8 +297,10 @@ class _Parser:
 
     def __init__(self, text: str, roots: Mapping[str, str], what: str = "condition") -> None:
         if len(text) > MAX_TEXT:
-            raise _Problem(f"expected at most {MAX_TEXT} characters, found {len(text)} (the excess starts at "
-                           f"position {MAX_TEXT})", MAX_TEXT)
+            raise _Problem(
+                f"expected at most {MAX_TEXT} characters, found {len(text)} (the excess starts at position {MAX_TEXT})",
+                MAX_TEXT,
+            )
         self.tokens = _tokenize(text)
         self.index = 0
         self.depth = 0
@@ -473,8 +488,7 @@ class _Parser:
 
     def _call(self, token: _Token, name: str) -> _Now:
         if name != "now":
-            raise _Problem(f"unknown function {name!r} at position {token.pos}; the only function is now()",
-                           token.pos)
+            raise _Problem(f"unknown function {name!r} at position {token.pos}; the only function is now()", token.pos)
         self._advance()
         self._expect("(", "'(' after now")
         self._expect(")", "')'", ": now() takes no arguments")
@@ -485,8 +499,9 @@ class _Parser:
         root = self.roots.get(segments[0])
         if root is None:
             allowed = ", ".join(self.roots)
-            raise _Problem(f"unknown attribute root {segments[0]!r} at position {token.pos}; expected one of "
-                           f"{allowed}", token.pos)
+            raise _Problem(
+                f"unknown attribute root {segments[0]!r} at position {token.pos}; expected one of {allowed}", token.pos
+            )
         if len(segments) == 1:
             end = token.pos + len(segments[0])
             raise _Problem(f"expected '.' and an attribute name after {segments[0]!r} at position {end}", end)
@@ -523,8 +538,9 @@ def _compile_item(item: object, index: int, roots: Mapping[str, str]) -> Conditi
         if not item:
             raise ConditionError("expected at least one attribute in a condition object, found {}", index=index)
         if len(item) > MAX_CONDITIONS:
-            raise ConditionError(f"expected at most {MAX_CONDITIONS} attributes in a condition object, found "
-                                 f"{len(item)}", index=index)
+            raise ConditionError(
+                f"expected at most {MAX_CONDITIONS} attributes in a condition object, found {len(item)}", index=index
+            )
         nodes = tuple(_entry(key, value, index, roots) for key, value in item.items())
         return _condition(nodes[0] if len(nodes) == 1 else _Bool("and", nodes, 0))
     raise ConditionError(f"expected a string or an object, found {type(item).__name__}", index=index)
@@ -544,8 +560,7 @@ def _entry(key: object, value: object, index: int, roots: Mapping[str, str]) -> 
             # "== 1 or true" is refused rather than widening what the key's entry allows.
             return _Parser(value, roots, "value").tail(left)
         except _Problem as problem:
-            raise ConditionError(problem.message, index=index, key=key, position=problem.position,
-                                 text=value) from None
+            raise ConditionError(problem.message, index=index, key=key, position=problem.position, text=value) from None
     try:
         if isinstance(value, (list, tuple)):
             items = tuple(_json_literal(element) for element in value)
@@ -571,8 +586,7 @@ def _json_literal(value: object) -> _Lit:
         return _Lit(value, _quote(value), 0)
     if isinstance(value, Mapping):
         raise _Problem("expected a literal, a list or a comparison such as '> 5', found an object", 0)
-    raise _Problem(f"expected a string, number, true, false, null or a list of them, found {type(value).__name__}",
-                   0)
+    raise _Problem(f"expected a string, number, true, false, null or a list of them, found {type(value).__name__}", 0)
 
 
 def _condition(node: _Node) -> Condition:
@@ -667,12 +681,14 @@ def _constant(node: _Node) -> tuple[bool, Any]:
     """Returns (True, value) for a literal or a list of literals, whose value is known when the policy is saved."""
     if isinstance(node, _Lit):
         return True, node.value
-    if isinstance(node, _List) and all(isinstance(item, _Lit) for item in node.items):
-        return True, tuple(item.value for item in node.items)
+    if isinstance(node, _List):
+        literals = [item for item in node.items if isinstance(item, _Lit)]
+        if len(literals) == len(node.items):
+            return True, tuple(item.value for item in literals)
     return False, None
 
 
-def _is_mapping(value: object) -> bool:
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     # isinstance against the Mapping ABC is slow; attribute bags are nearly always plain dicts.
     return type(value) is dict or isinstance(value, Mapping)
 
@@ -767,7 +783,7 @@ def _compile_arith(node: _Arith) -> _Evaluator:
     first = _compile(node.first)
     if len(node.rest) == 1:
         # The common shape, e.g. now() + 24h: one step, no loop.
-        (op, right_node), = node.rest
+        ((op, right_node),) = node.rest
         known, constant = _constant(right_node)
         if known:
             return lambda s, r, c: _arithmetic(op, first(s, r, c), constant)
@@ -798,8 +814,9 @@ def _compile_compare(node: _Compare) -> _Evaluator:
     if node.op in ("in", "not in") and names is not None:
         # A literal list of strings, the usual allow-list: a set lookup instead of a scan.
         negate = node.op == "not in"
-        return lambda s, r, c: (value in names) is not negate if type(value := left(s, r, c)) is str \
-            else test(value, constant)
+        return lambda s, r, c: (
+            (value in names) is not negate if type(value := left(s, r, c)) is str else test(value, constant)
+        )
     return lambda s, r, c: test(left(s, r, c), constant)
 
 
@@ -911,11 +928,17 @@ def _ordering(op: str, compare: Callable[[Any, Any], bool]) -> Callable[[Any, An
             return compare(a, b)  # the common cases first
         if kind is datetime and type(b) is datetime:
             return compare(_as_datetime(a), _as_datetime(b))
-        if ((_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))
-                or (isinstance(a, timedelta) and isinstance(b, timedelta))):
+        if (
+            (_is_number(a) and _is_number(b))
+            or (isinstance(a, str) and isinstance(b, str))
+            or (isinstance(a, timedelta) and isinstance(b, timedelta))
+        ):
             return compare(a, b)
-        if ((isinstance(a, datetime) or isinstance(b, datetime))
-                and isinstance(a, (datetime, str)) and isinstance(b, (datetime, str))):
+        if (
+            (isinstance(a, datetime) or isinstance(b, datetime))
+            and isinstance(a, (datetime, str))
+            and isinstance(b, (datetime, str))
+        ):
             return compare(_as_datetime(a), _as_datetime(b))
         raise EvaluationError(f"cannot compare {_a(_kind(a))} with {_a(_kind(b))} using '{op}'")
 
@@ -952,8 +975,12 @@ def _arithmetic(op: str, a: Any, b: Any) -> Any:
             return start + b if plus else start - b
         if plus and isinstance(a, timedelta) and isinstance(b, (datetime, str)):
             return _as_datetime(b) + a
-        if (not plus and (isinstance(a, datetime) or isinstance(b, datetime))
-                and isinstance(a, (datetime, str)) and isinstance(b, (datetime, str))):
+        if (
+            not plus
+            and (isinstance(a, datetime) or isinstance(b, datetime))
+            and isinstance(a, (datetime, str))
+            and isinstance(b, (datetime, str))
+        ):
             return _as_datetime(a) - _as_datetime(b)
     except (TypeError, ArithmeticError) as exc:
         # A Decimal meeting a float, or a timestamp pushed past year 9999.

@@ -83,8 +83,14 @@ class Subject:
     def condition_view(self) -> dict[str, Any]:
         """The subject as conditions see it: `subject.id`, `subject.roles`, `subject.type`, attributes."""
         kind = "operator" if self.is_operator else "key" if self.scopes is not None else "user"
-        view = {"type": kind, **self.attributes, "id": self.id, "tenant_id": self.tenant_id,
-                "roles": list(self.roles), "role": self.roles[0] if self.roles else None}
+        view = {
+            "type": kind,
+            **self.attributes,
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "roles": list(self.roles),
+            "role": self.roles[0] if self.roles else None,
+        }
         if self.creator is not None:
             view["creator_id"] = self.creator.id
         return view
@@ -98,7 +104,6 @@ class Resource:
     id: str | None = None
     tenant_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
-
 
     @cached_property
     def condition_view(self) -> dict[str, Any]:
@@ -119,8 +124,16 @@ class CompiledPolicy:
     is_enabled: bool = True
 
     @classmethod
-    def compile(cls, id: str, name: str, resource: str, action: str, effect: str,
-                conditions: Sequence[Any], is_enabled: bool = True) -> CompiledPolicy:
+    def compile(
+        cls,
+        id: str,
+        name: str,
+        resource: str,
+        action: str,
+        effect: str,
+        conditions: Sequence[Any],
+        is_enabled: bool = True,
+    ) -> CompiledPolicy:
         """Returns the compiled policy; raises ConditionError for a condition that does not parse.
 
         Each `attribute: condition` pair of the object form is kept as a condition of its own, so
@@ -152,8 +165,9 @@ class PolicyOutcome:
     error: str | None = None
 
 
-def judge(policy: CompiledPolicy, subject: Subject, resource: Resource | None,
-          context: Mapping[str, Any]) -> PolicyOutcome:
+def judge(
+    policy: CompiledPolicy, subject: Subject, resource: Resource | None, context: Mapping[str, Any]
+) -> PolicyOutcome:
     """Returns whether every condition of `policy` holds.
 
     A condition that cannot be evaluated (an attribute missing, types that do not compare) makes
@@ -184,51 +198,62 @@ class Decision:
 _OPERATOR_TENANT_FIELDS = frozenset({"status", "plan", "rate_limits"})
 
 
-def _deny_rules(subject: Subject, action: str, resource: Resource | None,
-                context: Mapping[str, Any]) -> Decision | None:
+def _deny_rules(
+    subject: Subject, action: str, resource: Resource | None, context: Mapping[str, Any]
+) -> Decision | None:
     """Returns the first built-in rule that denies, if any."""
     if resource is None:
         return None
-    if (resource.tenant_id is not None and not subject.is_operator
-            and resource.tenant_id != subject.tenant_id):
+    if resource.tenant_id is not None and not subject.is_operator and resource.tenant_id != subject.tenant_id:
         return Decision(False, "The resource belongs to another tenant.", ("rule:tenant-isolation",))
     attrs = resource.attributes
     if resource.type == "user":
         current = ROLE_RANK.get(attrs.get("role", ""), 0)
         wanted = ROLE_RANK.get(attrs.get("new_role") or "", 0)
         if current > subject.rank and action in {"user:update", "user:delete", "role:assign"}:
-            return Decision(False, f"Only an {attrs.get('role')} or above may change this user.",
-                            ("rule:role-rank",))
+            return Decision(False, f"Only an {attrs.get('role')} or above may change this user.", ("rule:role-rank",))
         if wanted > subject.rank:
-            return Decision(False, f"You cannot grant the role {attrs.get('new_role')}.",
-                            ("rule:no-escalation",))
+            return Decision(False, f"You cannot grant the role {attrs.get('new_role')}.", ("rule:no-escalation",))
         if action == "user:delete" and resource.id == subject.self_id:
             return Decision(False, "You cannot delete your own account.", ("rule:no-self-delete",))
         guarded = SELF_GUARDED_FIELDS & set(attrs.get("changes", ()))
         if action == "user:update" and resource.id == subject.self_id and guarded:
             # An account cannot lock itself out or re-identify itself through the admin API:
             # another owner or admin changes these.
-            return Decision(False, f"You cannot change your own {', '.join(sorted(guarded))}.",
-                            ("rule:no-self-lockout",))
+            return Decision(
+                False, f"You cannot change your own {', '.join(sorted(guarded))}.", ("rule:no-self-lockout",)
+            )
     if resource.type == "key" and action == "key:create" and subject.delegated:
         return Decision(False, "A key made by another key cannot make keys.", ("rule:no-key-chains",))
     operator_fields = _OPERATOR_TENANT_FIELDS & set(attrs.get("changes", ())) if resource.type == "tenant" else set()
     if operator_fields and not subject.is_operator:
         fields = ", ".join(sorted(operator_fields))
-        return Decision(False, f"Only the platform operator may change a tenant's {fields}.",
-                        ("rule:operator-only-status",))
-    if (resource.type == "tenant" and attrs.get("requires_mfa") and not subject.is_operator
-            and not subject.attributes.get("mfa_enabled")):
-        return Decision(False, "Turn on MFA for your own account before requiring it of owners and admins.",
-                        ("rule:mfa-before-requiring-it",))
+        return Decision(
+            False, f"Only the platform operator may change a tenant's {fields}.", ("rule:operator-only-status",)
+        )
+    if (
+        resource.type == "tenant"
+        and attrs.get("requires_mfa")
+        and not subject.is_operator
+        and not subject.attributes.get("mfa_enabled")
+    ):
+        return Decision(
+            False,
+            "Turn on MFA for your own account before requiring it of owners and admins.",
+            ("rule:mfa-before-requiring-it",),
+        )
     if resource.type == "domain" and attrs.get("sets_verified") and not subject.is_operator:
-        return Decision(False, "Only the platform operator may verify a domain.",
-                        ("rule:operator-only-verify",))
+        return Decision(False, "Only the platform operator may verify a domain.", ("rule:operator-only-verify",))
     return None
 
 
-def evaluate(subject: Subject, action: str, resource: Resource | None = None,
-             context: Mapping[str, Any] | None = None, policies: Iterable[CompiledPolicy] = ()) -> Decision:
+def evaluate(
+    subject: Subject,
+    action: str,
+    resource: Resource | None = None,
+    context: Mapping[str, Any] | None = None,
+    policies: Iterable[CompiledPolicy] = (),
+) -> Decision:
     """Returns whether `subject` may do `action` (a `<resource>:<action>` permission) on `resource`.
 
     `policies` are the tenant's enabled policies (those on other actions are ignored). The platform
@@ -239,8 +264,11 @@ def evaluate(subject: Subject, action: str, resource: Resource | None = None,
     denied = _deny_rules(subject, action, resource, context)
     if denied is not None:
         return denied
-    outcomes = () if subject.is_operator else tuple(
-        _judge_for(p, subject, resource, context) for p in policies if p.permission == action)
+    outcomes = (
+        ()
+        if subject.is_operator
+        else tuple(_judge_for(p, subject, resource, context) for p in policies if p.permission == action)
+    )
     denies = [o.policy for o in outcomes if o.applied and o.policy.effect == "deny"]
     if denies:
         names = ", ".join(p.name for p in denies)
@@ -261,8 +289,9 @@ def evaluate(subject: Subject, action: str, resource: Resource | None = None,
     return Decision(False, f"This credential lacks the permission {action}.", (), outcomes)
 
 
-def _judge_for(policy: CompiledPolicy, subject: Subject, resource: Resource | None,
-               context: Mapping[str, Any]) -> PolicyOutcome:
+def _judge_for(
+    policy: CompiledPolicy, subject: Subject, resource: Resource | None, context: Mapping[str, Any]
+) -> PolicyOutcome:
     """Judges `policy` for `subject`; for a key, a deny policy that binds its creator binds it too.
 
     A key acts for its creator and never does more than they could, so a deny whose conditions
@@ -286,8 +315,11 @@ def may_allow(subject: Subject, action: str, policies: Iterable[CompiledPolicy] 
     """
     if action in subject.permissions:
         return True
-    return subject.scopes is None and not subject.is_operator and any(
-        p.permission == action and p.effect == "allow" for p in policies)
+    return (
+        subject.scopes is None
+        and not subject.is_operator
+        and any(p.permission == action and p.effect == "allow" for p in policies)
+    )
 
 
 def _describe(source: str, outcomes: tuple[PolicyOutcome, ...]) -> str:
@@ -301,6 +333,7 @@ def can_grant(subject: Subject, permissions: frozenset[str]) -> Decision:
     """Returns whether `subject` may hand out `permissions` (to a key): only what it holds itself."""
     missing = sorted(expand_scopes(permissions, subject.role_grants.get("admin")) - subject.permissions)
     if missing:
-        return Decision(False, f"You cannot grant permissions you do not hold: {', '.join(missing)}.",
-                        ("rule:no-escalation",))
+        return Decision(
+            False, f"You cannot grant permissions you do not hold: {', '.join(missing)}.", ("rule:no-escalation",)
+        )
     return Decision(True, "Every permission is held by the grantor.", ("rule:no-escalation",))

@@ -6,18 +6,46 @@ from collections.abc import Iterable
 
 #: What a tenant's owner and admin may do in their own tenant. They differ only in the rules
 #: about owners (see evaluator): an admin cannot make, change or delete an owner.
-_TENANT_ADMIN = frozenset({
-    "tenant:read", "tenant:update",
-    "domain:read", "domain:write", "domain:delete",
-    "user:read", "user:create", "user:update", "user:delete",
-    "key:read", "key:create", "key:delete", "key:rotate",
-    "permission:read", "permission:create", "permission:delete",
-    "role:read", "role:create", "role:update", "role:delete", "role:assign",
-    "policy:read", "policy:create", "policy:update", "policy:delete",
-    "audit:read", "usage:read",
-    "event:read", "webhook:read", "webhook:create", "webhook:update", "webhook:delete",
-    "integration:read", "integration:create", "integration:update", "integration:delete",
-})
+_TENANT_ADMIN = frozenset(
+    {
+        "tenant:read",
+        "tenant:update",
+        "domain:read",
+        "domain:write",
+        "domain:delete",
+        "user:read",
+        "user:create",
+        "user:update",
+        "user:delete",
+        "key:read",
+        "key:create",
+        "key:delete",
+        "key:rotate",
+        "permission:read",
+        "permission:create",
+        "permission:delete",
+        "role:read",
+        "role:create",
+        "role:update",
+        "role:delete",
+        "role:assign",
+        "policy:read",
+        "policy:create",
+        "policy:update",
+        "policy:delete",
+        "audit:read",
+        "usage:read",
+        "event:read",
+        "webhook:read",
+        "webhook:create",
+        "webhook:update",
+        "webhook:delete",
+        "integration:read",
+        "integration:create",
+        "integration:update",
+        "integration:delete",
+    }
+)
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "owner": _TENANT_ADMIN,
@@ -27,7 +55,10 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
 
 #: The platform operator may do everything, in every tenant.
 OPERATOR_PERMISSIONS: frozenset[str] = _TENANT_ADMIN | {
-    "tenant:list", "tenant:create", "tenant:replace", "tenant:delete",
+    "tenant:list",
+    "tenant:create",
+    "tenant:replace",
+    "tenant:delete",
 }
 
 #: Higher outranks lower: nobody grants or touches a role above their own.

@@ -32,12 +32,12 @@ class TenantAccess:
 
     tenant_id: str
     version: int
-    roles: Mapping[str, Role]                      # by id
-    role_ids_by_name: Mapping[str, str]            # by case-folded name
-    user_roles: Mapping[str, tuple[str, ...]]      # user id -> ids of the tenant's own roles they hold
-    permissions: Mapping[str, Permission]          # the tenant's own, by name
-    role_grants: Mapping[str, frozenset[str]]      # role name -> what it grants here
-    policies: tuple[CompiledPolicy, ...]           # enabled ones
+    roles: Mapping[str, Role]  # by id
+    role_ids_by_name: Mapping[str, str]  # by case-folded name
+    user_roles: Mapping[str, tuple[str, ...]]  # user id -> ids of the tenant's own roles they hold
+    permissions: Mapping[str, Permission]  # the tenant's own, by name
+    role_grants: Mapping[str, frozenset[str]]  # role name -> what it grants here
+    policies: tuple[CompiledPolicy, ...]  # enabled ones
     by_action: Mapping[str, tuple[CompiledPolicy, ...]] = field(default_factory=dict)
 
     def policies_for(self, action: str) -> tuple[CompiledPolicy, ...]:
@@ -55,15 +55,19 @@ class TenantAccess:
         builtin_id = self.role_ids_by_name.get(user.role)
         if builtin_id is not None:
             refs.append({"id": builtin_id, "name": user.role, "is_builtin": True})
-        refs.extend({"id": r, "name": self.roles[r].name, "is_builtin": False}
-                    for r in self.user_roles.get(user.id, ()) if r in self.roles)
+        refs.extend(
+            {"id": r, "name": self.roles[r].name, "is_builtin": False}
+            for r in self.user_roles.get(user.id, ())
+            if r in self.roles
+        )
         return refs
 
 
 def compile_policy(row: Policy) -> CompiledPolicy:
     """Returns the policy compiled; raises ConditionError when a condition does not parse."""
-    return CompiledPolicy.compile(row.id, row.name, row.resource, row.action, row.effect,
-                                  row.conditions or [], row.is_enabled)
+    return CompiledPolicy.compile(
+        row.id, row.name, row.resource, row.action, row.effect, row.conditions or [], row.is_enabled
+    )
 
 
 def _build(tenant_id: str, version: int) -> TenantAccess:
@@ -97,10 +101,14 @@ def _build(tenant_id: str, version: int) -> TenantAccess:
     for policy in compiled:
         by_action.setdefault(policy.permission, []).append(policy)
     return TenantAccess(
-        tenant_id=tenant_id, version=version, roles=by_id,
+        tenant_id=tenant_id,
+        version=version,
+        roles=by_id,
         role_ids_by_name={r.name_normalized: r.id for r in roles},
         user_roles={u: tuple(ids) for u, ids in user_roles.items()},
-        permissions={p.name: p for p in permissions}, role_grants=grants, policies=tuple(compiled),
+        permissions={p.name: p for p in permissions},
+        role_grants=grants,
+        policies=tuple(compiled),
         by_action={a: tuple(ps) for a, ps in by_action.items()},
     )
 
@@ -158,8 +166,6 @@ def user_view(user: User, access: TenantAccess | None = None) -> dict[str, Any]:
         return data
     data["roles"] = (access or access_for_id(user.tenant_id)).role_refs(user)
     return data
-
-
 
 
 def builtin_catalog() -> dict[str, str]:

@@ -93,8 +93,14 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
     public = published(spec, settings.public_url)  # what /openapi.json and /openapi.yaml serve
-    state = Tenantry(settings=settings, metrics=Metrics(), usage=UsageRecorder(), spec=spec,
-                     spec_json=json.dumps(public, indent=2), spec_yaml=yaml.safe_dump(public, sort_keys=False))
+    state = Tenantry(
+        settings=settings,
+        metrics=Metrics(),
+        usage=UsageRecorder(),
+        spec=spec,
+        spec_json=json.dumps(public, indent=2),
+        spec_yaml=yaml.safe_dump(public, sort_keys=False),
+    )
 
     app = connexion.FlaskApp(
         __name__,
@@ -116,33 +122,56 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     # Flask is reached with one thread hand-off a request instead of a2wsgi's several.
     flask_asgi = app._middleware_app
     flask_asgi.asgi_app = FlaskBridge(
-        app.app.wsgi_app, fallback=flask_asgi.asgi_app, threads=settings.threads,
+        app.app.wsgi_app,
+        fallback=flask_asgi.asgi_app,
+        threads=settings.threads,
         time_limits={op["operationId"]: settings.timeout(timeout_class(op)) for _, _, op in operations(spec)},
-        default_limit=settings.timeout("standard"))
+        default_limit=settings.timeout("standard"),
+    )
     _register_problem_handlers(app, spec)
     _configure_flask(app.app, state)
     # After _configure_flask: its before_request (only operations the spec routes) runs first.
-    RateLimits(app.app, settings, {op["operationId"]: op.get("x-rate-limit", "standard")
-                                   for _, _, op in operations(spec)})
+    RateLimits(
+        app.app, settings, {op["operationId"]: op.get("x-rate-limit", "standard") for _, _, op in operations(spec)}
+    )
     # Outermost: every answer (errors, /docs and the 330 KB spec included) is gzip-compressed for
     # a client that accepts it, after the layers below have stamped its headers.
     app.add_middleware(CompressionMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     # Added before the rest so it wraps everything added after it (CORS too): every response, a
     # preflight included, carries the request id and the security headers.
     app.add_middleware(
-        RequestContextMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-        metrics=state.metrics, usage=state.usage, docs=DocsApp(DOCS_PATH, "/openapi.json"),
+        RequestContextMiddleware,
+        position=MiddlewarePosition.BEFORE_EXCEPTION,
+        metrics=state.metrics,
+        usage=state.usage,
+        docs=DocsApp(DOCS_PATH, "/openapi.json"),
         concrete_paths={path: _methods(item) for path, item in spec["paths"].items() if "{" not in path},
     )
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION,
-            allow_origins=list(settings.cors_origins), allow_credentials=False,
+            CORSMiddleware,
+            position=MiddlewarePosition.BEFORE_EXCEPTION,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Tenant-ID", "X-API-Key",
-                           "Idempotency-Key", "X-Idempotency-Key"],
-            expose_headers=["X-Request-Id", "Location", "Retry-After", "Idempotent-Replayed", "X-RateLimit-Limit",
-                            "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-Id",
+                "X-Tenant-ID",
+                "X-API-Key",
+                "Idempotency-Key",
+                "X-Idempotency-Key",
+            ],
+            expose_headers=[
+                "X-Request-Id",
+                "Location",
+                "Retry-After",
+                "Idempotent-Replayed",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
         )
     _build(app)
     return app
@@ -157,8 +186,10 @@ def _warn_if_unbound_by_row_security() -> None:
         log.warning("could not check the database role at start-up", exc_info=True)
         return
     if unbound:
-        log.warning("the database role bypasses row-level security: tenant isolation rests on the data "
-                    "layer alone; connect as a role without BYPASSRLS or set TENANTRY_DB_ROLE=tenantry_app")
+        log.warning(
+            "the database role bypasses row-level security: tenant isolation rests on the data "
+            "layer alone; connect as a role without BYPASSRLS or set TENANTRY_DB_ROLE=tenantry_app"
+        )
 
 
 def _build(app: connexion.FlaskApp) -> None:
@@ -192,8 +223,9 @@ def _no_slash_redirects(router: Router) -> None:
     while routers:
         current = routers.pop()
         current.redirect_slashes = False
-        routers.extend(route.app for route in current.routes
-                       if isinstance(route, Mount) and isinstance(route.app, Router))
+        routers.extend(
+            route.app for route in current.routes if isinstance(route, Mount) and isinstance(route.app, Router)
+        )
 
 
 class _DecorateOnce(FlaskDecorator):
@@ -221,7 +253,8 @@ class _PreparedOperation:
         self.__name__ = getattr(operation, "__name__", operation.operation_id)
         self.__qualname__ = self.__name__  # flask-limiter names views by module and qualified name
         self._call = _DecorateOnce(pythonic_params=operation.pythonic_params, jsonifier=operation.jsonifier)(
-            operation._fn)
+            operation._fn
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Serves the request Flask routed here, once more on a fresh connection if its connection was lost.
@@ -265,8 +298,13 @@ def _middlewares(validate_responses: bool) -> list[type]:
     validation unless it is turned on. Request validation is Connexion's, with a body's type checked
     against the spec first (tenantry.validation.BodyTypeValidationMiddleware).
     """
-    stack: list[type] = [ServerErrorMiddleware, ExceptionMiddleware, RoutingMiddleware, SecurityMiddleware,
-                         BodyTypeValidationMiddleware]
+    stack: list[type] = [
+        ServerErrorMiddleware,
+        ExceptionMiddleware,
+        RoutingMiddleware,
+        SecurityMiddleware,
+        BodyTypeValidationMiddleware,
+    ]
     if validate_responses:
         stack.append(_GetResponseValidation)
     return [*stack, ContextMiddleware]
@@ -359,12 +397,18 @@ def _allowed_methods(spec: dict[str, Any]) -> list[tuple[re.Pattern[str], list[s
     return out
 
 
-def _problem_response(request: ConnexionRequest, status: int, code: str | None = None,
-                      message: str | None = None, details: list[Detail] | None = None,
-                      headers: dict[str, str] | None = None) -> ConnexionResponse:
+def _problem_response(
+    request: ConnexionRequest,
+    status: int,
+    code: str | None = None,
+    message: str | None = None,
+    details: list[Detail] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ConnexionResponse:
     body = error_body(status, request.headers.get("x-request-id", ""), code, message, details)
-    return ConnexionResponse(status_code=status, body=json.dumps(body), content_type="application/json",
-                             headers=headers or {})
+    return ConnexionResponse(
+        status_code=status, body=json.dumps(body), content_type="application/json", headers=headers or {}
+    )
 
 
 def _register_problem_handlers(app: connexion.FlaskApp, spec: dict[str, Any]) -> None:

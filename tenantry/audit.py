@@ -56,8 +56,11 @@ def _actor(data: Any) -> tuple[str, str | None]:
 def _request_fields() -> dict[str, Any]:
     from tenantry.authz import caller_address  # authz imports this module
 
-    return {"ip_address": caller_address(), "user_agent": request.headers.get("User-Agent"),
-            "request_id": request_id_var.get() or request.headers.get("X-Request-Id")}
+    return {
+        "ip_address": caller_address(),
+        "user_agent": request.headers.get("User-Agent"),
+        "request_id": request_id_var.get() or request.headers.get("X-Request-Id"),
+    }
 
 
 def tenant_of(resource_type: str, resource_id: str | None, data: Any) -> str:
@@ -108,18 +111,24 @@ def response_data(response: Response) -> Any:
         return None
 
 
-def record_change(action: str, kwargs: dict[str, Any], response: Response, before: dict[str, Any] | None,
-                  error: Exception | None = None) -> None:
+def record_change(
+    action: str,
+    kwargs: dict[str, Any],
+    response: Response,
+    before: dict[str, Any] | None,
+    error: Exception | None = None,
+) -> None:
     """Records the operation's outcome, inside its transaction: its change, a refusal, or a failed login."""
     status = response.status_code
     if type(error) is PermissionDenied:  # the handler's own finer decision refused it
         record_denial(g.get("operation_id", ""), action, action, error.decided_by, error.message, kwargs)
         return
     if status == 401 and action in _FAILURE_RECORDED:
-        body = kwargs.get("body") if isinstance(kwargs.get("body"), dict) else {}
-        error = json.loads(response.get_data()).get("error", {})
+        sent = kwargs.get("body")
+        body = sent if isinstance(sent, dict) else {}
+        problem = json.loads(response.get_data()).get("error", {})
         who = body.get("email") or body.get("username")  # `username` is login's alias of `email`
-        _append(f"{action}_failed", None, {"email": who, "reason": error.get("code")}, None, None)
+        _append(f"{action}_failed", None, {"email": who, "reason": problem.get("code")}, None, None)
         return
     if status >= 400:
         return
@@ -133,33 +142,48 @@ def record_change(action: str, kwargs: dict[str, Any], response: Response, befor
         _append(action, before, new_values, item, kwargs)
 
 
-def _append(action: str, before: dict[str, Any] | None, new_values: Any, data: Any,
-            kwargs: dict[str, Any] | None) -> None:
+def _append(
+    action: str, before: dict[str, Any] | None, new_values: Any, data: Any, kwargs: dict[str, Any] | None
+) -> None:
     resource_type = action.partition(".")[0]
     resource_id = resource_id_of(resource_type, kwargs or {}, data)
     actor_type, actor_id = _actor(data)
-    AuditEntry.append(tenant_of(resource_type, resource_id, data), action=action, resource_type=resource_type,
-                      resource_id=resource_id, actor_type=actor_type, actor_id=actor_id, old_values=before,
-                      new_values=new_values if isinstance(new_values, dict) or new_values is None
-                      else {"value": new_values},
-                      decided_by=list(g.get("decided_by", [])), **_request_fields())
+    AuditEntry.append(
+        tenant_of(resource_type, resource_id, data),
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        old_values=before,
+        new_values=new_values if isinstance(new_values, dict) or new_values is None else {"value": new_values},
+        decided_by=list(g.get("decided_by", [])),
+        **_request_fields(),
+    )
 
 
-def record_denial(operation_id: str, permission: str, action: str, decided_by: tuple[str, ...], reason: str,
-                  kwargs: dict[str, Any]) -> None:
+def record_denial(
+    operation_id: str, permission: str, action: str, decided_by: tuple[str, ...], reason: str, kwargs: dict[str, Any]
+) -> None:
     """Records a change the policy evaluator refused (a transaction of its own when none is open)."""
     from models.base import database
 
     resource_type = action.partition(".")[0]
-    attempted = {"operation": operation_id or None, "attempted": action, "permission": permission,
-                 "reason": reason}
+    attempted = {"operation": operation_id or None, "attempted": action, "permission": permission, "reason": reason}
     if permission == action:
         del attempted["permission"]  # refused inside the handler: the finer permission is in the reason
     with database.atomic():
         principal = g.get("principal")
         actor_type, actor_id = _actor(None)
-        AuditEntry.append(principal.tenant_id if principal is not None and principal.tenant_id else PLATFORM,
-                          action="authz.denied", resource_type=resource_type,
-                          resource_id=resource_id_of(resource_type, kwargs, None, own_account=False),
-                          actor_type=actor_type, actor_id=actor_id, old_values=None, new_values=attempted,
-                          decided_by=list(decided_by), **_request_fields())
+        AuditEntry.append(
+            principal.tenant_id if principal is not None and principal.tenant_id else PLATFORM,
+            action="authz.denied",
+            resource_type=resource_type,
+            resource_id=resource_id_of(resource_type, kwargs, None, own_account=False),
+            actor_type=actor_type,
+            actor_id=actor_id,
+            old_values=None,
+            new_values=attempted,
+            decided_by=list(decided_by),
+            **_request_fields(),
+        )

@@ -78,11 +78,13 @@ class Principal:
     @property
     def id(self) -> str:
         """The id of the user or key behind the request."""
+        # A principal is a user's or a key's: `key` is set whenever `user` is None.
         return self.user.id if self.user is not None else self.key.id  # type: ignore[union-attr]
 
     @property
     def home_tenant_id(self) -> str | None:
         """The credential's own tenant (None for the platform operator)."""
+        # A principal is a user's or a key's: `key` is set whenever `user` is None.
         return self.user.tenant_id if self.user is not None else self.key.tenant_id  # type: ignore[union-attr]
 
     @property
@@ -111,9 +113,15 @@ class Principal:
         grants = access.role_grants if access is not None else {}
         if self.key is not None:
             creator = self._user_subject(self.creator) if self.creator is not None else None
-            return Subject(id=self.key.id, tenant_id=self.tenant_id, scopes=frozenset(self.key.permissions),
-                           role_grants=grants, attributes={"mode": self.key.mode, "name": self.key.name},
-                           creator=creator, delegated=self.delegated)
+            return Subject(
+                id=self.key.id,
+                tenant_id=self.tenant_id,
+                scopes=frozenset(self.key.permissions),
+                role_grants=grants,
+                attributes={"mode": self.key.mode, "name": self.key.name},
+                creator=creator,
+                delegated=self.delegated,
+            )
         assert self.user is not None
         return self._user_subject(self.user)
 
@@ -123,9 +131,14 @@ class Principal:
         grants = access.role_grants if access is not None else {}
         operator = bool(user.is_platform_operator)
         roles = access.role_names(user) if access is not None and not operator else (user.role,)
-        return Subject(id=user.id, tenant_id=self.tenant_id, roles=roles, is_operator=operator,
-                       role_grants=grants, attributes={"email": user.email, "status": user.status,
-                                                       "mfa_enabled": bool(user.mfa_enabled)})
+        return Subject(
+            id=user.id,
+            tenant_id=self.tenant_id,
+            roles=roles,
+            is_operator=operator,
+            role_grants=grants,
+            attributes={"email": user.email, "status": user.status, "mfa_enabled": bool(user.mfa_enabled)},
+        )
 
 
 def current_principal() -> Principal:
@@ -155,8 +168,9 @@ def current_access() -> TenantAccess:
 def caller_address() -> str | None:
     """Returns the client's address: the socket's, or the first untrusted hop behind trusted proxies."""
     settings = current_app.extensions["tenantry"].settings
-    return client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                     parse_networks(settings.trusted_proxies))
+    return client_ip(
+        request.remote_addr, request.headers.get("X-Forwarded-For"), parse_networks(settings.trusted_proxies)
+    )
 
 
 def request_context() -> dict[str, Any]:
@@ -252,9 +266,13 @@ def authorize_handover(key: ApiKey) -> None:
     if not decision.allowed:
         raise PermissionDenied(decision.reason)
     standing = ApiKey.standing_of(key.id)
-    held = Principal(tenant_id=key.tenant_id, key=key, tenant=caller.tenant,
-                     creator=standing.creator if standing is not None else None,
-                     delegated=standing is not None and standing.parent is not None).subject
+    held = Principal(
+        tenant_id=key.tenant_id,
+        key=key,
+        tenant=caller.tenant,
+        creator=standing.creator if standing is not None else None,
+        delegated=standing is not None and standing.parent is not None,
+    ).subject
     if held.rank > subject.rank:
         raise PermissionDenied("You cannot take a key that acts with a role above yours.")
 
@@ -280,8 +298,9 @@ def _key_principal(secret: str) -> Principal:
     if header and header != key.tenant_id:
         raise PermissionDenied("X-Tenant-ID may only name your own tenant.")
     key.touch()
-    return Principal(tenant_id=key.tenant_id, key=key, tenant=tenant, creator=standing.creator,
-                     delegated=standing.parent is not None)
+    return Principal(
+        tenant_id=key.tenant_id, key=key, tenant=tenant, creator=standing.creator, delegated=standing.parent is not None
+    )
 
 
 def _load_principal() -> Principal:
@@ -346,8 +365,13 @@ def credential_checker() -> tuple[float | None, Callable[[], bool]]:
         def key_live() -> bool:
             # What _key_principal refuses, re-read: the key, its creator and its tenant.
             standing = ApiKey.standing_of(key_id)
-            return (standing is not None and standing.key.status == "active" and standing.refusal() is None
-                    and standing.tenant is not None and standing.tenant.status == "active")
+            return (
+                standing is not None
+                and standing.key.status == "active"
+                and standing.refusal() is None
+                and standing.tenant is not None
+                and standing.tenant.status == "active"
+            )
 
         return expires, key_live
     session_id, user_id = principal.session_id, principal.id
@@ -365,8 +389,14 @@ def credential_checker() -> tuple[float | None, Callable[[], bool]]:
 def _require_mfa_enrollment(principal: Principal) -> None:
     """Raises MfaEnrollmentRequired for an owner or admin without MFA in a tenant that requires it."""
     user, tenant = principal.user, principal.tenant
-    if (user is not None and tenant is not None and not user.mfa_enabled and user.role in {"owner", "admin"}
-            and not user.is_platform_operator and (tenant.settings or {}).get("require_mfa_for_admins")):
+    if (
+        user is not None
+        and tenant is not None
+        and not user.mfa_enabled
+        and user.role in {"owner", "admin"}
+        and not user.is_platform_operator
+        and (tenant.settings or {}).get("require_mfa_for_admins")
+    ):
         raise MfaEnrollmentRequired()
 
 
@@ -381,9 +411,14 @@ def _check_permission(principal: Principal, permission: str, operation_id: str, 
     authorize(permission, _operation_resource(permission, operation_id, kwargs))
 
 
-def enforce(func: Callable[..., Any], operation_id: str, permission: str,
-            audit_action: str | None = None, event_type: str | None = None,
-            takes_keys: bool = True) -> Callable[..., Any]:
+def enforce(
+    func: Callable[..., Any],
+    operation_id: str,
+    permission: str,
+    audit_action: str | None = None,
+    event_type: str | None = None,
+    takes_keys: bool = True,
+) -> Callable[..., Any]:
     """Returns `func` wrapped so the operation's permission is checked before it runs.
 
     A changing operation then runs through tenantry.mutation (one transaction, idempotency, its
@@ -417,8 +452,7 @@ def enforce(func: Callable[..., Any], operation_id: str, permission: str,
                     _check_permission(principal, permission, operation_id, kwargs)
                 except PermissionDenied as exc:
                     if audit_action and type(exc) is PermissionDenied:
-                        audit.record_denial(operation_id, permission, audit_action, exc.decided_by, exc.message,
-                                            kwargs)
+                        audit.record_denial(operation_id, permission, audit_action, exc.decided_by, exc.message, kwargs)
                     raise
         if request.method in _CHANGING:
             return run_changing(func, args, kwargs, caller_address(), audit_action, event_type)
@@ -441,7 +475,7 @@ class EnforcingResolver(Resolver):
         event_type = operation._operation.get("x-event-type", audit_action) or None
         security = operation._operation.get("security")
         takes_keys = security is None or any("apiKeyAuth" in requirement for requirement in security)
-        func = paginated(self.resolve_function_from_operation_id(handler_name(operation._operation)),
-                         operation._operation)
-        return Resolution(enforce(func, operation_id, permission, audit_action, event_type, takes_keys),
-                          operation_id)
+        func = paginated(
+            self.resolve_function_from_operation_id(handler_name(operation._operation)), operation._operation
+        )
+        return Resolution(enforce(func, operation_id, permission, audit_action, event_type, takes_keys), operation_id)

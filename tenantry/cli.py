@@ -41,13 +41,30 @@ def _ensure_operator(email: str, password: str) -> str:
     from tenantry.security import hash_password
 
     with database.connection_context():
-        existing = User.select().where(User.is_platform_operator == True,  # noqa: E712
-                                       User.email_normalized == email.strip().casefold()).first()
+        existing = (
+            User.select()
+            .where(
+                User.is_platform_operator == True,  # noqa: E712
+                User.email_normalized == email.strip().casefold(),
+            )
+            .first()
+        )
         if existing:
             existing.apply_changes({}, hash_password(password))
             return "updated"
-        User.insert_many_checked([User.build(None, email, hash_password(password), "Platform", "Operator",
-                                             role="owner", is_platform_operator=True)])
+        User.insert_many_checked(
+            [
+                User.build(
+                    None,
+                    email,
+                    hash_password(password),
+                    "Platform",
+                    "Operator",
+                    role="owner",
+                    is_platform_operator=True,
+                )
+            ]
+        )
         return "created"
 
 
@@ -133,8 +150,11 @@ def _demo(settings: Settings, host: str, port: int) -> None:
     with database.connection_context():
         owner = User.select().where(User.email_normalized == DEMO_EMAIL).first()
         if owner is None:
-            accounts.register("Demo Company", None, User.build(None, DEMO_EMAIL, hash_password(password),
-                                                                "Demo", "Owner", role="owner"))
+            accounts.register(
+                "Demo Company",
+                None,
+                User.build(None, DEMO_EMAIL, hash_password(password), "Demo", "Owner", role="owner"),
+            )
             owner = User.select().where(User.email_normalized == DEMO_EMAIL).first()
         else:
             owner.apply_changes({"status": "active"}, hash_password(password))
@@ -231,8 +251,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # first one's password and print a login that the other server answers.
         problem = _port_problem(args.host, args.port)
         if problem is not None:
-            print(f"error: cannot listen on {args.host}:{args.port}: {problem} (is another server running? "
-                  "stop it, or pick another port with --port)", file=sys.stderr)
+            print(
+                f"error: cannot listen on {args.host}:{args.port}: {problem} (is another server running? "
+                "stop it, or pick another port with --port)",
+                file=sys.stderr,
+            )
             return 3
         _demo(settings, args.host, args.port)
         _admit_loopback(args.host)
@@ -248,9 +271,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tenantry-metrics-")
     config = uvicorn.Config(
-        "tenantry.asgi:application", factory=True, host=args.host, port=args.port, workers=workers,
-        log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=10,
-        loop="uvloop", http="httptools",  # C event loop and HTTP parser (dependencies): less CPU a request
+        "tenantry.asgi:application",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        loop="uvloop",
+        http="httptools",  # C event loop and HTTP parser (dependencies): less CPU a request
         # uvicorn would trust X-Forwarded-For from 127.0.0.1 by default; the client address is
         # decided once, by TENANTRY_TRUSTED_PROXIES (tenantry.net), and spoofing cannot pass.
         proxy_headers=False,
@@ -303,18 +334,24 @@ def _admit_loopback(host: str) -> None:
     reach the server may sign up (self-signup is on) and would aim webhooks at this machine's own
     services (an SSRF): then loopback stays refused, as outside a demo."""
     if not _listens_on_loopback_only(host):
-        print(f"Webhooks: this demo listens on {host}, beyond this machine, so loopback is not admitted as a "
-              "webhook target (422 URL_NOT_ALLOWED); listen on 127.0.0.1 for local receivers, or admit a range "
-              "with TENANTRY_OUTBOUND_ALLOWLIST.", flush=True)
+        print(
+            f"Webhooks: this demo listens on {host}, beyond this machine, so loopback is not admitted as a "
+            "webhook target (422 URL_NOT_ALLOWED); listen on 127.0.0.1 for local receivers, or admit a range "
+            "with TENANTRY_OUTBOUND_ALLOWLIST.",
+            flush=True,
+        )
         return
     current = [part.strip() for part in os.environ.get("TENANTRY_OUTBOUND_ALLOWLIST", "").split(",") if part.strip()]
     added = [net for net in DEMO_ALLOWLIST if net not in current]
     os.environ["TENANTRY_OUTBOUND_ALLOWLIST"] = ",".join([*current, *added])
     if added:
-        print(f"Webhooks: this demo sets TENANTRY_OUTBOUND_ALLOWLIST={os.environ['TENANTRY_OUTBOUND_ALLOWLIST']} "
-              "for its own processes, so webhooks can reach receivers on this machine (http://127.0.0.1:...).\n"
-              "  Outside a demo, loopback and private addresses are refused (422 URL_NOT_ALLOWED) unless the "
-              "operator admits their range there.", flush=True)
+        print(
+            f"Webhooks: this demo sets TENANTRY_OUTBOUND_ALLOWLIST={os.environ['TENANTRY_OUTBOUND_ALLOWLIST']} "
+            "for its own processes, so webhooks can reach receivers on this machine (http://127.0.0.1:...).\n"
+            "  Outside a demo, loopback and private addresses are refused (422 URL_NOT_ALLOWED) unless the "
+            "operator admits their range there.",
+            flush=True,
+        )
 
 
 def _start_demo_worker() -> Any:
@@ -329,10 +366,14 @@ def _start_demo_worker() -> Any:
         except (OSError, AttributeError):
             pass
 
-    worker = subprocess.Popen([sys.executable, "-m", "tenantry.cli", "worker"], env=os.environ.copy(),
-                              preexec_fn=die_with_parent)  # before any thread starts: preexec_fn is safe
-    print(f"Webhook worker: started (pid {worker.pid}); it delivers webhooks and stops with this server. "
-          "Outside the demo, run `tenantry worker` next to `tenantry serve`.\n", flush=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tenantry.cli", "worker"], env=os.environ.copy(), preexec_fn=die_with_parent
+    )  # before any thread starts: preexec_fn is safe
+    print(
+        f"Webhook worker: started (pid {worker.pid}); it delivers webhooks and stops with this server. "
+        "Outside the demo, run `tenantry worker` next to `tenantry serve`.\n",
+        flush=True,
+    )
     return worker
 
 
@@ -366,8 +407,9 @@ def _rate_limit_table(settings: Settings, workers: int) -> tuple[Path | None, in
         table = create_table(settings.rate_limit_slots)
     except OSError as exc:
         logging.getLogger("tenantry.limits").warning(
-            "no shared rate-limit table (%s): serving with one worker so the limits hold; "
-            "set REDIS_URL to run more", exc)
+            "no shared rate-limit table (%s): serving with one worker so the limits hold; set REDIS_URL to run more",
+            exc,
+        )
         return None, 1
     os.environ[TABLE_ENV] = str(table)
     return table, workers
@@ -461,16 +503,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
-    serve.add_argument("--demo", action="store_true",
-                       help="create a demo tenant, print how to log in, run the webhook worker alongside and let "
-                            "webhooks reach this machine's loopback")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="create a demo tenant, print how to log in, run the webhook worker alongside and let "
+        "webhooks reach this machine's loopback",
+    )
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
 
     admin = sub.add_parser("admin", help="platform operator commands").add_subparsers(
-        dest="admin_command", required=True)
+        dest="admin_command", required=True
+    )
     create = admin.add_parser("create", help="create the platform operator (idempotent)")
     create.add_argument("--email", required=True)
     create.add_argument("--password", required=True)
@@ -482,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.set_defaults(func=cmd_audit_purge)
 
     idem = sub.add_parser("idempotency", help="idempotency record commands").add_subparsers(
-        dest="idempotency_command", required=True)
+        dest="idempotency_command", required=True
+    )
     idem.add_parser("purge", help="remove records past their 24 hours").set_defaults(func=cmd_idempotency_purge)
 
     events = sub.add_parser("events", help="event commands").add_subparsers(dest="events_command", required=True)
@@ -496,8 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)
-    spec.add_parser("check", help="validate the spec against itself and the handlers").set_defaults(
-        func=cmd_spec_check)
+    spec.add_parser("check", help="validate the spec against itself and the handlers").set_defaults(func=cmd_spec_check)
     diff_cmd = spec.add_parser("diff", help="report breaking and non-breaking changes from OLD to NEW")
     diff_cmd.add_argument("old", help="a bundled .json contract or a root .yaml file")
     diff_cmd.add_argument("new", help="a bundled .json contract or a root .yaml file")

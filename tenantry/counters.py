@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from limits.storage import RedisStorage, SlidingWindowCounterSupport, Storage
 
@@ -98,7 +98,7 @@ def create_table(slots: int, directory: str | None = None) -> Path:
 def _remove_orphans(directory: Path) -> None:
     """Removes the tables in `directory` whose creating process is gone."""
     for path in directory.glob(f"{_PREFIX}*-*"):
-        pid = path.name[len(_PREFIX):].split("-", 1)[0]
+        pid = path.name[len(_PREFIX) :].split("-", 1)[0]
         if not pid.isdigit():
             continue
         try:
@@ -116,10 +116,18 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
     memory of this process's own, of `slots` slots.
     """
 
-    STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-shared"]  # registers the scheme with limits
+    # Registers the scheme with limits (which declares it an instance variable, hence no ClassVar).
+    STORAGE_SCHEME = ["tenantry-shared"]  # noqa: RUF012
 
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, path: str | None = None,
-                 slots: int = 131072, clock: Callable[[], float] = time.time, **options: Any) -> None:
+    def __init__(
+        self,
+        uri: str | None = None,
+        wrap_exceptions: bool = False,
+        path: str | None = None,
+        slots: int = 131072,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         self._path = (path if path is not None else os.environ.get(TABLE_ENV)) or None  # "": anonymous
         self._slots = slots
@@ -208,8 +216,9 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
         self._evicted += 1
         if now - self._evictions_logged >= _EVICTION_WARNING_SECONDS:
             self._evictions_logged = now
-            log.warning("rate-limit table full: %d counters restarted so far; raise TENANTRY_RATE_LIMIT_SLOTS",
-                        self._evicted)
+            log.warning(
+                "rate-limit table full: %d counters restarted so far; raise TENANTRY_RATE_LIMIT_SLOTS", self._evicted
+            )
         return victim
 
     def _window(self, offset: int | None, expiry: float, now: float) -> tuple[float, int, int]:
@@ -333,7 +342,7 @@ class SharedCounters(Storage, SlidingWindowCounterSupport):
         def clear() -> None:
             _, offset = self._find(self._digest(key))
             if offset is not None:
-                self._map[offset:offset + _SLOT_SIZE] = bytes(_SLOT_SIZE)
+                self._map[offset : offset + _SLOT_SIZE] = bytes(_SLOT_SIZE)
 
         self._locked(clear)
 
@@ -380,8 +389,13 @@ class Breaker:
                 was_open, self._probing = self._open_until is not None, False
                 self._open_until = self.clock() + self.retry_after
             if not was_open:
-                log.warning("%s unreachable (%s: %s): rate limits are not applied (failing open); "
-                            "trying it again in %g s", self.name, type(exc).__name__, exc, self.retry_after)
+                log.warning(
+                    "%s unreachable (%s: %s): rate limits are not applied (failing open); trying it again in %g s",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    self.retry_after,
+                )
             raise CounterStoreUnavailable(f"{self.name} is unavailable: {exc}") from exc
         except BaseException:
             if probe:
@@ -401,7 +415,7 @@ class BreakerRedisStorage(RedisStorage):
     `tenantry-redis://` and `tenantry-rediss://` URIs are `redis://` and `rediss://` ones.
     """
 
-    STORAGE_SCHEME: ClassVar[list[str]] = ["tenantry-redis", "tenantry-rediss"]
+    STORAGE_SCHEME = ["tenantry-redis", "tenantry-rediss"]  # noqa: RUF012  # as limits declares it
 
     def __init__(self, uri: str, retry_after: float = 5.0, **options: Any) -> None:
         self.breaker = Breaker("the rate-limit store (Redis)", retry_after)
@@ -412,8 +426,9 @@ class BreakerRedisStorage(RedisStorage):
 
     def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         """RedisStorage's, through the breaker."""
-        return self._guarded(lambda: super(BreakerRedisStorage, self).acquire_sliding_window_entry(
-            key, limit, expiry, amount))
+        return self._guarded(
+            lambda: super(BreakerRedisStorage, self).acquire_sliding_window_entry(key, limit, expiry, amount)
+        )
 
     def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         """RedisStorage's, through the breaker."""

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from peewee import Database, InterfaceError, OperationalError, SqliteDatabase, __exception_wrapper__
+from peewee import (  # type: ignore[attr-defined]  # peewee has __exception_wrapper__; its stubs omit it
+    Database,
+    InterfaceError,
+    OperationalError,
+    SqliteDatabase,
+    __exception_wrapper__,
+)
 from playhouse.pool import PooledPostgresqlDatabase
 
 from models.base import database, utcnow
@@ -171,8 +177,8 @@ class ScopedPostgresqlDatabase(PooledPostgresqlDatabase):
         serves one request at a time.
         """
         row = self.execute_sql(
-            "SELECT CASE WHEN pg_try_advisory_lock(%s) THEN NOT pg_advisory_unlock(%s) ELSE TRUE END",
-            (token, token)).fetchone()
+            "SELECT CASE WHEN pg_try_advisory_lock(%s) THEN NOT pg_advisory_unlock(%s) ELSE TRUE END", (token, token)
+        ).fetchone()
         return bool(row[0])
 
 
@@ -206,17 +212,21 @@ def make_database(url: str, pool_size: int = 20, role: str | None = None) -> Dat
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else parsed.path
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parsed.path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(path, pragmas={
-            "journal_mode": "wal",
-            "foreign_keys": 1,
-            "busy_timeout": 10_000,
-            "synchronous": "normal",
-        # A write transaction takes the write lock when it begins: a deferred one that read first
-        # fails at once (SQLITE_BUSY, no busy wait) if another writer committed in between.
-        }, lock_type="IMMEDIATE")
+        return SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "foreign_keys": 1,
+                "busy_timeout": 10_000,
+                "synchronous": "normal",
+                # A write transaction takes the write lock when it begins: a deferred one that read first
+                # fails at once (SQLITE_BUSY, no busy wait) if another writer committed in between.
+            },
+            lock_type="IMMEDIATE",
+        )
     if parsed.scheme in {"postgres", "postgresql"}:
         return ScopedPostgresqlDatabase(
             unquote(parsed.path.lstrip("/")),
@@ -279,7 +289,8 @@ def upgrade() -> list[str]:
                         after(db)  # a data step, in the same transaction as the schema change
                     db.execute_sql(
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)"
-                        if is_pg else "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        if is_pg
+                        else "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                         (name, utcnow()),
                     )
                 log.info("applied migration", extra={"migration": name})
@@ -324,8 +335,7 @@ def bypasses_row_security() -> bool:
     """True when the server's PostgreSQL role is not bound by row-level security (a warning at start)."""
     if not isinstance(database.obj, PooledPostgresqlDatabase):
         return False
-    row = database.execute_sql(
-        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
+    row = database.execute_sql("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetchone()
     return bool(row and row[0])
 
 

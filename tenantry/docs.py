@@ -38,12 +38,14 @@ class DocsApp:
         async def redirect(_request: object) -> RedirectResponse:
             return RedirectResponse(f"{prefix}/")
 
-        self.router = Router(routes=[
-            Route(prefix, redirect, methods=["GET", "HEAD"]),
-            Route(f"{prefix}/", index, methods=["GET", "HEAD"]),
-            Route(f"{prefix}/index.html", index, methods=["GET", "HEAD"]),
-            Mount(prefix, app=StaticFiles(directory=str(assets))),
-        ])
+        self.router = Router(
+            routes=[
+                Route(prefix, redirect, methods=["GET", "HEAD"]),
+                Route(f"{prefix}/", index, methods=["GET", "HEAD"]),
+                Route(f"{prefix}/index.html", index, methods=["GET", "HEAD"]),
+                Mount(prefix, app=StaticFiles(directory=str(assets))),
+            ]
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serves one request under the docs prefix."""
@@ -58,6 +60,8 @@ def _csp_for(html: str) -> str:
         digests = [base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() for b in blocks]
         return " ".join(f"'sha256-{d}'" for d in digests)
 
-    return (f"default-src 'none'; script-src 'self' {hashes('script')}; style-src 'self' {hashes('style')}; "
-            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+    return (
+        f"default-src 'none'; script-src 'self' {hashes('script')}; style-src 'self' {hashes('style')}; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )

@@ -46,7 +46,7 @@ def no_content() -> Response:
 def page_of(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
     """Returns one page of an already materialised, ordered list in the list envelope."""
     return {
-        "data": items[offset:offset + limit],
+        "data": items[offset : offset + limit],
         "meta": {**meta(), "pagination": {"limit": limit, "offset": offset, "total": len(items)}},
     }
 
@@ -66,6 +66,12 @@ def cursor_page(items: list[dict[str, Any]], limit: int, has_more: bool) -> dict
     """Returns a page read with a cursor: the next page starts after the last item's id."""
     return {
         "data": items,
-        "meta": {**meta(), "pagination": {"limit": limit, "has_more": has_more,
-                                          "next_starting_after": items[-1]["id"] if has_more and items else None}},
+        "meta": {
+            **meta(),
+            "pagination": {
+                "limit": limit,
+                "has_more": has_more,
+                "next_starting_after": items[-1]["id"] if has_more and items else None,
+            },
+        },
     }

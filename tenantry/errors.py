@@ -34,8 +34,9 @@ class ApiError(Exception):
     code = "INTERNAL_ERROR"
     default_message = "An internal error occurred."
 
-    def __init__(self, message: str | None = None, details: list[Detail] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, details: list[Detail] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.message = message or self.default_message
         self.details = details or []
         self.headers = headers or {}
@@ -78,16 +79,23 @@ class MfaInvalidCode(AuthenticationFailed):
 class PermissionDenied(ApiError):
     status, code, default_message = 403, "PERMISSION_DENIED", "You do not have permission to do this."
 
-    def __init__(self, message: str | None = None, details: list[Detail] | None = None,
-                 headers: dict[str, str] | None = None, decided_by: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        details: list[Detail] | None = None,
+        headers: dict[str, str] | None = None,
+        decided_by: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message, details, headers)
         self.decided_by = decided_by  # the policies or rules that refused, for the audit trail
 
 
 class MfaEnrollmentRequired(PermissionDenied):
     code = "MFA_ENROLLMENT_REQUIRED"
-    default_message = ("This tenant requires MFA of owners and admins: turn it on with "
-                       "POST /v1/auth/mfa/setup and /v1/auth/mfa/verify first.")
+    default_message = (
+        "This tenant requires MFA of owners and admins: turn it on with "
+        "POST /v1/auth/mfa/setup and /v1/auth/mfa/verify first."
+    )
 
 
 class TenantSuspended(PermissionDenied):
@@ -142,9 +150,11 @@ class MfaCodeRejected(ApiError):
 
 class UrlNotAllowed(ApiError):
     status, code = 422, "URL_NOT_ALLOWED"
-    default_message = ("A URL may not be called: it must be http or https, without credentials, and not "
-                       "resolve to a private, loopback or link-local address (unless the server's operator admits its "
-                       "range with TENANTRY_OUTBOUND_ALLOWLIST).")
+    default_message = (
+        "A URL may not be called: it must be http or https, without credentials, and not "
+        "resolve to a private, loopback or link-local address (unless the server's operator admits its "
+        "range with TENANTRY_OUTBOUND_ALLOWLIST)."
+    )
 
 
 class IdempotencyKeyReused(ApiError):
@@ -237,16 +247,25 @@ def format_datetime(value: datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     # Not strftime: glibc writes year 148 as "148", which is not RFC 3339 (four digits always).
-    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
-            f"{value.second:02d}.{value.microsecond // 1000:03d}Z")
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
 
 
-def error_body(status: int, request_id: str, code: str | None = None, message: str | None = None,
-               details: list[Detail] | None = None) -> dict[str, Any]:
+def error_body(
+    status: int,
+    request_id: str,
+    code: str | None = None,
+    message: str | None = None,
+    details: list[Detail] | None = None,
+) -> dict[str, Any]:
     """Returns the error envelope for `status`, filling code and message from the status if absent."""
     fallback_code, fallback_message = STATUS_CODES.get(
-        status, ("INTERNAL_ERROR", "An internal error occurred.") if status >= 500
-        else ("VALIDATION_ERROR", "The request is invalid.")
+        status,
+        ("INTERNAL_ERROR", "An internal error occurred.")
+        if status >= 500
+        else ("VALIDATION_ERROR", "The request is invalid."),
     )
     error: dict[str, Any] = {"code": code or fallback_code, "message": message or fallback_message}
     if details:
@@ -254,8 +273,13 @@ def error_body(status: int, request_id: str, code: str | None = None, message: s
     return {"error": error, "meta": {"request_id": request_id, "timestamp": now_rfc3339()}}
 
 
-def error_response(status: int, code: str | None = None, message: str | None = None,
-                   details: list[Detail] | None = None, headers: dict[str, str] | None = None) -> Any:
+def error_response(
+    status: int,
+    code: str | None = None,
+    message: str | None = None,
+    details: list[Detail] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     """Returns the Flask response carrying the error envelope, for the request being served."""
     from flask import Response, request  # Flask is only needed where a Flask request is served
 

@@ -38,8 +38,11 @@ def unmatched_patterns(patterns: list[str]) -> list[tuple[int, str]]:
     """Returns (index, pattern) for each subscription pattern no catalog event type matches
     (`users.created`, `usr.*`): an endpoint subscribed with it alone would never get anything."""
     types = catalog()
-    return [(index, pattern) for index, pattern in enumerate(patterns)
-            if not any(matches([pattern], event_type) for event_type in types)]
+    return [
+        (index, pattern)
+        for index, pattern in enumerate(patterns)
+        if not any(matches([pattern], event_type) for event_type in types)
+    ]
 
 
 def _object(resource_type: str, item: Any) -> Any:
@@ -86,8 +89,11 @@ def record(event_type: str, kwargs: dict[str, Any], response: Response, before: 
         if changed is None:
             changed = _unanswered(event_type, before, resource_id)
         payload: dict[str, Any] = {"object": redact(changed)}
-        previous = _previous(before, changed) if response.status_code == 200 and event_type.endswith(
-            ("updated", "replaced")) else None
+        previous = (
+            _previous(before, changed)
+            if response.status_code == 200 and event_type.endswith(("updated", "replaced"))
+            else None
+        )
         if previous is not None:
             payload["previous_attributes"] = redact(previous)
         tenant_id = audit.tenant_of(resource_type, resource_id, item)
@@ -96,9 +102,21 @@ def record(event_type: str, kwargs: dict[str, Any], response: Response, before: 
         emit(tenant_id, event_type, payload)
 
 
-def emit(tenant_id: str, event_type: str, payload: dict[str, Any], livemode: bool | None = None,
-         only_endpoint: str | None = None, skip_endpoint: str | None = None) -> Event:
+def emit(
+    tenant_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    livemode: bool | None = None,
+    only_endpoint: str | None = None,
+    skip_endpoint: str | None = None,
+) -> Event:
     """Writes one event for the tenant (in the current transaction) and queues its webhook deliveries."""
-    return Event.emit(tenant_id, event_type, payload, current_livemode() if livemode is None else livemode,
-                      request_id=request_id_var.get(), only_endpoint=only_endpoint,
-                      skip_endpoint=skip_endpoint)
+    return Event.emit(
+        tenant_id,
+        event_type,
+        payload,
+        current_livemode() if livemode is None else livemode,
+        request_id=request_id_var.get(),
+        only_endpoint=only_endpoint,
+        skip_endpoint=skip_endpoint,
+    )

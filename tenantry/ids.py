@@ -6,6 +6,7 @@ import os
 import random
 import re
 import time
+from typing import TypeGuard
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ULID_PATTERN = "[0-9A-HJKMNP-TV-Z]{26}"
@@ -34,9 +35,9 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{ulid()}"
 
 
-def is_valid_request_id(value: str | None) -> bool:
+def is_valid_request_id(value: str | None) -> TypeGuard[str]:
     """Returns True when a client-sent X-Request-Id is well-formed (1..128 of [A-Za-z0-9._-])."""
-    return bool(value) and _REQUEST_ID_RE.match(value) is not None
+    return value is not None and _REQUEST_ID_RE.match(value) is not None
 
 
 def new_request_id() -> str:

@@ -35,6 +35,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from flask import current_app, g, request
+from werkzeug.datastructures import Headers
 
 from models.audit import redact
 from models.base import database, use_livemode, utcnow
@@ -63,8 +64,10 @@ SLOW_MS = 1000
 _MAX_CONCURRENT_CHECKS = 8
 _URL_FIELDS = ("webhook_url", "api_base_url", "health_url")
 #: The same rule as the spec's Email schema: what a user's email may be.
-_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&*+/=?^_{|}~-]+(\.[A-Za-z0-9!#$%&*+/=?^_{|}~-]+)*@"
-                    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&*+/=?^_{|}~-]+(\.[A-Za-z0-9!#$%&*+/=?^_{|}~-]+)*@"
+    r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 
 
 def _settings() -> Any:
@@ -73,11 +76,12 @@ def _settings() -> Any:
 
 # Signatures.
 
+
 def standard_webhooks_key(secret: str) -> bytes:
     """Returns the HMAC key a Standard Webhooks secret signs with: a `whsec_` secret's decoded bytes,
     else the secret's UTF-8 bytes."""
     if secret.startswith(_SECRET_PREFIX):
-        encoded = secret[len(_SECRET_PREFIX):]
+        encoded = secret[len(_SECRET_PREFIX) :]
         try:
             key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
@@ -92,8 +96,9 @@ def _raw(value: str) -> bytes:
     return value.encode("latin-1", errors="replace")
 
 
-def verify_standard_webhooks(secret: str, body: bytes, headers: Mapping[str, str], tolerance: int,
-                             now: float | None = None) -> bool:
+def verify_standard_webhooks(
+    secret: str, body: bytes, headers: Mapping[str, str] | Headers, tolerance: int, now: float | None = None
+) -> bool:
     """Returns True when one of the `v1` signatures in `webhook-signature` is the body's, and
     `webhook-timestamp` is within `tolerance` seconds of `now`."""
     msg_id = headers.get("webhook-id")
@@ -105,8 +110,9 @@ def verify_standard_webhooks(secret: str, body: bytes, headers: Mapping[str, str
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
         return False
-    expected = hmac.new(standard_webhooks_key(secret), _raw(msg_id) + b"." + _raw(timestamp) + b"." + body,
-                        hashlib.sha256).digest()
+    expected = hmac.new(
+        standard_webhooks_key(secret), _raw(msg_id) + b"." + _raw(timestamp) + b"." + body, hashlib.sha256
+    ).digest()
     matched = False
     for candidate in signatures.split(" "):
         version, _, encoded = candidate.partition(",")
@@ -125,10 +131,10 @@ def verify_hmac_sha256(secret: str, body: bytes, header: str | None) -> bool:
     if not header or not header.startswith("sha256="):
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
-    return hmac.compare_digest(expected, _raw(header[len("sha256="):].strip().lower()))
+    return hmac.compare_digest(expected, _raw(header[len("sha256=") :].strip().lower()))
 
 
-def _signed(provider: IntegrationProvider | None, body: bytes, headers: Mapping[str, str]) -> bool:
+def _signed(provider: IntegrationProvider | None, body: bytes, headers: Mapping[str, str] | Headers) -> bool:
     """Returns True when the request carries the active provider's signature.
 
     Without an active provider the check still runs, against a fresh random secret, so an
@@ -161,6 +167,7 @@ def _admits(provider: IntegrationProvider, address: str | None) -> bool:
 
 # Receiving.
 
+
 def receive(provider_id: str, payload: dict[str, Any], address: str | None) -> tuple[IntegrationEvent, bool]:
     """Verifies the request's webhook and stores and handles its event, once.
 
@@ -186,16 +193,23 @@ def receive(provider_id: str, payload: dict[str, Any], address: str | None) -> t
         # alone, so there the id must be in the body, or a replay with a fresh header would pass.
         event_id = request.headers.get("webhook-id")
     if not event_id or len(event_id) > 255:
-        raise ValidationFailed("The event has no id of 1 to 255 characters.", [Detail(
-            "send `id` or `event_id` in the body, or the webhook-id header, of 1 to 255 characters", "event_id")])
+        raise ValidationFailed(
+            "The event has no id of 1 to 255 characters.",
+            [
+                Detail(
+                    "send `id` or `event_id` in the body, or the webhook-id header, of 1 to 255 characters", "event_id"
+                )
+            ],
+        )
     event_type = payload.get("type") or payload.get("event_type") or "unknown"
     event, created = IntegrationEvent.receive(provider, event_id, event_type, payload)
     audit.note(tenant_id=provider.tenant_id, resource_id=event.id)
     if created:
         event.finish(*_handle(provider.tenant_id, event))
         # Only a first receipt is news to the tenant's systems: a repeat changes nothing.
-        events.emit(provider.tenant_id, "integration_event.received", {"object": redact(event.as_dict())},
-                    livemode=True)
+        events.emit(
+            provider.tenant_id, "integration_event.received", {"object": redact(event.as_dict())}, livemode=True
+        )
     return event, created
 
 
@@ -254,8 +268,12 @@ def _upsert_user(tenant_id: str, data: Any) -> None:
             previous = {k: getattr(user, k) for k in changes}
             user.apply_changes(changes)
             # The tenant's own systems hear of the change like of any other (same transaction).
-            events.emit(tenant_id, "user.updated", {"object": redact(user.as_dict()),
-                                                    "previous_attributes": previous}, livemode=True)
+            events.emit(
+                tenant_id,
+                "user.updated",
+                {"object": redact(user.as_dict()), "previous_attributes": previous},
+                livemode=True,
+            )
         return
     if not first or not last:
         raise EventRefused("A new user needs data.first_name and data.last_name, or a data.name of two words.")
@@ -273,12 +291,14 @@ HANDLERS: dict[str, Callable[[str, Any], None]] = {
 
 # Saving a provider.
 
+
 def check_urls(fields: Mapping[str, Any]) -> None:
     """Raises UrlNotAllowed naming each URL field the outbound guard would refuse to call."""
     outbound.refuse_uncallable(fields, _URL_FIELDS, _settings().outbound_networks)
 
 
 # Health.
+
 
 @dataclass(frozen=True)
 class Health:
@@ -294,8 +314,9 @@ def check_one(url: str, timeout: float, allow: tuple[Network, ...]) -> Health:
     """Calls `url` once through the outbound guard; returns its health (see the HealthStatus schema)."""
     start = time.perf_counter()
     try:
-        answer = outbound.request("GET", url, timeout=timeout, allow=allow,
-                                  headers={"User-Agent": "Tenantry-Integrations/1", "Accept": "*/*"})
+        answer = outbound.request(
+            "GET", url, timeout=timeout, allow=allow, headers={"User-Agent": "Tenantry-Integrations/1", "Accept": "*/*"}
+        )
     except outbound.OutboundRefused as exc:
         return Health("down", None, None, str(exc))  # nothing was called
     except outbound.OutboundFailed as exc:
@@ -315,23 +336,36 @@ def check_health(tenant_id: str) -> dict[str, Any]:
     and returns the API's IntegrationHealth."""
     settings = _settings()
     allow = settings.outbound_networks
-    providers = list(IntegrationProvider.for_tenant(tenant_id).where(IntegrationProvider.is_active == True)  # noqa: E712
-                     .order_by(IntegrationProvider.id))
+    providers = list(
+        IntegrationProvider.for_tenant(tenant_id)
+        .where(IntegrationProvider.is_active == True)  # noqa: E712
+        .order_by(IntegrationProvider.id)
+    )
     checked_at: datetime = utcnow()
     results: list[Health] = []
     if providers:
         # Only the calls run in the pool; the database is used from this request's thread alone.
-        with ThreadPoolExecutor(max_workers=min(_MAX_CONCURRENT_CHECKS, len(providers)),
-                                thread_name_prefix="health") as pool:
-            results = list(pool.map(lambda p: check_one(p.check_url, settings.integration_health_timeout, allow),
-                                    providers))
+        with ThreadPoolExecutor(
+            max_workers=min(_MAX_CONCURRENT_CHECKS, len(providers)), thread_name_prefix="health"
+        ) as pool:
+            results = list(
+                pool.map(lambda p: check_one(p.check_url, settings.integration_health_timeout, allow), providers)
+            )
     out = []
     for provider, health in zip(providers, results, strict=True):
         provider.record_health(health.status, health.response_time_ms, checked_at)
-        out.append({"provider_id": provider.id, "name": provider.name, "url": provider.check_url,
-                    "status": health.status, "http_status": health.http_status,
-                    "response_time_ms": health.response_time_ms, "last_checked_at": format_datetime(checked_at),
-                    "error": health.error[:500] if health.error else None})
+        out.append(
+            {
+                "provider_id": provider.id,
+                "name": provider.name,
+                "url": provider.check_url,
+                "status": health.status,
+                "http_status": health.http_status,
+                "response_time_ms": health.response_time_ms,
+                "last_checked_at": format_datetime(checked_at),
+                "error": health.error[:500] if health.error else None,
+            }
+        )
     statuses = {health.status for health in results}
     overall = "healthy" if statuses <= {"healthy"} else "down" if statuses == {"down"} else "degraded"
     return {"status": overall, "checked_at": format_datetime(checked_at), "providers": out}

@@ -90,9 +90,11 @@ logging.getLogger("flask-limiter").addFilter(_FailOpenWarning())
 def counter_store(settings: Settings) -> tuple[str, dict[str, Any]]:
     """Returns the limits storage URI and options for these settings: Redis behind a breaker, else the shared table."""
     if settings.redis_url:
-        return "tenantry-" + settings.redis_url, {"socket_timeout": REDIS_TIMEOUT,
-                                                  "socket_connect_timeout": REDIS_TIMEOUT,
-                                                  "retry_after": settings.redis_retry_after}
+        return "tenantry-" + settings.redis_url, {
+            "socket_timeout": REDIS_TIMEOUT,
+            "socket_connect_timeout": REDIS_TIMEOUT,
+            "retry_after": settings.redis_retry_after,
+        }
     return "tenantry-shared://", {"slots": settings.rate_limit_slots}
 
 
@@ -105,16 +107,36 @@ class RateLimits:
         self.limiter = Limiter(
             key_func=self._address,
             application_limits=[
-                ApplicationLimit(self._credential_limit, key_function=self._credential_key, scope="credential",
-                                 exempt_when=lambda: self._credential_key() == ""),
-                ApplicationLimit(self._tenant_limit, key_function=self._tenant_key, scope="tenant",
-                                 exempt_when=lambda: self._tenant_key() == ""),
-                ApplicationLimit(settings.rate_limit_ip, key_function=self._address, scope="address",
-                                 exempt_when=lambda: self._class() == "none"),
-                ApplicationLimit(settings.rate_limit_auth_ip, key_function=self._address, scope="auth-address",
-                                 exempt_when=lambda: self._class() != "auth"),
-                ApplicationLimit(settings.rate_limit_auth_account, key_function=self._account_key,
-                                 scope="auth-account", exempt_when=lambda: self._class() != "auth"),
+                ApplicationLimit(
+                    self._credential_limit,
+                    key_function=self._credential_key,
+                    scope="credential",
+                    exempt_when=lambda: self._credential_key() == "",
+                ),
+                ApplicationLimit(
+                    self._tenant_limit,
+                    key_function=self._tenant_key,
+                    scope="tenant",
+                    exempt_when=lambda: self._tenant_key() == "",
+                ),
+                ApplicationLimit(
+                    settings.rate_limit_ip,
+                    key_function=self._address,
+                    scope="address",
+                    exempt_when=lambda: self._class() == "none",
+                ),
+                ApplicationLimit(
+                    settings.rate_limit_auth_ip,
+                    key_function=self._address,
+                    scope="auth-address",
+                    exempt_when=lambda: self._class() != "auth",
+                ),
+                ApplicationLimit(
+                    settings.rate_limit_auth_account,
+                    key_function=self._account_key,
+                    scope="auth-account",
+                    exempt_when=lambda: self._class() != "auth",
+                ),
             ],
             storage_uri=uri,
             storage_options=options,
@@ -229,6 +251,9 @@ class RateLimits:
         return response
 
     def _exceeded(self, exc: RateLimitExceeded) -> Response:
-        return error_response(429, "RATE_LIMIT_EXCEEDED",
-                              f"Rate limit exceeded ({exc.description}); retry after the seconds in Retry-After.",
-                              headers={"Retry-After": "1"})  # the exact wait is set with the other headers
+        return error_response(
+            429,
+            "RATE_LIMIT_EXCEEDED",
+            f"Rate limit exceeded ({exc.description}); retry after the seconds in Retry-After.",
+            headers={"Retry-After": "1"},
+        )  # the exact wait is set with the other headers

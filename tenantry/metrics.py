@@ -29,16 +29,23 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "tenantry_requests_total", "Requests answered, by operation and status.",
-            ["operation", "method", "status"], registry=self.registry,
+            "tenantry_requests_total",
+            "Requests answered, by operation and status.",
+            ["operation", "method", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "tenantry_request_duration_seconds", "Time to answer a request, by operation and status.",
-            ["operation", "status"], buckets=_BUCKETS, registry=self.registry,
+            "tenantry_request_duration_seconds",
+            "Time to answer a request, by operation and status.",
+            ["operation", "status"],
+            buckets=_BUCKETS,
+            registry=self.registry,
         )
         self.in_flight = Gauge(
-            "tenantry_requests_in_flight", "Requests being served right now.",
-            registry=self.registry, multiprocess_mode="livesum",
+            "tenantry_requests_in_flight",
+            "Requests being served right now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         # Each (operation, method, status) resolves its counter and histogram children once:
         # `labels()` re-validates and hashes the label values on every call.

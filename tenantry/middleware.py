@@ -13,7 +13,8 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from a2wsgi.wsgi import build_environ
 from starlette.datastructures import Headers, MutableHeaders
@@ -95,9 +96,14 @@ class CompressionMiddleware(GZipMiddleware):
                 headers = MutableHeaders(raw=message.setdefault("headers", []))
                 media = headers.get("content-type", "").partition(";")[0].strip().lower()
                 length = headers.get("content-length", "")
-                if (message["status"] != 206 and "content-encoding" not in headers and length.isdigit()
-                        and int(length) >= self.minimum_size and media
-                        and excluded.isdisjoint({media, media.partition("/")[0] + "/*"})):
+                if (
+                    message["status"] != 206
+                    and "content-encoding" not in headers
+                    and length.isdigit()
+                    and int(length) >= self.minimum_size
+                    and media
+                    and excluded.isdisjoint({media, media.partition("/")[0] + "/*"})
+                ):
                     headers.add_vary_header("Accept-Encoding")
                     if accepts_gzip:
                         headers["content-encoding"] = "gzip"
@@ -119,8 +125,14 @@ class RequestContextMiddleware:
     the access log line.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, docs: DocsApp,
-                 concrete_paths: dict[str, list[str]] | None = None, usage: UsageRecorder | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        docs: DocsApp,
+        concrete_paths: dict[str, list[str]] | None = None,
+        usage: UsageRecorder | None = None,
+    ) -> None:
         self.app = app
         self.usage = usage
         self.docs = docs
@@ -187,8 +199,9 @@ class RequestContextMiddleware:
                 info["operation"] = "docs"
                 await self.docs(scope, receive, send_wrapper)
             elif allowed and method not in allowed and method != "OPTIONS":
-                await _send_error(send_wrapper, 405, request_id=request_id,
-                                  headers=[(b"allow", ", ".join(allowed).encode())])
+                await _send_error(
+                    send_wrapper, 405, request_id=request_id, headers=[(b"allow", ", ".join(allowed).encode())]
+                )
             else:
                 await self.app(scope, _bounded(receive), send_wrapper)
         finally:
@@ -225,7 +238,7 @@ def _with_request_id(scope: Scope) -> tuple[str, Scope]:
             sent = value.decode("latin-1")
             break
     if is_valid_request_id(sent):
-        return sent, scope  # type: ignore[return-value]
+        return sent, scope
     request_id = new_request_id()
     headers = [h for h in scope["headers"] if h[0] != b"x-request-id"]
     headers.append((b"x-request-id", request_id.encode()))
@@ -279,14 +292,24 @@ def _oversize(scope: Scope) -> tuple[int, str, str] | None:
         return 414, "URI_TOO_LONG", f"The URL is longer than {MAX_URL_BYTES // 1024} KB."
     if sum(len(name) + len(value) + 4 for name, value in scope["headers"]) > MAX_HEADER_BYTES:
         return 431, "REQUEST_HEADERS_TOO_LARGE", f"The request headers exceed {MAX_HEADER_BYTES // 1024} KB."
-    if query and query.count(b"&") >= MAX_QUERY_PARAMETERS and \
-            sum(1 for part in query.split(b"&") if part) > MAX_QUERY_PARAMETERS:
+    if (
+        query
+        and query.count(b"&") >= MAX_QUERY_PARAMETERS
+        and sum(1 for part in query.split(b"&") if part) > MAX_QUERY_PARAMETERS
+    ):
         return 400, "VALIDATION_ERROR", f"More than {MAX_QUERY_PARAMETERS} query parameters."
     return None
 
 
-async def _send_error(send: Send, status: int, code: str | None = None, message: str | None = None, *,
-                      request_id: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str | None = None,
+    message: str | None = None,
+    *,
+    request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = json.dumps(error_body(status, request_id, code, message)).encode()
     base = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 413:
@@ -307,8 +330,14 @@ class FlaskBridge:
     response. Lifespan and websocket scopes still go to a2wsgi (`fallback`).
     """
 
-    def __init__(self, app: Any, fallback: ASGIApp, threads: int = 8,
-                 time_limits: dict[str, float] | None = None, default_limit: float | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        fallback: ASGIApp,
+        threads: int = 8,
+        time_limits: dict[str, float] | None = None,
+        default_limit: float | None = None,
+    ) -> None:
         self.app = app  # the WSGI app; Connexion's add_wsgi_middleware wraps this attribute
         self.fallback = fallback
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
@@ -322,7 +351,9 @@ class FlaskBridge:
             await self.fallback(scope, receive, send)
             return
         body = await _read_body(receive)
-        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]
+        # a2wsgi types `scope` as its own HTTPScope and the environ as a closed TypedDict, without the
+        # `wsgi.input_terminated` extension set below: to Flask it is a plain WSGI environ.
+        environ = cast(dict[str, Any], build_environ(scope, io.BytesIO(body)))  # type: ignore[arg-type]  # (above)
         # The body is read whole: Flask gets its length and reads it to the end, chunked or not
         # (without a Content-Length, Werkzeug would read a chunked body as empty).
         environ["CONTENT_LENGTH"] = str(len(body))
@@ -335,7 +366,7 @@ class FlaskBridge:
             return
         context.run(deadlines.install, deadline)
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self.executor, context.run, _call_in_time, self.app, environ, deadline)
+        work = loop.run_in_executor(self.executor, partial(context.run, _call_in_time, self.app, environ, deadline))
         if deadline is None:
             result = await work
         else:
@@ -391,7 +422,7 @@ class FlaskBridge:
         watcher = asyncio.create_task(watch())
         try:
             while not gone.is_set():
-                chunk = await loop.run_in_executor(self.executor, context.run, next, stream, None)
+                chunk = await loop.run_in_executor(self.executor, partial(context.run, next, stream, None))
                 if chunk is None:
                     break
                 if chunk:
@@ -471,8 +502,9 @@ def _call_wsgi(app: Any, environ: dict[str, Any]) -> _WsgiResult:
     chunks: list[bytes] = []
     iterable = app(environ, start_response)
     stream = None
-    if started and any(name.lower() == "content-type" and value.startswith("text/event-stream")
-                       for name, value in started[1]):
+    if started and any(
+        name.lower() == "content-type" and value.startswith("text/event-stream") for name, value in started[1]
+    ):
         stream = iter(iterable)
     else:
         try:

@@ -84,6 +84,7 @@ def _seal(response: Response) -> str:
 
 def _replay(record: IdempotencyRecord) -> Response | None:
     """Returns the stored answer, or None when it cannot be opened (sealed under an earlier server key)."""
+    assert record.response is not None  # claim() returns only a finished record, whose answer is stored
     try:
         document = json.loads(secret_box().open(record.response))
     except InvalidToken:
@@ -150,9 +151,14 @@ def _bound_statements() -> None:
     database.execute_sql("SELECT set_config('statement_timeout', %s, true)", (f"{remaining_ms}ms",))
 
 
-def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 caller_address: str | None, audit_action: str | None = None,
-                 event_type: str | None = None) -> Response:
+def run_changing(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    caller_address: str | None,
+    audit_action: str | None = None,
+    event_type: str | None = None,
+) -> Response:
     """Runs a changing operation's handler in one transaction with its audit entry and domain event,
     idempotently for a POST with a key. The slow work is done before the transaction; past the
     request's deadline it raises DeadlineExceeded with nothing committed."""
@@ -160,8 +166,14 @@ def run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
         return _run_changing(func, args, kwargs, caller_address, audit_action, event_type)
 
 
-def _run_changing(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                  caller_address: str | None, audit_action: str | None, event_type: str | None) -> Response:
+def _run_changing(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    caller_address: str | None,
+    audit_action: str | None,
+    event_type: str | None,
+) -> Response:
     scope = None
     if request.method == "POST":
         key = idempotency_key()

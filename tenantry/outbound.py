@@ -41,6 +41,7 @@ log = logging.getLogger("tenantry.outbound")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+
 def _networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(c) for c in cidrs)
 
@@ -48,15 +49,28 @@ def _networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Networ
 #: IPv4 ranges that are not public (IANA special-purpose registry), written out rather than taken
 #: from `is_global`, whose answers differ between Python versions.
 _BLOCKED_V4 = _networks(
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
 )
 #: Public IPv6 is global unicast (2000::/3) only, less these special-purpose ranges inside it.
 _GLOBAL_V6 = ipaddress.ip_network("2000::/3")
 _BLOCKED_V6 = _networks(
     "2001::/23",  # IETF protocol assignments (Teredo, ORCHID, benchmarking, ...)
-    "2001:db8::/32", "3fff::/20",  # documentation
+    "2001:db8::/32",
+    "3fff::/20",  # documentation
     "2002::/16",  # 6to4: judged by the IPv4 address inside it
 )
 #: IPv6 forms that carry an IPv4 address, each judged by that address: (range, where it sits).
@@ -179,7 +193,7 @@ def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
             raise OutboundFailed(f"{target.host} does not resolve: {exc}.") from None
         addresses = []
         for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])  # an IP family's: a str
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
@@ -191,9 +205,11 @@ def resolve(target: Target, timeout: float = _RESOLVE_TIMEOUT_S) -> IPAddress:
             # The address stays in the server's log: telling the tenant would map the private
             # network for them (which internal names exist, and where they point).
             log.info("outbound call refused", extra={"host": target.host, "address": str(address)})
-            raise OutboundRefused("The URL's host is, or resolves to, a private or reserved address; "
-                                  "only public addresses may be called, and the ranges the server's "
-                                  "operator admits with TENANTRY_OUTBOUND_ALLOWLIST (CIDR ranges).")
+            raise OutboundRefused(
+                "The URL's host is, or resolves to, a private or reserved address; "
+                "only public addresses may be called, and the ranges the server's "
+                "operator admits with TENANTRY_OUTBOUND_ALLOWLIST (CIDR ranges)."
+            )
     return addresses[0]
 
 
@@ -234,11 +250,19 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
+        # HTTPSConnection keeps its SSL context in `_context`, which typeshed does not declare.
         self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)  # type: ignore[attr-defined]
 
 
-def request(method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 30.0, allow: tuple[Network, ...] = ()) -> OutboundResponse:
+def request(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    allow: tuple[Network, ...] = (),
+) -> OutboundResponse:
     """Sends one request through the guard and returns the answer (a 3xx is not followed).
 
     Raises OutboundRefused when the URL may not be called, OutboundFailed when the call does

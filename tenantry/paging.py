@@ -61,12 +61,12 @@ def paginated(func: Callable[..., Any], operation: dict[str, Any]) -> Callable[.
 
     # Connexion unwraps `__wrapped__` to the handler to learn which arguments to pass: stop it here,
     # at a signature that names the page parameters too.
-    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    del wrapper.__wrapped__
     signature = inspect.signature(func)
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in PAGE_PARAMETERS]
     # A handler taking **kwargs keeps it last, as a signature must.
     params = list(signature.parameters.values())
     rest = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
     named = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in PAGE_PARAMETERS]
-    wrapper.__signature__ = signature.replace(parameters=[*named, *extra, *rest])  # type: ignore[attr-defined]
+    wrapper.__signature__ = signature.replace(parameters=[*named, *extra, *rest])  # type: ignore[attr-defined]  # inspect reads it; typeshed does not declare it on functions
     return wrapper

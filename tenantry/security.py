@@ -199,7 +199,10 @@ class TokenService:
         """Verifies the token with PyJWT; returns its claims or raises BearerProblem."""
         try:
             claims = jwt.decode(
-                token, self.secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                token,
+                self.secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub", "sid", "iss"]},
             )
         except jwt.ExpiredSignatureError:

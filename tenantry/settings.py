@@ -81,10 +81,18 @@ def _public_url(name: str) -> str:
         url.port  # noqa: B018 (raises ValueError on a port out of range or not a number)
     except ValueError:
         url = None
-    if (url is None or url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment
-            or "@" in url.netloc or any(c.isspace() for c in raw)):
-        raise SettingsError(f"{name} must be an absolute http:// or https:// URL such as "
-                            f"https://api.example.com, not {raw!r}")
+    if (
+        url is None
+        or url.scheme not in ("http", "https")
+        or not url.hostname
+        or url.query
+        or url.fragment
+        or "@" in url.netloc
+        or any(c.isspace() for c in raw)
+    ):
+        raise SettingsError(
+            f"{name} must be an absolute http:// or https:// URL such as https://api.example.com, not {raw!r}"
+        )
     return raw.rstrip("/")
 
 
@@ -141,8 +149,7 @@ class Settings:
 
     def timeout(self, timeout_class: str) -> float:
         """Returns the seconds an operation of `timeout_class` (standard, batch or upload) may take."""
-        return {"batch": self.batch_timeout, "upload": self.upload_timeout}.get(timeout_class,
-                                                                                 self.request_timeout)
+        return {"batch": self.batch_timeout, "upload": self.upload_timeout}.get(timeout_class, self.request_timeout)
 
     @property
     def outbound_networks(self) -> tuple[Network, ...]:
@@ -193,8 +200,9 @@ class Settings:
             "redis_retry_after": _int("TENANTRY_REDIS_RETRY_AFTER", 5),
             "default_plan": os.environ.get("TENANTRY_DEFAULT_PLAN", "standard"),
             "outbound_allowlist": _list("TENANTRY_OUTBOUND_ALLOWLIST"),
-            "webhook_retry_schedule": _schedule("TENANTRY_WEBHOOK_RETRY_SCHEDULE",
-                                                (5, 300, 1800, 7200, 18000, 36000, 36000)),
+            "webhook_retry_schedule": _schedule(
+                "TENANTRY_WEBHOOK_RETRY_SCHEDULE", (5, 300, 1800, 7200, 18000, 36000, 36000)
+            ),
             "webhook_timeout": _int("TENANTRY_WEBHOOK_TIMEOUT", 30),
             "webhook_lease": _int("TENANTRY_WEBHOOK_LEASE", 60),
             "webhook_disable_after": _int("TENANTRY_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600),
@@ -214,21 +222,24 @@ class Settings:
                 raise SettingsError("TENANTRY_SECRET_KEY must be set when TENANTRY_ENV=production")
             values["secret_key"] = _instance_secret(instance)
         try:
-            parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]
+            parse_networks(values["trusted_proxies"])  # type: ignore[arg-type]  # values is dict[str, object]: each was read by its own typed parser above
         except ValueError as exc:
             raise SettingsError(f"TENANTRY_TRUSTED_PROXIES: {exc}") from None
         try:
-            parse_networks(values["outbound_allowlist"])  # type: ignore[arg-type]
+            parse_networks(values["outbound_allowlist"])  # type: ignore[arg-type]  # values is dict[str, object]: each was read by its own typed parser above
         except ValueError as exc:
             raise SettingsError(f"TENANTRY_OUTBOUND_ALLOWLIST: {exc}") from None
-        for name, key in (("TENANTRY_RATE_LIMIT_IP", "rate_limit_ip"),
-                          ("TENANTRY_RATE_LIMIT_AUTH_IP", "rate_limit_auth_ip"),
-                          ("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "rate_limit_auth_account")):
+        for name, key in (
+            ("TENANTRY_RATE_LIMIT_IP", "rate_limit_ip"),
+            ("TENANTRY_RATE_LIMIT_AUTH_IP", "rate_limit_auth_ip"),
+            ("TENANTRY_RATE_LIMIT_AUTH_ACCOUNT", "rate_limit_auth_account"),
+        ):
             _check_limit(name, str(values[key]))
         if values["db_role"] and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_role"])):
             raise SettingsError("TENANTRY_DB_ROLE must be a PostgreSQL role name (a-z, 0-9, _)")
         # A delivery's attempt (the timeout, which covers resolving too) must end inside its lease,
         # or another worker could take it while it is still being sent.
+        # values is dict[str, object]: both were read as numbers above.
         if int(values["webhook_lease"]) < int(values["webhook_timeout"]) + 2:  # type: ignore[call-overload]
             raise SettingsError("TENANTRY_WEBHOOK_LEASE must exceed TENANTRY_WEBHOOK_TIMEOUT by 2 seconds or more")
         if values["default_plan"] not in ("standard", "professional", "enterprise"):
@@ -237,7 +248,7 @@ class Settings:
             raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
         if len(str(values["secret_key"])) < 32:
             raise SettingsError("TENANTRY_SECRET_KEY must be at least 32 characters")
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type (parsed above)
 
 
 def _instance_secret(instance: Path) -> str:

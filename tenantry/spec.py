@@ -123,9 +123,25 @@ PUBLIC_EXTENSIONS = frozenset(
     {"x-permission", "x-rate-limit", "x-timeout", "x-audit-action", "x-event-type", "x-required-one-of"}
 )
 #: Maps whose keys are names (a property, a header, a path...), never extensions.
-_NAME_MAPS = frozenset({"paths", "schemas", "properties", "responses", "parameters", "headers", "content",
-                        "securitySchemes", "requestBodies", "links", "callbacks", "variables", "mapping",
-                        "encoding", "scopes"})
+_NAME_MAPS = frozenset(
+    {
+        "paths",
+        "schemas",
+        "properties",
+        "responses",
+        "parameters",
+        "headers",
+        "content",
+        "securitySchemes",
+        "requestBodies",
+        "links",
+        "callbacks",
+        "variables",
+        "mapping",
+        "encoding",
+        "scopes",
+    }
+)
 
 
 def published(doc: dict[str, Any], public_url: str = "") -> dict[str, Any]:
@@ -272,9 +288,7 @@ def check(doc: dict[str, Any]) -> list[str]:
         permission = op.get("x-permission")
         if not permission:
             problems.append(f"{label}: no x-permission")
-        elif permission not in RESERVED_PERMISSIONS and (
-            permission.count(":") != 1 or not all(permission.split(":"))
-        ):
+        elif permission not in RESERVED_PERMISSIONS and (permission.count(":") != 1 or not all(permission.split(":"))):
             problems.append(f"{label}: x-permission {permission!r} is not <resource>:<action>")
         if op.get("security") == [] and permission not in (None, "public"):
             problems.append(f"{label}: an operation without security must have x-permission: public")
@@ -342,8 +356,11 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     `Idempotent-Replayed` on its successes. The domain event a change emits (`x-event-type`, by
     default its audit action; `false` for none) is in the EventType catalog.
     """
-    problems = [f"must declare {status} (the request limits)" for status in ("414", "431")
-                if status not in op.get("responses", {})]
+    problems = [
+        f"must declare {status} (the request limits)"
+        for status in ("414", "431")
+        if status not in op.get("responses", {})
+    ]
     body = _deref(doc, op.get("requestBody") or {})
     for media, content in (body.get("content") or {}).items():
         if {"anyOf", "oneOf"} & set(_deref(doc, content.get("schema") or {})):
@@ -369,8 +386,9 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
             problems.append("a rate-limited operation must declare 429")
         for status, response in op.get("responses", {}).items():
             declared = _resolve(doc, response).get("headers") or {}
-            missing = [h for h in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-                       if h not in declared]
+            missing = [
+                h for h in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset") if h not in declared
+            ]
             if missing and status not in _BEFORE_ROUTING:
                 problems.append(f"{status} must declare {', '.join(missing)}")
     action = op.get("x-audit-action")
@@ -385,8 +403,10 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
     if method == "get" and "x-event-type" in op:
         problems.append("a GET emits no event: drop x-event-type")
     elif method != "get" and event_type not in (None, False) and event_type not in event_catalog(doc):
-        problems.append(f"emits {event_type!r}, which is not in the EventType catalog "
-                        "(add it there, or set x-event-type to another type or false)")
+        problems.append(
+            f"emits {event_type!r}, which is not in the EventType catalog "
+            "(add it there, or set x-event-type to another type or false)"
+        )
     if method != "post":
         return problems
     headers = {p.get("name") for p in (_resolve(doc, p) for p in op.get("parameters", [])) if p.get("in") == "header"}
@@ -405,6 +425,7 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
 
 def _unrouted(routed: set[str]) -> list[str]:
     package = importlib.import_module(HANDLER_PACKAGE)
+    assert package.__file__ is not None  # a package of files (handlers/__init__.py)
     problems = []
     for file in sorted(Path(package.__file__).parent.glob("*.py")):
         if file.stem.startswith("_"):
@@ -437,5 +458,6 @@ def builtin_permissions(spec: dict[str, Any]) -> dict[str, str]:
         resource = permission.partition(":")[0]
         if f"{resource}:create" in needed and f"{resource}:update" in needed:
             needed.setdefault(f"{resource}:write", ["any operation that needs create or update"])
-    return {name: "Required by: " + ", ".join(sorted(set(summaries))) + "."
-            for name, summaries in sorted(needed.items())}
+    return {
+        name: "Required by: " + ", ".join(sorted(set(summaries))) + "." for name, summaries in sorted(needed.items())
+    }

@@ -70,8 +70,9 @@ def _type(schema: dict[str, Any]) -> str | None:
     return kind
 
 
-def _compare_schemas(old: Any, new: Any, where: str, direction: str, ro: _Resolver, rn: _Resolver,
-                     report: Report, depth: int = 0) -> None:
+def _compare_schemas(
+    old: Any, new: Any, where: str, direction: str, ro: _Resolver, rn: _Resolver, report: Report, depth: int = 0
+) -> None:
     """Compares a request ("request") or response ("response") schema, property by property."""
     old, new = ro(old), rn(new)
     if not isinstance(old, dict) or not isinstance(new, dict) or depth > 12:
@@ -80,8 +81,7 @@ def _compare_schemas(old: Any, new: Any, where: str, direction: str, ro: _Resolv
         report.breaking.append(f"{where}: type changed from {_type(old)} to {_type(new)}")
         return
     if _type(old) == "array":
-        _compare_schemas(old.get("items", {}), new.get("items", {}), f"{where}[]", direction, ro, rn, report,
-                         depth + 1)
+        _compare_schemas(old.get("items", {}), new.get("items", {}), f"{where}[]", direction, ro, rn, report, depth + 1)
         return
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
     old_required, new_required = set(old.get("required", [])), set(new.get("required", []))
@@ -89,14 +89,16 @@ def _compare_schemas(old: Any, new: Any, where: str, direction: str, ro: _Resolv
         path = f"{where}.{name}"
         if name not in new_props:
             (report.breaking if direction == "response" else report.non_breaking).append(
-                f"{path}: {'response field removed' if direction == 'response' else 'request field removed'}")
+                f"{path}: {'response field removed' if direction == 'response' else 'request field removed'}"
+            )
             continue
         if name not in old_props:
             if direction == "request" and name in new_required:
                 report.breaking.append(f"{path}: new required request field")
             else:
-                report.non_breaking.append(f"{path}: new {'optional request' if direction == 'request' else 'response'}"
-                                           " field")
+                report.non_breaking.append(
+                    f"{path}: new {'optional request' if direction == 'request' else 'response'} field"
+                )
             continue
         if direction == "request" and name in new_required and name not in old_required:
             report.breaking.append(f"{path}: request field became required")
@@ -202,8 +204,10 @@ def release_problems(released: dict[str, Any], current: dict[str, Any], changelo
     if old_major is None or new_major is None:
         problems.append(f"info.version {new!r} or the released {old!r} is not a semantic version")
     elif new_major <= old_major:
-        problems.append(f"{len(breaking)} breaking change(s) against the released {old} need a new major "
-                        f"version, and info.version is {new}:\n  " + "\n  ".join(breaking))
+        problems.append(
+            f"{len(breaking)} breaking change(s) against the released {old} need a new major "
+            f"version, and info.version is {new}:\n  " + "\n  ".join(breaking)
+        )
     if not re.search(rf"^## {re.escape(new)}(\s|$)", changelog, re.M):
         problems.append(f"CHANGELOG.md has no '## {new}' entry, and {new} breaks the released contract")
     return problems

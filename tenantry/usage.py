@@ -77,4 +77,3 @@ class UsageRecorder:
         stop = threading.Event()
         while not stop.wait(self.interval):
             self.flush()
-

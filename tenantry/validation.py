@@ -11,6 +11,7 @@ import json
 import re
 import typing as t
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -154,22 +155,25 @@ def _error_path(error: ValidationError, root: str = "") -> str:
 def _unknown_fields(error: ValidationError) -> list[str]:
     """The fields an `additionalProperties` error's object has that its schema does not list, sorted."""
     instance = error.instance if isinstance(error.instance, dict) else {}
-    return sorted(set(instance) - set(error.schema.get("properties", {})))
+    schema = error.schema if isinstance(error.schema, Mapping) else {}  # an object's schema is a mapping
+    return sorted(set(instance) - set(schema.get("properties", {})))
 
 
 def describe(error: ValidationError, root: str = "") -> Detail:
     """Returns a client-facing detail for one jsonschema error (an unknown field's: the first one)."""
     path = _error_path(error, root)
-    kind, value = error.validator, error.validator_value
+    # Typed as possibly unset (an error no validator raised yet); every error here comes from one.
+    kind: Any = error.validator
+    value: Any = error.validator_value
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return Detail("is required", _join(path, missing))
     if kind == REQUIRED_ONE_OF:
         # "one of these sets of fields is required": named by the first set's first missing field
         first = value[0]
-        missing = [name for name in first if not isinstance(error.instance, dict) or name not in error.instance]
+        absent = [name for name in first if not isinstance(error.instance, dict) or name not in error.instance]
         others = " or ".join(" and ".join(group) for group in value[1:])
-        return Detail(f"is required (or {others})", _join(path, (missing or first)[0]))
+        return Detail(f"is required (or {others})", _join(path, (absent or first)[0]))
     if kind == "additionalProperties":
         extras = _unknown_fields(error)
         name = extras[0] if extras else ""
@@ -185,8 +189,11 @@ def describe(error: ValidationError, root: str = "") -> Detail:
         "minProperties": lambda: "must name at least one field",
         "pattern": lambda: "does not have the required format",
         "format": lambda: f"is not a valid {value}",
-        "enum": lambda: ("must be one of: " + ", ".join(map(str, value))) if len(value) <= 12
-        else "is not one of the allowed values",
+        "enum": lambda: (
+            ("must be one of: " + ", ".join(map(str, value)))
+            if len(value) <= 12
+            else "is not one of the allowed values"
+        ),
         "nullable": lambda: "must not be null",
     }
     message = messages.get(kind, lambda: "is invalid")()
@@ -249,7 +256,8 @@ class BodyValidator(JSONRequestBodyValidator):
         if json_depth_exceeds(text):
             raise RequestValidationProblem(
                 f"The request body is nested deeper than {MAX_JSON_DEPTH} levels.",
-                [Detail(f"is nested deeper than {MAX_JSON_DEPTH} levels", "body")])
+                [Detail(f"is nested deeper than {MAX_JSON_DEPTH} levels", "body")],
+            )
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -259,8 +267,9 @@ class BodyValidator(JSONRequestBodyValidator):
         if "\\u0000" in text:  # JSON can only carry NUL escaped; without the escape, no walk
             fields = nul_fields(document)
             if fields:
-                raise RequestValidationProblem("The request body has NUL characters.",
-                                               [Detail(_NUL, field) for field in fields])
+                raise RequestValidationProblem(
+                    "The request body has NUL characters.", [Detail(_NUL, field) for field in fields]
+                )
         return document
 
     def _validate(self, body: t.Any) -> dict | None:
@@ -294,8 +303,9 @@ class FormBodyValidator(FormDataValidator):
         counts = Counter(name for name, _ in parse_qsl(body.decode("latin-1"), keep_blank_values=True))
         repeated = sorted(name for name, count in counts.items() if count > 1)
         if repeated:
-            raise RequestValidationProblem("The request body is invalid.",
-                                           [Detail("must be given once", name) for name in repeated])
+            raise RequestValidationProblem(
+                "The request body is invalid.", [Detail("must be given once", name) for name in repeated]
+            )
 
         async def again() -> t.AsyncGenerator[bytes, None]:
             yield body
@@ -424,8 +434,12 @@ class _BodyTypeOperation(RequestValidationOperation):
 
 class _BodyTypeAPI(RequestValidationAPI):
     def make_operation(self, operation: Any) -> RequestValidationOperation:
-        return _BodyTypeOperation(self.next_app, operation=operation, strict_validation=self.strict_validation,
-                                  validator_map=self.validator_map)
+        return _BodyTypeOperation(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
 
 
 class BodyTypeValidationMiddleware(RequestValidationMiddleware):
@@ -445,8 +459,9 @@ class ResponseBodyValidator(JSONResponseBodyValidator):
 def validator_map() -> dict:
     """Returns Connexion's validator map with our body, parameter and response validators swapped in."""
     mapping = dict(VALIDATOR_MAP)
-    mapping["body"] = MediaTypeDict({**VALIDATOR_MAP["body"], "*/*json": BodyValidator,
-                                     "application/x-www-form-urlencoded": FormBodyValidator})
+    mapping["body"] = MediaTypeDict(
+        {**VALIDATOR_MAP["body"], "*/*json": BodyValidator, "application/x-www-form-urlencoded": FormBodyValidator}
+    )
     mapping["parameter"] = ParamsValidator
     mapping["response"] = MediaTypeDict({**VALIDATOR_MAP["response"], "*/*json": ResponseBodyValidator})
     return mapping

@@ -83,8 +83,9 @@ class DeliveryWorker:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise WorkerLocked(f"another worker holds {path}: on SQLite one worker runs per database "
-                               "(use PostgreSQL for more)") from None
+            raise WorkerLocked(
+                f"another worker holds {path}: on SQLite one worker runs per database (use PostgreSQL for more)"
+            ) from None
         self._lock_file = handle
 
     def run(self) -> None:
@@ -98,8 +99,9 @@ class DeliveryWorker:
                 if free > 0:
                     try:
                         # Never a delivery this process still has in hand, even if its lease lapsed.
-                        claimed = WebhookDelivery.claim(self.owner, free, self.settings.webhook_lease,
-                                                        exclude=set(in_flight.values()))
+                        claimed = WebhookDelivery.claim(
+                            self.owner, free, self.settings.webhook_lease, exclude=set(in_flight.values())
+                        )
                     except Exception:
                         log.exception("could not claim deliveries; retrying")
                         drop_connection()
@@ -143,13 +145,22 @@ class DeliveryWorker:
         started = utcnow()
         timestamp = int(time.time())
         signatures = " ".join(sign(s, delivery.id, timestamp, body) for s in endpoint.signing_secrets(started))
-        headers = {"Content-Type": "application/json", "webhook-id": delivery.id,
-                   "webhook-timestamp": str(timestamp), "webhook-signature": signatures}
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signatures,
+        }
         status_code, error, answer, clock = None, None, None, time.perf_counter()
         try:
-            response = outbound.request("POST", endpoint.url, body=body, headers=headers,
-                                        timeout=self.settings.webhook_timeout,
-                                        allow=self.settings.outbound_networks)
+            response = outbound.request(
+                "POST",
+                endpoint.url,
+                body=body,
+                headers=headers,
+                timeout=self.settings.webhook_timeout,
+                allow=self.settings.outbound_networks,
+            )
             status_code, answer = response.status, response.body[:1024].decode("utf-8", "replace")
             if not 200 <= status_code < 300:
                 error = f"The endpoint answered {status_code}."
@@ -160,12 +171,20 @@ class DeliveryWorker:
 
     def _finish_unsent(self, delivery: WebhookDelivery, reason: str) -> None:
         with database.atomic():
-            WebhookDelivery.update(status="failed", last_error=reason, completed_at=utcnow(), lease_until=None,
-                                   lease_owner=None).where((WebhookDelivery.id == delivery.id)
-                                                           & (WebhookDelivery.lease_owner == self.owner)).execute()
+            WebhookDelivery.update(
+                status="failed", last_error=reason, completed_at=utcnow(), lease_until=None, lease_owner=None
+            ).where((WebhookDelivery.id == delivery.id) & (WebhookDelivery.lease_owner == self.owner)).execute()
 
-    def _record(self, delivery_id: str, endpoint_id: str, started: object, duration_ms: int,
-                status_code: int | None, error: str | None, answer: str | None) -> None:
+    def _record(
+        self,
+        delivery_id: str,
+        endpoint_id: str,
+        started: object,
+        duration_ms: int,
+        status_code: int | None,
+        error: str | None,
+        answer: str | None,
+    ) -> None:
         """Writes the attempt and the delivery's next state in one transaction, if the lease is still ours.
 
         The endpoint row is locked before the delivery's, the order a deletion of the endpoint
@@ -184,17 +203,30 @@ class DeliveryWorker:
             if endpoint is None or delivery is None:
                 return  # the endpoint was deleted meanwhile, and its deliveries with it
             number = delivery.attempt_count + 1
-            WebhookAttempt.create(id=new_id("wha"), tenant_id=delivery.tenant_id, delivery_id=delivery.id,
-                                  number=number, started_at=started, duration_ms=duration_ms,
-                                  status_code=status_code, succeeded=error is None, error=error,
-                                  response_body=answer)
+            WebhookAttempt.create(
+                id=new_id("wha"),
+                tenant_id=delivery.tenant_id,
+                delivery_id=delivery.id,
+                number=number,
+                started_at=started,
+                duration_ms=duration_ms,
+                status_code=status_code,
+                succeeded=error is None,
+                error=error,
+                response_body=answer,
+            )
             if delivery.lease_owner != self.owner:
                 # Our lease lapsed and another worker holds the delivery now: the attempt happened
                 # and is on record, but its state is the other worker's to write.
                 log.warning("lease lost before the result was written", extra={"delivery_id": delivery_id})
                 return
-            state: dict[str, object] = {"attempt_count": number, "last_status_code": status_code,
-                                        "last_error": error, "lease_until": None, "lease_owner": None}
+            state: dict[str, object] = {
+                "attempt_count": number,
+                "last_status_code": status_code,
+                "last_error": error,
+                "lease_until": None,
+                "lease_owner": None,
+            }
             if error is None:
                 state.update(status="succeeded", completed_at=now)
                 if endpoint.failing_since is not None:
@@ -211,8 +243,11 @@ class DeliveryWorker:
                     state.update(status="failed", completed_at=now)
                     # An endpoint is disabled for failing only when a delivery has used up every
                     # retry and nothing has succeeded for the whole limit (days by default).
-                    if (endpoint.enabled and endpoint.failing_since is not None
-                            and (now - endpoint.failing_since).total_seconds() >= self.settings.webhook_disable_after):
+                    if (
+                        endpoint.enabled
+                        and endpoint.failing_since is not None
+                        and (now - endpoint.failing_since).total_seconds() >= self.settings.webhook_disable_after
+                    ):
                         self._disable(endpoint, "failing")
                 else:
                     delay = schedule[retries_used] * (1 + random.uniform(0, JITTER))  # noqa: S311 (jitter, not a secret)
@@ -220,15 +255,31 @@ class DeliveryWorker:
             WebhookDelivery.update(**state).where(WebhookDelivery.id == delivery.id).execute()
             if state.get("status") == "failed" and status_code != 410:
                 delivery = WebhookDelivery.get_by_id(delivery.id)
-                events.emit(delivery.tenant_id, "webhook.delivery_failed", {"object": delivery.as_dict()},
-                            livemode=bool(endpoint.livemode), skip_endpoint=endpoint_id)
-            log.info("delivery attempt", extra={"delivery_id": delivery_id, "endpoint_id": endpoint_id,
-                                                "attempt": number, "status_code": status_code,
-                                                "outcome": "succeeded" if error is None else "failed"})
+                events.emit(
+                    delivery.tenant_id,
+                    "webhook.delivery_failed",
+                    {"object": delivery.as_dict()},
+                    livemode=bool(endpoint.livemode),
+                    skip_endpoint=endpoint_id,
+                )
+            log.info(
+                "delivery attempt",
+                extra={
+                    "delivery_id": delivery_id,
+                    "endpoint_id": endpoint_id,
+                    "attempt": number,
+                    "status_code": status_code,
+                    "outcome": "succeeded" if error is None else "failed",
+                },
+            )
 
     def _disable(self, endpoint: WebhookEndpoint, reason: str) -> None:
         endpoint.disable(reason)
-        events.emit(endpoint.tenant_id, "webhook.disabled", {"object": endpoint.as_dict()},
-                    livemode=bool(endpoint.livemode), skip_endpoint=endpoint.id)
+        events.emit(
+            endpoint.tenant_id,
+            "webhook.disabled",
+            {"object": endpoint.as_dict()},
+            livemode=bool(endpoint.livemode),
+            skip_endpoint=endpoint.id,
+        )
         log.warning("webhook endpoint disabled", extra={"endpoint_id": endpoint.id, "reason": reason})
-

@@ -78,8 +78,14 @@ def login(api: httpx.Client, email: str, password: str = PASSWORD, **extra: Any)
 def register(api: httpx.Client, tenant_name: str = "Acme", **extra: Any) -> Account:
     """Signs up a new tenant and logs its owner in."""
     email = unique_email("owner")
-    body = {"email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace",
-            "tenant_name": tenant_name, **extra}
+    body = {
+        "email": email,
+        "password": PASSWORD,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "tenant_name": tenant_name,
+        **extra,
+    }
     response = api.post("/v1/auth/register", json=body)
     assert response.status_code == 201, response.text
     data = response.json()["data"]
@@ -90,13 +96,13 @@ def register(api: httpx.Client, tenant_name: str = "Acme", **extra: Any) -> Acco
 def add_user(api: httpx.Client, owner: Account, role: str = "member", **extra: Any) -> Account:
     """Creates a user in the owner's tenant and logs them in."""
     email = unique_email(role)
-    body = {"email": email, "password": PASSWORD, "first_name": "Grace", "last_name": "Hopper", "role": role,
-            **extra}
+    body = {"email": email, "password": PASSWORD, "first_name": "Grace", "last_name": "Hopper", "role": role, **extra}
     response = api.post("/v1/users", json=body, headers=owner.headers)
     assert response.status_code == 201, response.text
     tokens = login(api, email, tenant_id=owner.tenant["id"])
-    return Account(owner.tenant, response.json()["data"], email, PASSWORD, tokens["access_token"],
-                   tokens["refresh_token"])
+    return Account(
+        owner.tenant, response.json()["data"], email, PASSWORD, tokens["access_token"], tokens["refresh_token"]
+    )
 
 
 @pytest.fixture

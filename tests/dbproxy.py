@@ -62,8 +62,9 @@ class FaultProxy:
             pair = {client_writer, upstream_writer}
             self._writers |= pair
             try:
-                await asyncio.gather(pipe(client_reader, upstream_writer, True),
-                                     pipe(upstream_reader, client_writer, False))
+                await asyncio.gather(
+                    pipe(client_reader, upstream_writer, True), pipe(upstream_reader, client_writer, False)
+                )
             finally:
                 self._writers -= pair
 
@@ -116,21 +117,27 @@ class FaultProxy:
 
     def down(self) -> None:
         """Cuts every connection and refuses new ones until `up()`."""
+
         def go_down() -> None:
             self._refusing = True
             self._cut_all()
+
         self._call(go_down)
 
     def up(self) -> None:
         """Forwards new connections again."""
+
         def go_up() -> None:
             self._refusing = False
+
         self._call(go_up)
 
     def cut_when_sent(self, marker: bytes) -> None:
         """Cuts every connection and goes down when a client next sends `marker`."""
+
         def arm() -> None:
             self._marker = marker
+
         self._call(arm)
 
     def close(self) -> None:

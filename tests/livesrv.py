@@ -132,8 +132,9 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(kind: str | None = None, workers: int = 1, url_transform: Callable[[str], str] | None = None,
-                 **env_overrides: str) -> LiveServer:
+def start_server(
+    kind: str | None = None, workers: int = 1, url_transform: Callable[[str], str] | None = None, **env_overrides: str
+) -> LiveServer:
     """Starts a server on a fresh database and waits until it is ready.
 
     `url_transform` rewrites the database URL the server uses (to route it through a proxy).
@@ -165,8 +166,15 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         "TENANTRY_SSE_HEARTBEAT": "1",
         # On PostgreSQL the counters are in Redis, as in production, under a prefix of this server's own.
         # and the server acts as the role that row-level security binds, as in production.
-        **({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
-            "TENANTRY_DB_ROLE": "tenantry_app"} if kind == "postgres" else {}),
+        **(
+            {
+                "REDIS_URL": REDIS_URL,
+                "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+                "TENANTRY_DB_ROLE": "tenantry_app",
+            }
+            if kind == "postgres"
+            else {}
+        ),
         **env_overrides,
     }
     cli = [sys.executable, "-m", "tenantry.cli"]
@@ -175,8 +183,13 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
         subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT)
         # `--password=...`: a generated password may start with "-", which argparse would
         # otherwise read as an option.
-        subprocess.run([*cli, "admin", "create", f"--email={OPERATOR_EMAIL}", f"--password={password}"],
-                       env=env, check=True, capture_output=True, cwd=ROOT)
+        subprocess.run(
+            [*cli, "admin", "create", f"--email={OPERATOR_EMAIL}", f"--password={password}"],
+            env=env,
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
     except subprocess.CalledProcessError:
         database.drop()  # nothing is left behind when the server cannot be set up
         raise
@@ -184,7 +197,10 @@ def start_server(kind: str | None = None, workers: int = 1, url_transform: Calla
     with log_path.open("wb") as handle:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-            env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
     url = f"http://127.0.0.1:{port}"
     server = LiveServer(url, env, process, database, password, log_path)

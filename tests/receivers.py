@@ -46,8 +46,9 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                owner.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                               time.monotonic()))
+                owner.received.append(
+                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+                )
                 owner.arrived.set()
                 if owner.hang:
                     time.sleep(owner.hang)
@@ -94,9 +95,13 @@ class Worker:
     def __init__(self, server: LiveServer, **env: str) -> None:
         self.log_path = Path(server.database.tmp.name) / f"worker-{time.monotonic_ns()}.log"
         with self.log_path.open("wb") as handle:
-            self.process = subprocess.Popen([sys.executable, "-m", "tenantry.cli", "worker"],
-                                            env={**server.env, **env}, stdout=handle, stderr=subprocess.STDOUT,
-                                            cwd=ROOT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tenantry.cli", "worker"],
+                env={**server.env, **env},
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
 
     def log(self) -> str:
         """Returns what the worker has written."""
@@ -115,4 +120,3 @@ class Worker:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
-

@@ -58,40 +58,72 @@ def test_every_change_is_recorded_with_its_actor_and_no_secret(api, owner, opera
     key_id, secret = key["key"]["id"], key["secret"]
     rotated = api.post(f"/v1/keys/{key_id}/rotate", json={}, headers=owner.headers).json()["data"]["secret"]
     assert api.delete(f"/v1/keys/{key_id}", headers=owner.headers).status_code == 204
-    role = api.post("/v1/roles", json={"name": "Auditor", "role_family": "Internal", "permissions": ["user:read"]},
-                    headers=owner.headers).json()["data"]
+    role = api.post(
+        "/v1/roles",
+        json={"name": "Auditor", "role_family": "Internal", "permissions": ["user:read"]},
+        headers=owner.headers,
+    ).json()["data"]
     assert api.post(f"/v1/users/{uid}/roles", json={"role_id": role["id"]}, headers=owner.headers).status_code == 200
     assert api.delete(f"/v1/users/{uid}/roles/{role['id']}", headers=owner.headers).status_code == 204
     assert api.delete(f"/v1/roles/{role['id']}", headers=owner.headers).status_code == 204
-    policy = api.post("/v1/policies", json={"name": "NoDeletes", "target": {"resource": "user", "action": "delete"},
-                                            "rules": {"effect": "deny", "conditions": []}, "is_enabled": False},
-                      headers=owner.headers).json()["data"]
+    policy = api.post(
+        "/v1/policies",
+        json={
+            "name": "NoDeletes",
+            "target": {"resource": "user", "action": "delete"},
+            "rules": {"effect": "deny", "conditions": []},
+            "is_enabled": False,
+        },
+        headers=owner.headers,
+    ).json()["data"]
     patched = api.patch(f"/v1/policies/{policy['id']}", json={"description": "x"}, headers=owner.headers)
     assert patched.status_code == 200
     assert api.delete(f"/v1/policies/{policy['id']}", headers=owner.headers).status_code == 204
     setup = api.post("/v1/auth/mfa/setup", json={"type": "totp"}, headers=member.headers).json()["data"]
-    assert api.post("/v1/auth/mfa/verify", json={"code": code_at(setup["secret"])},
-                    headers=member.headers).status_code == 200
+    assert (
+        api.post("/v1/auth/mfa/verify", json={"code": code_at(setup["secret"])}, headers=member.headers).status_code
+        == 200
+    )
     # The next step's code (the server accepts one step either side): the step verify used is spent.
-    disabled = api.request("DELETE", "/v1/auth/mfa", json={"code": code_at(setup["secret"], 1)},
-                           headers=member.headers)
+    disabled = api.request("DELETE", "/v1/auth/mfa", json={"code": code_at(setup["secret"], 1)}, headers=member.headers)
     assert disabled.status_code == 204, disabled.text
-    bad = api.post("/v1/auth/login", json={"email": member.email, "password": "wrong-password!",
-                                           "tenant_id": owner.tenant["id"]})
+    bad = api.post(
+        "/v1/auth/login", json={"email": member.email, "password": "wrong-password!", "tenant_id": owner.tenant["id"]}
+    )
     assert bad.status_code == 401
     assert api.post("/v1/auth/logout", headers=member.headers).status_code == 204
     tenant_headers = {**operator, "X-Tenant-ID": owner.tenant["id"]}
-    assert api.patch(f"/v1/tenants/{owner.tenant['id']}", json={"name": "Renamed"},
-                     headers=tenant_headers).status_code == 200
+    assert (
+        api.patch(f"/v1/tenants/{owner.tenant['id']}", json={"name": "Renamed"}, headers=tenant_headers).status_code
+        == 200
+    )
     assert api.delete(f"/v1/users/{uid}", headers=owner.headers).status_code == 204
 
     trail = entries(api, owner)
     actions = [e["action"] for e in reversed(trail)]
-    for expected in ["tenant.registered", "user.login", "user.created", "user.updated", "key.created", "key.rotated",
-                     "key.revoked", "role.created", "user.role_assigned", "user.role_removed", "role.deleted",
-                     "policy.created", "policy.updated", "policy.deleted", "user.mfa_setup_started",
-                     "user.mfa_enabled", "user.mfa_disabled", "user.login_failed", "user.logout", "tenant.updated",
-                     "user.deleted"]:
+    for expected in [
+        "tenant.registered",
+        "user.login",
+        "user.created",
+        "user.updated",
+        "key.created",
+        "key.rotated",
+        "key.revoked",
+        "role.created",
+        "user.role_assigned",
+        "user.role_removed",
+        "role.deleted",
+        "policy.created",
+        "policy.updated",
+        "policy.deleted",
+        "user.mfa_setup_started",
+        "user.mfa_enabled",
+        "user.mfa_disabled",
+        "user.login_failed",
+        "user.logout",
+        "tenant.updated",
+        "user.deleted",
+    ]:
         assert expected in actions, (expected, actions)
     by_action = {e["action"]: e for e in trail}  # the newest of each
     owner_actor = {"type": "user", "id": owner.user["id"]}
@@ -126,9 +158,15 @@ def test_every_change_is_recorded_with_its_actor_and_no_secret(api, owner, opera
 
 def test_a_refused_or_failed_change_leaves_no_change_entry_but_a_denial_is_recorded(api, owner):
     admin = add_user(api, owner, role="admin")
-    policy = api.post("/v1/policies", json={"name": "KeepAdmins", "target": {"resource": "user", "action": "delete"},
-                                            "rules": {"effect": "deny", "conditions": ["resource.role == 'admin'"]}},
-                      headers=owner.headers).json()["data"]
+    policy = api.post(
+        "/v1/policies",
+        json={
+            "name": "KeepAdmins",
+            "target": {"resource": "user", "action": "delete"},
+            "rules": {"effect": "deny", "conditions": ["resource.role == 'admin'"]},
+        },
+        headers=owner.headers,
+    ).json()["data"]
     assert api.delete(f"/v1/users/{admin.user['id']}", headers=owner.headers).status_code == 403
     denied = entries(api, owner, action="authz.denied")
     assert len(denied) == 1 and denied[0]["decided_by"] == [f"policy:{policy['id']}"]
@@ -156,8 +194,9 @@ def test_filters_and_the_cursor(api, owner):
     assert sequences == sorted(sequences, reverse=True)
     first = api.get("/v1/audit-logs", params={"limit": 2}, headers=owner.headers).json()
     assert len(first["data"]) == 2 and first["meta"]["pagination"]["has_more"] is True
-    second = api.get("/v1/audit-logs", params={"limit": 2, "starting_after": first["data"][-1]["id"]},
-                     headers=owner.headers).json()
+    second = api.get(
+        "/v1/audit-logs", params={"limit": 2, "starting_after": first["data"][-1]["id"]}, headers=owner.headers
+    ).json()
     assert second["data"][0]["sequence"] == first["data"][-1]["sequence"] - 1
     only = entries(api, owner, resource_type="user", resource_id=made[2])
     assert {e["resource_id"] for e in only} == {made[2]} and "user.created" in {e["action"] for e in only}
@@ -167,8 +206,9 @@ def test_filters_and_the_cursor(api, owner):
     assert len(entries(api, owner, date_to="2999-01-01T00:00:00Z")) == len(entries(api, owner))
     other = register(api, "Other")
     foreign = entries(api, other)[0]["id"]
-    assert_error(api.get("/v1/audit-logs", params={"starting_after": foreign}, headers=owner.headers),
-                 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get("/v1/audit-logs", params={"starting_after": foreign}, headers=owner.headers), 404, "RESOURCE_NOT_FOUND"
+    )
     assert_error(api.get(f"/v1/audit-logs/{foreign}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
     member = add_user(api, owner, role="member")
     assert_error(api.get("/v1/audit-logs", headers=member.headers), 403, "PERMISSION_DENIED")
@@ -186,8 +226,11 @@ def test_an_edited_or_removed_entry_breaks_the_chain_where_it_is(api, owner, ser
     assert result["broken"] == {"entry_id": victim["id"], "sequence": victim["sequence"], "reason": "hash_mismatch"}
     assert result["entries_checked"] == victim["sequence"]
     # Put it back, then remove one: the gap is named.
-    sql(server, "UPDATE audit_entry SET new_values = %s WHERE id = %s",
-        (json.dumps(victim["new_values"], sort_keys=True), victim["id"]))
+    sql(
+        server,
+        "UPDATE audit_entry SET new_values = %s WHERE id = %s",
+        (json.dumps(victim["new_values"], sort_keys=True), victim["id"]),
+    )
     assert api.get("/v1/audit-logs/verify", headers=owner.headers).json()["data"]["valid"] is True
     sql(server, "DELETE FROM audit_entry WHERE id = %s", (trail[4]["id"],))
     result = api.get("/v1/audit-logs/verify", headers=owner.headers).json()["data"]
@@ -199,8 +242,14 @@ def test_purge_removes_old_entries_and_the_rest_still_verifies(api, server):
     add_user(api, account)
     old = entries(api, account)
     time.sleep(2.5)
-    run = subprocess.run([sys.executable, "-m", "tenantry.cli", "audit", "purge", "--older-than", "2s"],
-                         env=server.env, cwd=ROOT, capture_output=True, text=True, check=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", "audit", "purge", "--older-than", "2s"],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(run.stdout)
     assert report["purged"][account.tenant["id"]] == len(old)
     kept = add_user(api, account).user["id"]
@@ -212,8 +261,13 @@ def test_purge_removes_old_entries_and_the_rest_still_verifies(api, server):
     verified = api.get("/v1/audit-logs/verify", headers=account.headers).json()["data"]
     assert verified["valid"] is True and verified["first_sequence"] > 1
     assert verified["entries_checked"] == len(trail)
-    bad = subprocess.run([sys.executable, "-m", "tenantry.cli", "audit", "purge", "--older-than", "soon"],
-                         env=server.env, cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", "audit", "purge", "--older-than", "soon"],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "90d" in bad.stderr
 
 

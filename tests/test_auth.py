@@ -14,9 +14,17 @@ from tests.livesrv import start_server
 
 def test_register_creates_tenant_and_owner_without_secrets(api):
     email = unique_email()
-    response = api.post("/v1/auth/register", json={
-        "email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "L", "tenant_name": "Acme",
-        "tenant_domain": "acme-register.example.com"})
+    response = api.post(
+        "/v1/auth/register",
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "first_name": "Ada",
+            "last_name": "L",
+            "tenant_name": "Acme",
+            "tenant_domain": "acme-register.example.com",
+        },
+    )
     assert response.status_code == 201, response.text
     data = response.json()["data"]
     assert data["user"]["role"] == "owner" and data["user"]["tenant_id"] == data["tenant"]["id"]
@@ -28,13 +36,20 @@ def test_register_creates_tenant_and_owner_without_secrets(api):
 def test_register_duplicate_domain_is_409_and_writes_nothing(api):
     register(api, tenant_domain="taken-domain.example.com")
     email = unique_email()
-    response = api.post("/v1/auth/register", json={
-        "email": email, "password": PASSWORD, "first_name": "A", "last_name": "B", "tenant_name": "Second",
-        "tenant_domain": "TAKEN-domain.example.com"})
+    response = api.post(
+        "/v1/auth/register",
+        json={
+            "email": email,
+            "password": PASSWORD,
+            "first_name": "A",
+            "last_name": "B",
+            "tenant_name": "Second",
+            "tenant_domain": "TAKEN-domain.example.com",
+        },
+    )
     assert_error(response, 409, "CONFLICT")
     # Nothing half-written: the owner account was rolled back with the tenant.
-    assert_error(api.post("/v1/auth/login", json={"email": email, "password": PASSWORD}), 401,
-                 "AUTHENTICATION_FAILED")
+    assert_error(api.post("/v1/auth/login", json={"email": email, "password": PASSWORD}), 401, "AUTHENTICATION_FAILED")
 
 
 def test_login_answers_tokens_and_me_works(api, owner):
@@ -74,30 +89,43 @@ def test_wrong_email_costs_the_same_time_as_wrong_password(api, owner):
 
 def test_same_email_in_two_tenants_needs_a_tenant(api):
     first = register(api)
-    second_tenant = api.post("/v1/auth/register", json={
-        "email": first.email.upper(), "password": PASSWORD, "first_name": "A", "last_name": "B",
-        "tenant_name": "Other"})
+    second_tenant = api.post(
+        "/v1/auth/register",
+        json={
+            "email": first.email.upper(),
+            "password": PASSWORD,
+            "first_name": "A",
+            "last_name": "B",
+            "tenant_name": "Other",
+        },
+    )
     assert second_tenant.status_code == 201
     other_id = second_tenant.json()["data"]["tenant"]["id"]
-    assert_error(api.post("/v1/auth/login", json={"email": first.email, "password": PASSWORD}), 400,
-                 "TENANT_REQUIRED")
+    assert_error(api.post("/v1/auth/login", json={"email": first.email, "password": PASSWORD}), 400, "TENANT_REQUIRED")
     by_field = login(api, first.email, tenant_id=other_id)
     assert by_field["user"]["tenant_id"] == other_id
-    by_header = api.post("/v1/auth/login", json={"email": first.email, "password": PASSWORD},
-                         headers={"X-Tenant-ID": first.tenant["id"]})
+    by_header = api.post(
+        "/v1/auth/login", json={"email": first.email, "password": PASSWORD}, headers={"X-Tenant-ID": first.tenant["id"]}
+    )
     assert by_header.json()["data"]["user"]["tenant_id"] == first.tenant["id"]
 
 
 def test_login_on_a_verified_domain_picks_its_tenant(api, operator):
     first = register(api)
-    second = api.post("/v1/auth/register", json={
-        "email": first.email, "password": PASSWORD, "first_name": "A", "last_name": "B", "tenant_name": "Dom"})
+    second = api.post(
+        "/v1/auth/register",
+        json={"email": first.email, "password": PASSWORD, "first_name": "A", "last_name": "B", "tenant_name": "Dom"},
+    )
     second_id = second.json()["data"]["tenant"]["id"]
-    put = api.put(f"/v1/tenants/{second_id}/domains", json={"domain": "login.dom.example.com", "verified": True},
-                  headers=operator)
+    put = api.put(
+        f"/v1/tenants/{second_id}/domains", json={"domain": "login.dom.example.com", "verified": True}, headers=operator
+    )
     assert put.status_code == 201, put.text
-    response = api.post("/v1/auth/login", json={"email": first.email, "password": PASSWORD},
-                        headers={"Host": "login.dom.example.com:8000"})
+    response = api.post(
+        "/v1/auth/login",
+        json={"email": first.email, "password": PASSWORD},
+        headers={"Host": "login.dom.example.com:8000"},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["data"]["user"]["tenant_id"] == second_id
 
@@ -111,8 +139,9 @@ def test_refresh_rotates_and_reuse_revokes_the_session(api, owner):
     # Reusing the spent token is treated as theft: the whole session dies.
     reuse = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": owner.refresh_token})
     assert "already used" in assert_error(reuse, 401, "SESSION_REVOKED")["message"]
-    assert_error(api.get("/v1/auth/me", headers={"Authorization": f"Bearer {pair['access_token']}"}), 401,
-                 "SESSION_REVOKED")
+    assert_error(
+        api.get("/v1/auth/me", headers={"Authorization": f"Bearer {pair['access_token']}"}), 401, "SESSION_REVOKED"
+    )
     again = api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]})
     assert_error(again, 401, "SESSION_REVOKED")
 
@@ -139,14 +168,18 @@ def test_refreshing_after_logout_says_the_session_ended_not_already_used(api, ow
     headers = {"Authorization": f"Bearer {pair['access_token']}"}
     assert api.post("/v1/auth/logout", headers=headers).status_code == 204
     for _ in range(2):  # and again: still no replay
-        error = assert_error(api.post("/v1/auth/token", json={"grant_type": "refresh_token",
-                                                              "refresh_token": pair["refresh_token"]}),
-                             401, "SESSION_REVOKED")
+        error = assert_error(
+            api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}),
+            401,
+            "SESSION_REVOKED",
+        )
         assert "ended" in error["message"] and "already used" not in error["message"], error
     # The token spent by the rotation before the logout is a replay, and says so.
-    error = assert_error(api.post("/v1/auth/token", json={"grant_type": "refresh_token",
-                                                          "refresh_token": owner.refresh_token}),
-                         401, "SESSION_REVOKED")
+    error = assert_error(
+        api.post("/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": owner.refresh_token}),
+        401,
+        "SESSION_REVOKED",
+    )
     assert "already used" in error["message"], error
 
 
@@ -155,8 +188,7 @@ def test_a_forged_token_is_401(api, owner):
     forged = jwt.encode({**claims, "sub": "usr_01JDQ40B4XK3W0V9C2E5G7H8JM"}, "x" * 48, algorithm="HS256")
     assert_error(api.get("/v1/auth/me", headers={"Authorization": f"Bearer {forged}"}), 401, "AUTHENTICATION_FAILED")
     none_alg = jwt.encode(claims, None, algorithm="none")
-    assert_error(api.get("/v1/auth/me", headers={"Authorization": f"Bearer {none_alg}"}), 401,
-                 "AUTHENTICATION_FAILED")
+    assert_error(api.get("/v1/auth/me", headers={"Authorization": f"Bearer {none_alg}"}), 401, "AUTHENTICATION_FAILED")
 
 
 def test_expired_access_token_is_token_expired(api):
@@ -179,9 +211,16 @@ def closed_server():
 
 def test_self_signup_can_be_turned_off(closed_server):
     with closed_server.client() as client:
-        response = client.post("/v1/auth/register", json={
-            "email": unique_email(), "password": PASSWORD, "first_name": "A", "last_name": "B",
-            "tenant_name": "Nope"})
+        response = client.post(
+            "/v1/auth/register",
+            json={
+                "email": unique_email(),
+                "password": PASSWORD,
+                "first_name": "A",
+                "last_name": "B",
+                "tenant_name": "Nope",
+            },
+        )
         assert_error(response, 403, "SIGNUP_DISABLED")
 
 

@@ -81,7 +81,8 @@ def test_a_full_bucket_restarts_the_counter_nearest_its_end_and_warns_once(caplo
     assert not limiter.hit(one, "k7")
     assert limiter.hit(one, "k0")
     assert [r.getMessage() for r in caplog.records].count(
-        "rate-limit table full: 1 counters restarted so far; raise TENANTRY_RATE_LIMIT_SLOTS") == 1
+        "rate-limit table full: 1 counters restarted so far; raise TENANTRY_RATE_LIMIT_SLOTS"
+    ) == 1
     assert len(caplog.records) == 1
 
 
@@ -186,8 +187,11 @@ def test_the_breaker_opens_once_fails_fast_and_probes_after_the_cool_down(caplog
         assert breaker.call(working, TimeoutError) == "ok" and len(calls) == 5
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert lines == [
-        ("WARNING", "the store unreachable (TimeoutError: Timeout reading from socket): rate limits are not "
-                    "applied (failing open); trying it again in 5 s"),
+        (
+            "WARNING",
+            "the store unreachable (TimeoutError: Timeout reading from socket): rate limits are not "
+            "applied (failing open); trying it again in 5 s",
+        ),
         ("INFO", "the store reachable again: rate limits apply"),
     ]
 
@@ -222,8 +226,9 @@ def test_only_one_probe_runs_at_a_time():
 def test_a_hung_redis_is_asked_once_per_cool_down():
     hung = HungRedis()
     try:
-        storage = BreakerRedisStorage(f"tenantry-redis://127.0.0.1:{hung.port}/0", retry_after=60,
-                                      socket_timeout=0.2, socket_connect_timeout=0.2)
+        storage = BreakerRedisStorage(
+            f"tenantry-redis://127.0.0.1:{hung.port}/0", retry_after=60, socket_timeout=0.2, socket_connect_timeout=0.2
+        )
         limiter = SlidingWindowCounterRateLimiter(storage)
         for _ in range(20):
             with pytest.raises(CounterStoreUnavailable):
@@ -254,8 +259,9 @@ def test_keys_chosen_to_share_a_counters_bucket_do_not_evict_it(tmp_path, shared
     def bucket(key: str) -> int:  # what an attacker computes: the digest as the table took it
         return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest()[:8], "little") % buckets
 
-    colliding = [f"email:{n}" for n in range(200_000)
-                 if bucket(ten.key_for("auth-account", f"email:{n}")) == bucket(victim)][:8]
+    colliding = [
+        f"email:{n}" for n in range(200_000) if bucket(ten.key_for("auth-account", f"email:{n}")) == bucket(victim)
+    ][:8]
     assert len(colliding) == 8
     assert [limiter.hit(ten, "auth-account", "email:victim") for _ in range(11)] == [True] * 10 + [False]
     clock.now += 1

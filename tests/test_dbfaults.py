@@ -20,8 +20,9 @@ from tests.dbproxy import FaultProxy
 from tests.livesrv import POSTGRES_ADMIN_URL, LiveServer, backend, postgres_reachable, start_server
 from tests.test_idempotency import new_user, users_with
 
-pytestmark = pytest.mark.skipif(backend() != "postgres", reason="a connection to lose is PostgreSQL's; "
-                                "SQLite is embedded in the server's process")
+pytestmark = pytest.mark.skipif(
+    backend() != "postgres", reason="a connection to lose is PostgreSQL's; SQLite is embedded in the server's process"
+)
 
 THREADS = 8  # the server's handler threads (TENANTRY_THREADS), each keeping its own connection
 

@@ -8,8 +8,7 @@ from tests.conftest import assert_error
 def test_missing_and_malformed_credentials_are_401(api):
     assert_error(api.get("/v1/users"), 401, "AUTHENTICATION_FAILED")
     assert_error(api.get("/v1/users", headers={"Authorization": "Bearer not-a-jwt"}), 401, "AUTHENTICATION_FAILED")
-    assert_error(api.get("/v1/users", headers={"Authorization": "Basic Zm9vOmJhcg=="}), 401,
-                 "AUTHENTICATION_FAILED")
+    assert_error(api.get("/v1/users", headers={"Authorization": "Basic Zm9vOmJhcg=="}), 401, "AUTHENTICATION_FAILED")
     response = api.get("/v1/auth/me")
     assert response.headers["www-authenticate"].startswith("Bearer")
 
@@ -32,8 +31,9 @@ def test_wrong_types_and_unknown_fields_are_named(api, owner):
 
 
 def test_missing_required_fields_are_named(api, owner):
-    error = assert_error(api.post("/v1/users", json={"email": "a@b.co"}, headers=owner.headers), 400,
-                         "VALIDATION_ERROR")
+    error = assert_error(
+        api.post("/v1/users", json={"email": "a@b.co"}, headers=owner.headers), 400, "VALIDATION_ERROR"
+    )
     assert {d["field"] for d in error["details"]} == {"password", "first_name", "last_name"}
 
 
@@ -50,8 +50,7 @@ def test_unknown_query_parameter_is_400(api, owner):
 
 def test_bad_ids_are_400_and_unknown_ids_404(api, owner):
     assert_error(api.get("/v1/users/not-an-id", headers=owner.headers), 400, "VALIDATION_ERROR")
-    assert_error(api.get("/v1/users/usr_01JDQ40B4XK3W0V9C2E5G7H8JM", headers=owner.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(api.get("/v1/users/usr_01JDQ40B4XK3W0V9C2E5G7H8JM", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
 
 
 def test_wrong_content_type_is_415(api, owner):
@@ -60,8 +59,11 @@ def test_wrong_content_type_is_415(api, owner):
 
 
 def test_oversized_body_is_413_before_it_is_read(api, owner):
-    response = api.post("/v1/users", content=b"{" + b" " * (10 * 1024 * 1024 + 1) + b"}",
-                        headers={**owner.headers, "Content-Type": "application/json"})
+    response = api.post(
+        "/v1/users",
+        content=b"{" + b" " * (10 * 1024 * 1024 + 1) + b"}",
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
@@ -79,8 +81,9 @@ def test_a_path_parameter_no_operation_matches_is_404_not_500(api, owner):
 
 
 def test_a_long_url_is_414_and_large_headers_431_in_the_envelope(api, owner):
-    error = assert_error(api.get("/v1/users", params={"search": "x" * 9000}, headers=owner.headers),
-                         414, "URI_TOO_LONG")
+    error = assert_error(
+        api.get("/v1/users", params={"search": "x" * 9000}, headers=owner.headers), 414, "URI_TOO_LONG"
+    )
     assert "8 KB" in error["message"]
     padding = {f"X-Pad-{i}": "p" * 1000 for i in range(40)}
     error = assert_error(api.get("/v1/users", headers={**owner.headers, **padding}), 431, "REQUEST_HEADERS_TOO_LARGE")
@@ -101,10 +104,13 @@ def test_more_than_fifty_query_parameters_is_400(api, owner):
 
 
 def test_a_batch_over_a_hundred_items_is_400(api, owner):
-    users = [{"email": f"u{i}@example.com", "password": "correct-horse-battery", "first_name": "A", "last_name": "B"}
-             for i in range(101)]
-    error = assert_error(api.post("/v1/users/batch", json={"users": users}, headers=owner.headers),
-                         400, "VALIDATION_ERROR")
+    users = [
+        {"email": f"u{i}@example.com", "password": "correct-horse-battery", "first_name": "A", "last_name": "B"}
+        for i in range(101)
+    ]
+    error = assert_error(
+        api.post("/v1/users/batch", json={"users": users}, headers=owner.headers), 400, "VALIDATION_ERROR"
+    )
     assert error["details"][0]["field"] == "users"
 
 

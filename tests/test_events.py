@@ -73,8 +73,9 @@ def test_filters_patterns_dates_cursor_and_get(api, owner):
     got = api.get(f"/v1/events/{newest['id']}", headers=owner.headers)
     assert got.status_code == 200 and got.json()["data"] == newest
     assert_error(api.get("/v1/events", params={"type": "users"}, headers=owner.headers), 400, "VALIDATION_ERROR")
-    assert_error(api.get("/v1/events", params={"created_from": "yesterday"}, headers=owner.headers), 400,
-                 "VALIDATION_ERROR")
+    assert_error(
+        api.get("/v1/events", params={"created_from": "yesterday"}, headers=owner.headers), 400, "VALIDATION_ERROR"
+    )
 
 
 def test_another_tenants_or_modes_events_are_404(api, owner):
@@ -82,8 +83,9 @@ def test_another_tenants_or_modes_events_are_404(api, owner):
     event_id = events(api, owner.headers)["data"][0]["id"]
     other = register(api, "Other")
     assert_error(api.get(f"/v1/events/{event_id}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.get("/v1/events", params={"starting_after": event_id}, headers=other.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get("/v1/events", params={"starting_after": event_id}, headers=other.headers), 404, "RESOURCE_NOT_FOUND"
+    )
     assert event_id not in json.dumps(events(api, other.headers))
     key = api.post("/v1/keys", json={"name": "t", "permissions": ["admin"], "mode": "test"}, headers=owner.headers)
     test_headers = {"X-API-Key": key.json()["data"]["secret"]}
@@ -195,8 +197,11 @@ def test_the_stream_resumes_after_last_event_id_and_filters_by_type(server, api,
     finally:
         stream.close()
     other = register(api, "Other")
-    assert_error(api.get("/v1/events/stream", headers={**other.headers, "Last-Event-ID": first_event["id"]}), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get("/v1/events/stream", headers={**other.headers, "Last-Event-ID": first_event["id"]}),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
 
 
 def test_the_stream_shows_only_the_callers_tenant(server, api, owner):
@@ -217,8 +222,11 @@ def test_purge_removes_old_events_but_keeps_those_a_pending_delivery_needs(serve
 
     from tests.livesrv import ROOT
 
-    hook = api.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/never", "events": ["user.*"],
-                                          "enabled": True}, headers=owner.headers)
+    hook = api.post(
+        "/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/never", "events": ["user.*"], "enabled": True},
+        headers=owner.headers,
+    )
     assert hook.status_code == 201, hook.text
     pending_user = new_user(api, owner.headers)  # no worker runs here: its delivery stays pending
     time.sleep(1.2)

@@ -78,8 +78,13 @@ def _references(page: str) -> list[str]:
 
     class Parser(HTMLParser):
         def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            found.extend(v for k, v in attrs if k in {"src", "href", "action", "data", "poster", "srcset",
-                                                       "formaction", "content"} and v and "/" in v)
+            found.extend(
+                v
+                for k, v in attrs
+                if k in {"src", "href", "action", "data", "poster", "srcset", "formaction", "content"}
+                and v
+                and "/" in v
+            )
 
     Parser().feed(page)
     return found
@@ -89,8 +94,10 @@ def test_metrics_count_requests_by_operation_and_status(api):
     api.get("/health")
     api.get("/v1/users")
     # A request is counted once its response has gone, so the next request may come first.
-    text = eventually(lambda: (lambda t: t if 'operation="list_users",status="401"' in t else None)(
-        api.get("/metrics").text), timeout=10)
+    text = eventually(
+        lambda: (lambda t: t if 'operation="list_users",status="401"' in t else None)(api.get("/metrics").text),
+        timeout=10,
+    )
     assert 'tenantry_requests_total{method="GET",operation="get_health",status="200"}' in text
     assert "tenantry_request_duration_seconds_bucket" in text
     assert "tenantry_requests_in_flight" in text
@@ -121,8 +128,7 @@ def test_published_spec_keeps_partner_facts_and_drops_the_server_wiring(api):
     # Internal Python paths and storage details are not published...
     assert "x-bearerInfoFunc" not in text and "x-apikeyInfoFunc" not in text and "tenantry.security" not in text
     assert "x-hashed" not in text
-    assert set(spec["components"]["securitySchemes"]["bearerAuth"]) == {"type", "scheme", "bearerFormat",
-                                                                         "description"}
+    assert set(spec["components"]["securitySchemes"]["bearerAuth"]) == {"type", "scheme", "bearerFormat", "description"}
     # ...what an operation needs, how it is limited and what it records are.
     list_users = spec["paths"]["/v1/users"]["get"]
     assert list_users["x-permission"] == "user:read" and list_users["x-rate-limit"] == "standard"
@@ -147,8 +153,11 @@ def test_responses_are_gzipped_for_clients_that_accept_it(server):
         # Swagger UI's assets carry an ETag: the gzip copy's is weak, as it is not the same bytes.
         asset = client.get("/docs/swagger-ui-bundle.js", headers={"Accept-Encoding": "gzip"})
         assert asset.headers["content-encoding"] == "gzip" and asset.headers["etag"].startswith('W/"')
-        assert not client.get("/docs/swagger-ui-bundle.js",
-                              headers={"Accept-Encoding": "identity"}).headers["etag"].startswith("W/")
+        assert (
+            not client.get("/docs/swagger-ui-bundle.js", headers={"Accept-Encoding": "identity"})
+            .headers["etag"]
+            .startswith("W/")
+        )
 
 
 def test_published_servers_name_the_public_url():
@@ -158,7 +167,8 @@ def test_published_servers_name_the_public_url():
     try:
         with server.client() as client:
             assert client.get("/openapi.json").json()["servers"] == [
-                {"url": "https://api.example.com", "description": "This API"}]
+                {"url": "https://api.example.com", "description": "This API"}
+            ]
             assert yaml.safe_load(client.get("/openapi.yaml").text)["servers"][0]["url"] == "https://api.example.com"
     finally:
         server.stop()
@@ -200,9 +210,16 @@ def test_head_says_what_get_would_about_compression(api):
 
 def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect(api, owner):
     user_id = owner.user["id"]
-    for method, path in (("GET", "/v1/users/"), ("POST", "/v1/users/"), ("GET", f"/v1/users/{user_id}/"),
-                         ("GET", "/health/"), ("GET", "/openapi.json/"), ("DELETE", "/v1/keys/"),
-                         ("GET", "/v1/users//"), ("GET", "/v1/nothing-here/")):
+    for method, path in (
+        ("GET", "/v1/users/"),
+        ("POST", "/v1/users/"),
+        ("GET", f"/v1/users/{user_id}/"),
+        ("GET", "/health/"),
+        ("GET", "/openapi.json/"),
+        ("DELETE", "/v1/keys/"),
+        ("GET", "/v1/users//"),
+        ("GET", "/v1/nothing-here/"),
+    ):
         response = api.request(method, path, headers=owner.headers, follow_redirects=False)
         assert "location" not in response.headers, (method, path)
         error = assert_error(response, 404, "RESOURCE_NOT_FOUND")
@@ -227,11 +244,29 @@ def test_database_down_is_503_in_the_envelope_and_liveness_stays_up():
     from tests.livesrv import ROOT, free_port
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
-           "TENANTRY_SECRET_KEY": "k" * 48, "TENANTRY_ENV": "test"}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "tenantry.asgi:application", "--factory",
-                                "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        "TENANTRY_SECRET_KEY": "k" * 48,
+        "TENANTRY_ENV": "test",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tenantry.asgi:application",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -255,9 +290,14 @@ def test_cors_allows_exactly_the_configured_origins():
     server = start_server(TENANTRY_CORS_ORIGINS="https://app.example.com")
     try:
         with server.client() as client:
-            preflight = client.options("/v1/users", headers={
-                "Origin": "https://app.example.com", "Access-Control-Request-Method": "GET",
-                "Access-Control-Request-Headers": "Authorization"})
+            preflight = client.options(
+                "/v1/users",
+                headers={
+                    "Origin": "https://app.example.com",
+                    "Access-Control-Request-Method": "GET",
+                    "Access-Control-Request-Headers": "Authorization",
+                },
+            )
             assert preflight.status_code == 200
             assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
             assert preflight.headers["x-request-id"]

@@ -29,8 +29,11 @@ def test_a_retry_with_the_same_key_replays_the_first_answer_and_creates_nothing(
     first = api.post("/v1/users", json=body, headers=headers)
     assert first.status_code == 201 and "idempotent-replayed" not in first.headers
     # The same JSON written differently is the same request.
-    again = api.post("/v1/users", content=httpx.Request("POST", "/", json=dict(reversed(body.items()))).content,
-                     headers={**headers, "Content-Type": "application/json"})
+    again = api.post(
+        "/v1/users",
+        content=httpx.Request("POST", "/", json=dict(reversed(body.items()))).content,
+        headers={**headers, "Content-Type": "application/json"},
+    )
     assert again.status_code == 201, again.text
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
@@ -45,8 +48,11 @@ def test_the_same_key_with_another_request_is_refused(api, owner):
     error = assert_error(api.post("/v1/users", json=new_user(), headers=headers), 422, "IDEMPOTENCY_KEY_REUSED")
     assert "different request" in error["message"]
     # Another path is another request too.
-    assert_error(api.post("/v1/keys", json={"name": "k", "permissions": ["user:read"]}, headers=headers),
-                 422, "IDEMPOTENCY_KEY_REUSED")
+    assert_error(
+        api.post("/v1/keys", json={"name": "k", "permissions": ["user:read"]}, headers=headers),
+        422,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
 
 
 def test_the_older_header_name_works_and_the_standard_one_wins(api, owner):
@@ -54,14 +60,18 @@ def test_the_older_header_name_works_and_the_standard_one_wins(api, owner):
     first = api.post("/v1/users", json=body, headers={**owner.headers, "X-Idempotency-Key": "old-name"})
     again = api.post("/v1/users", json=body, headers={**owner.headers, "Idempotency-Key": "old-name"})
     assert first.status_code == again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
-    both = api.post("/v1/users", json=body, headers={**owner.headers, "Idempotency-Key": "old-name",
-                                                     "X-Idempotency-Key": "ignored"})
+    both = api.post(
+        "/v1/users", json=body, headers={**owner.headers, "Idempotency-Key": "old-name", "X-Idempotency-Key": "ignored"}
+    )
     assert both.headers["idempotent-replayed"] == "true" and both.json() == first.json()
 
 
 def test_keys_are_out_of_range_and_scoped_to_the_credential(api, owner):
-    assert_error(api.post("/v1/users", json=new_user(), headers={**owner.headers, "Idempotency-Key": "x" * 256}),
-                 400, "VALIDATION_ERROR")
+    assert_error(
+        api.post("/v1/users", json=new_user(), headers={**owner.headers, "Idempotency-Key": "x" * 256}),
+        400,
+        "VALIDATION_ERROR",
+    )
     other = register(api, "Other")
     body = new_user()
     mine = api.post("/v1/users", json=body, headers={**owner.headers, "Idempotency-Key": "shared"})
@@ -169,13 +179,22 @@ def test_a_5xx_frees_the_key_and_the_retry_runs_the_request(api, owner, server):
     # The handler's insert of this one user fails inside the database (a server error, not a
     # refusal): on PostgreSQL a trigger raises, on SQLite it overflows an integer.
     if backend() == "postgres":
-        sql(server, "CREATE FUNCTION fail_for_test() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN RAISE EXCEPTION 'failing on purpose'; END $$")
-        sql(server, f"CREATE TRIGGER fail_once BEFORE INSERT ON user_account FOR EACH ROW "
-                    f"WHEN (NEW.email = '{body['email']}') EXECUTE FUNCTION fail_for_test()")
+        sql(
+            server,
+            "CREATE FUNCTION fail_for_test() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'failing on purpose'; END $$",
+        )
+        sql(
+            server,
+            f"CREATE TRIGGER fail_once BEFORE INSERT ON user_account FOR EACH ROW "
+            f"WHEN (NEW.email = '{body['email']}') EXECUTE FUNCTION fail_for_test()",
+        )
     else:
-        sql(server, f"CREATE TRIGGER fail_once BEFORE INSERT ON user_account WHEN NEW.email = '{body['email']}' "
-                    "BEGIN SELECT abs(-9223372036854775807 - 1); END")
+        sql(
+            server,
+            f"CREATE TRIGGER fail_once BEFORE INSERT ON user_account WHEN NEW.email = '{body['email']}' "
+            "BEGIN SELECT abs(-9223372036854775807 - 1); END",
+        )
     try:
         failed = api.post("/v1/users", json=body, headers=headers)
         assert 500 <= failed.status_code < 600, failed.text
@@ -290,8 +309,11 @@ def _wait_until_unlocked(db, token: int, timeout: float = 10) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    while db.execute_sql("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
-                         "AND ((classid::bigint << 32) | objid::bigint) = %s)", (token,)).fetchone()[0]:
+    while db.execute_sql(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 "
+        "AND ((classid::bigint << 32) | objid::bigint) = %s)",
+        (token,),
+    ).fetchone()[0]:
         assert time.monotonic() < deadline, f"the lock on {token} was still held after {timeout} s"
         time.sleep(0.02)
 

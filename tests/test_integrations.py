@@ -56,21 +56,31 @@ def new_secret() -> str:
 
 
 def make_provider(api, owner, site: str = "https://api.example.com", **body: Any) -> dict[str, Any]:
-    body = {"name": f"svc-{uuid.uuid4().hex[:8]}", "webhook_url": f"{site}/hooks", "api_base_url": site,
-            "secret_key": new_secret(), **body}
+    body = {
+        "name": f"svc-{uuid.uuid4().hex[:8]}",
+        "webhook_url": f"{site}/hooks",
+        "api_base_url": site,
+        "secret_key": new_secret(),
+        **body,
+    }
     response = api.post("/v1/integrations/providers", json=body, headers=owner.headers)
     assert response.status_code == 201, response.text
     return {**response.json()["data"], "secret": body["secret_key"]}
 
 
-def standard_headers(secret: str, raw: bytes, msg_id: str | None = None, at: float | None = None,
-                     signer: Webhook | None = None) -> dict[str, str]:
+def standard_headers(
+    secret: str, raw: bytes, msg_id: str | None = None, at: float | None = None, signer: Webhook | None = None
+) -> dict[str, str]:
     """Standard Webhooks headers for `raw`, signed by the reference library."""
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     moment = datetime.fromtimestamp(int(time.time() if at is None else at), tz=UTC)
     signature = (signer or Webhook(secret)).sign(msg_id, moment, raw.decode())
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())), "webhook-signature": signature,
-            "Content-Type": "application/json"}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
 
 
 def deliver(api, provider: dict[str, Any], payload: Any, headers: dict[str, str] | None = None, **signing: Any):
@@ -98,17 +108,22 @@ def events(api, owner, **params: Any) -> list[dict[str, Any]]:
 
 # Providers.
 
+
 def test_a_provider_is_managed_and_its_secret_never_answered(api, owner):
     provider = make_provider(api, owner, auth_type="oauth2", allowed_ips=["203.0.113.7/24"])
     secret, pid = provider["secret"], provider["id"]
     assert provider["signature_scheme"] == "standard-webhooks" and provider["auth_type"] == "oauth2"
     assert provider["allowed_ips"] == ["203.0.113.0/24"] and provider["health_url"] is None
     assert provider["is_active"] is True and provider["health_status"] is None
-    answers = [api.get(f"/v1/integrations/providers/{pid}", headers=owner.headers),
-               api.get("/v1/integrations/providers", headers=owner.headers),
-               api.patch(f"/v1/integrations/providers/{pid}", json={"name": "renamed", "secret_key": "x" * 20,
-                                                                     "health_url": "https://api.example.com/up"},
-                         headers=owner.headers)]
+    answers = [
+        api.get(f"/v1/integrations/providers/{pid}", headers=owner.headers),
+        api.get("/v1/integrations/providers", headers=owner.headers),
+        api.patch(
+            f"/v1/integrations/providers/{pid}",
+            json={"name": "renamed", "secret_key": "x" * 20, "health_url": "https://api.example.com/up"},
+            headers=owner.headers,
+        ),
+    ]
     for answer in answers:
         assert answer.status_code == 200, answer.text
         assert secret not in answer.text and "x" * 20 not in answer.text and "secret" not in answer.text
@@ -130,8 +145,11 @@ def test_another_tenants_provider_and_events_are_404_and_members_are_refused(api
     other = register(api, "Other")
     pid = provider["id"]
     assert_error(api.get(f"/v1/integrations/providers/{pid}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.patch(f"/v1/integrations/providers/{pid}", json={"is_active": False}, headers=other.headers),
-                 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.patch(f"/v1/integrations/providers/{pid}", json={"is_active": False}, headers=other.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     assert_error(api.delete(f"/v1/integrations/providers/{pid}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
     assert_error(api.get(f"/v1/integrations/events/{event_id}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
     assert api.get("/v1/integrations/providers", headers=other.headers).json()["data"] == []
@@ -139,35 +157,68 @@ def test_another_tenants_provider_and_events_are_404_and_members_are_refused(api
     member = add_user(api, owner, role="member")
     error = assert_error(api.get("/v1/integrations/providers", headers=member.headers), 403, "PERMISSION_DENIED")
     assert "integration:read" in error["message"]
-    assert_error(api.post("/v1/integrations/providers", json={"name": "x", "webhook_url": "https://a.example.com",
-                                                             "api_base_url": "https://a.example.com",
-                                                             "secret_key": new_secret()}, headers=member.headers),
-                 403, "PERMISSION_DENIED")
+    assert_error(
+        api.post(
+            "/v1/integrations/providers",
+            json={
+                "name": "x",
+                "webhook_url": "https://a.example.com",
+                "api_base_url": "https://a.example.com",
+                "secret_key": new_secret(),
+            },
+            headers=member.headers,
+        ),
+        403,
+        "PERMISSION_DENIED",
+    )
 
 
 def test_urls_to_private_addresses_are_refused_unless_allow_listed(api, owner):
-    for url in ("http://10.0.0.1/hooks", "http://169.254.169.254/latest/meta-data", "http://[::1]:8080/",
-                "http://192.168.1.10/"):
-        body = {"name": "private", "webhook_url": url, "api_base_url": "https://api.example.com",
-                "secret_key": new_secret()}
-        error = assert_error(api.post("/v1/integrations/providers", json=body, headers=owner.headers),
-                             422, "URL_NOT_ALLOWED")
+    for url in (
+        "http://10.0.0.1/hooks",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:8080/",
+        "http://192.168.1.10/",
+    ):
+        body = {
+            "name": "private",
+            "webhook_url": url,
+            "api_base_url": "https://api.example.com",
+            "secret_key": new_secret(),
+        }
+        error = assert_error(
+            api.post("/v1/integrations/providers", json=body, headers=owner.headers), 422, "URL_NOT_ALLOWED"
+        )
         assert error["details"][0]["field"] == "webhook_url" and "private" in error["details"][0]["message"]
-    body = {"name": "creds", "webhook_url": "https://user:pw@api.example.com", "api_base_url": "https://a.example.com",
-            "secret_key": new_secret()}
+    body = {
+        "name": "creds",
+        "webhook_url": "https://user:pw@api.example.com",
+        "api_base_url": "https://a.example.com",
+        "secret_key": new_secret(),
+    }
     assert_error(api.post("/v1/integrations/providers", json=body, headers=owner.headers), 422, "URL_NOT_ALLOWED")
     # The suite's server allows 127.0.0.0/8 (TENANTRY_OUTBOUND_ALLOWLIST), and nothing else private.
     provider = make_provider(api, owner, site="http://127.0.0.1:9")
-    error = assert_error(api.patch(f"/v1/integrations/providers/{provider['id']}",
-                                   json={"health_url": "http://10.1.2.3/health"}, headers=owner.headers),
-                         422, "URL_NOT_ALLOWED")
+    error = assert_error(
+        api.patch(
+            f"/v1/integrations/providers/{provider['id']}",
+            json={"health_url": "http://10.1.2.3/health"},
+            headers=owner.headers,
+        ),
+        422,
+        "URL_NOT_ALLOWED",
+    )
     assert error["details"] == [{"field": "health_url", "message": error["details"][0]["message"]}]
     assert api.get("/v1/integrations/providers", headers=owner.headers).json()["data"][0]["health_url"] is None
 
 
 def test_bad_inputs_are_4xx_never_500(api, owner):
-    good = {"name": "svc", "webhook_url": "https://h.example.com", "api_base_url": "https://a.example.com",
-            "secret_key": new_secret()}
+    good = {
+        "name": "svc",
+        "webhook_url": "https://h.example.com",
+        "api_base_url": "https://a.example.com",
+        "secret_key": new_secret(),
+    }
     cases = [
         {k: v for k, v in good.items() if k != "secret_key"},
         {**good, "secret_key": "short"},
@@ -183,28 +234,43 @@ def test_bad_inputs_are_4xx_never_500(api, owner):
     assert api.post("/v1/integrations/providers", json=good, headers=owner.headers).status_code == 201
     assert_error(api.post("/v1/integrations/providers", json=good, headers=owner.headers), 409, "CONFLICT")
     provider = make_provider(api, owner)
-    assert_error(api.patch(f"/v1/integrations/providers/{provider['id']}", json={}, headers=owner.headers),
-                 400, "VALIDATION_ERROR")
-    assert_error(api.patch(f"/v1/integrations/providers/{provider['id']}", json={"name": good["name"]},
-                           headers=owner.headers), 409, "CONFLICT")
+    assert_error(
+        api.patch(f"/v1/integrations/providers/{provider['id']}", json={}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
+    assert_error(
+        api.patch(f"/v1/integrations/providers/{provider['id']}", json={"name": good["name"]}, headers=owner.headers),
+        409,
+        "CONFLICT",
+    )
     assert_error(api.get("/v1/integrations/providers/int_nope", headers=owner.headers), 400, "VALIDATION_ERROR")
     url = f"/v1/integrations/webhooks/{provider['id']}"
-    assert_error(api.post(url, content=b"{not json", headers={"Content-Type": "application/json"}),
-                 400, "VALIDATION_ERROR")
-    assert_error(api.post(url, content=b"[1, 2]", headers={"Content-Type": "application/json"}),
-                 400, "VALIDATION_ERROR")
-    assert_error(api.post(url, content=b"hello", headers={"Content-Type": "text/plain"}),
-                 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert_error(
+        api.post(url, content=b"{not json", headers={"Content-Type": "application/json"}), 400, "VALIDATION_ERROR"
+    )
+    assert_error(
+        api.post(url, content=b"[1, 2]", headers={"Content-Type": "application/json"}), 400, "VALIDATION_ERROR"
+    )
+    assert_error(api.post(url, content=b"hello", headers={"Content-Type": "text/plain"}), 415, "UNSUPPORTED_MEDIA_TYPE")
     assert_error(deliver(api, provider, {"event_id": 7, "event_type": "user.created"}), 400, "VALIDATION_ERROR")
-    assert_error(api.get("/v1/integrations/events", params={"status": "lost"}, headers=owner.headers),
-                 400, "VALIDATION_ERROR")
-    assert_error(api.get("/v1/integrations/events", params={"created_from": "yesterday"}, headers=owner.headers),
-                 400, "VALIDATION_ERROR")
-    assert_error(api.get("/v1/integrations/events", params={"starting_after": "iev_" + "0" * 26},
-                         headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get("/v1/integrations/events", params={"status": "lost"}, headers=owner.headers), 400, "VALIDATION_ERROR"
+    )
+    assert_error(
+        api.get("/v1/integrations/events", params={"created_from": "yesterday"}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
+    assert_error(
+        api.get("/v1/integrations/events", params={"starting_after": "iev_" + "0" * 26}, headers=owner.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
 
 
 # Inbound webhooks.
+
 
 def test_a_signed_user_created_makes_the_user_once_and_a_repeat_answers_200(api, owner):
     provider = make_provider(api, owner)
@@ -227,12 +293,14 @@ def test_a_signed_user_created_makes_the_user_once_and_a_repeat_answers_200(api,
     assert len([u for u in api.get("/v1/users", params={"search": email}, headers=owner.headers).json()["data"]]) == 1
     # A new user has no usable password: nobody can sign in as them until one is set.
     assert api.post("/v1/auth/login", json={"email": email, "password": "anything-at-all"}).status_code == 401
-    trail = api.get("/v1/audit-logs", params={"action": "integration_event.received"},
-                    headers=owner.headers).json()["data"]
+    trail = api.get("/v1/audit-logs", params={"action": "integration_event.received"}, headers=owner.headers).json()[
+        "data"
+    ]
     assert event["id"] in {e["resource_id"] for e in trail}
     # The tenant's own systems hear of it like of any change: one user.created, and the receipt.
-    domain = api.get("/v1/events", params={"type": ["user.created", "integration_event.*"]},
-                     headers=owner.headers).json()["data"]
+    domain = api.get(
+        "/v1/events", params={"type": ["user.created", "integration_event.*"]}, headers=owner.headers
+    ).json()["data"]
     created = [e for e in domain if e["type"] == "user.created" and e["data"]["object"]["id"] == user["id"]]
     assert len(created) == 1 and created[0]["data"]["object"]["email"] == user["email"]
     assert [e["type"] for e in domain].count("integration_event.received") == 1  # not again for the repeat
@@ -241,8 +309,12 @@ def test_a_signed_user_created_makes_the_user_once_and_a_repeat_answers_200(api,
 def test_user_updated_and_a_repeated_created_update_the_same_user(api, owner):
     provider = make_provider(api, owner)
     email = unique_email("sync")
-    assert deliver(api, provider, user_event("user.created", email, first_name="Ada", last_name="King")).json()[
-        "data"]["status"] == "processed"
+    assert (
+        deliver(api, provider, user_event("user.created", email, first_name="Ada", last_name="King")).json()["data"][
+            "status"
+        ]
+        == "processed"
+    )
     updated = deliver(api, provider, user_event("user.updated", email.upper(), last_name="Lovelace"))
     assert updated.status_code == 202 and updated.json()["data"]["status"] == "processed"
     user = find_user(api, owner, email)
@@ -260,8 +332,12 @@ def test_unknown_types_are_ignored_and_bad_data_fails_on_the_record(api, owner):
     provider = make_provider(api, owner)
     ignored = deliver(api, provider, {"type": "payment.succeeded", "id": "evt_pay_1", "data": {"amount": 1000}})
     assert ignored.status_code == 202 and ignored.json()["data"]["status"] == "ignored"
-    for data in ({"name": "No Email"}, {"email": "not-an-email", "name": "A B"}, {"email": unique_email()},
-                 {"email": unique_email(), "first_name": 42, "last_name": "X"}):
+    for data in (
+        {"name": "No Email"},
+        {"email": "not-an-email", "name": "A B"},
+        {"email": unique_email()},
+        {"email": unique_email(), "first_name": 42, "last_name": "X"},
+    ):
         failed = deliver(api, provider, {"event_type": "user.created", "event_id": uuid.uuid4().hex, "data": data})
         assert failed.status_code == 202, failed.text
         assert failed.json()["data"]["status"] == "failed" and failed.json()["data"]["error"]
@@ -299,8 +375,9 @@ def test_missing_wrong_and_stale_signatures_and_unknown_providers_answer_the_sam
     assert deliver(api, provider, payload, headers=good).status_code == 202
     # An inactive provider is refused like an unknown one.
     api.patch(f"/v1/integrations/providers/{provider['id']}", json={"is_active": False}, headers=owner.headers)
-    refused = assert_error(deliver(api, provider, user_event("user.created", unique_email())),
-                           401, "AUTHENTICATION_FAILED")
+    refused = assert_error(
+        deliver(api, provider, user_event("user.created", unique_email())), 401, "AUTHENTICATION_FAILED"
+    )
     assert refused["message"] in messages
 
 
@@ -330,20 +407,29 @@ def test_hmac_sha256_providers_sign_the_raw_body(api, owner):
     assert first.status_code == 202 and first.json()["data"]["status"] == "processed"
     assert api.post(url, content=raw, headers=headers).status_code == 200
     for bad in (f"sha256={'0' * 64}", digest, "sha1=abc", "sha256=é"):
-        assert_error(api.post(url, content=raw, headers={**headers, "X-Signature": bad.encode("utf-8")}),
-                     401, "AUTHENTICATION_FAILED")
+        assert_error(
+            api.post(url, content=raw, headers={**headers, "X-Signature": bad.encode("utf-8")}),
+            401,
+            "AUTHENTICATION_FAILED",
+        )
     assert_error(api.post(url, content=raw + b" ", headers=headers), 401, "AUTHENTICATION_FAILED")
     # Standard Webhooks headers mean nothing to an hmac-sha256 provider.
     assert_error(deliver(api, provider, payload, headers=standard_headers(secret, raw)), 401, "AUTHENTICATION_FAILED")
     # With no event id in the body and no webhook-id header, a signed event cannot be stored once.
     anonymous = json.dumps({"event_type": "user.created", "data": {}}).encode()
     signature = hmac.new(secret.encode(), anonymous, hashlib.sha256).hexdigest()
-    error = assert_error(api.post(url, content=anonymous, headers={**headers, "X-Signature": f"sha256={signature}"}),
-                         400, "VALIDATION_ERROR")
+    error = assert_error(
+        api.post(url, content=anonymous, headers={**headers, "X-Signature": f"sha256={signature}"}),
+        400,
+        "VALIDATION_ERROR",
+    )
     assert error["details"][0]["field"] == "event_id"
     # Nor does an unsigned webhook-id header stand in for it: a replay with a fresh one would pass.
-    replayed = api.post(url, content=anonymous, headers={**headers, "X-Signature": f"sha256={signature}",
-                                                         "webhook-id": "msg_fresh_each_time"})
+    replayed = api.post(
+        url,
+        content=anonymous,
+        headers={**headers, "X-Signature": f"sha256={signature}", "webhook-id": "msg_fresh_each_time"},
+    )
     assert_error(replayed, 400, "VALIDATION_ERROR")
 
 
@@ -375,8 +461,9 @@ def test_a_signed_call_from_outside_the_providers_ranges_is_403(api, owner):
     outside = make_provider(api, owner, allowed_ips=["203.0.113.0/24"])
     assert_error(deliver(api, outside, user_event("user.created", unique_email())), 403, "PERMISSION_DENIED")
     # Without a valid signature the answer is still the 401 that tells nothing.
-    assert_error(deliver(api, outside, {"id": "x"}, headers={"Content-Type": "application/json"}),
-                 401, "AUTHENTICATION_FAILED")
+    assert_error(
+        deliver(api, outside, {"id": "x"}, headers={"Content-Type": "application/json"}), 401, "AUTHENTICATION_FAILED"
+    )
     inside = make_provider(api, owner, allowed_ips=["127.0.0.0/8", "::1"])
     assert deliver(api, inside, user_event("user.created", unique_email(), name="In Side")).status_code == 202
 
@@ -415,6 +502,7 @@ def test_events_are_listed_newest_first_with_filters_and_a_cursor(api, owner):
 
 # Health.
 
+
 def test_health_checks_every_active_provider_at_once_and_saves_the_result(api, owner, provider_site):
     stopped = free_port()  # nothing listens there: connection refused
     providers = {
@@ -434,8 +522,14 @@ def test_health_checks_every_active_provider_at_once_and_saves_the_result(api, o
     by_id = {p["provider_id"]: p for p in report["providers"]}
     assert inactive["id"] not in by_id and len(by_id) == len(providers)
     status = {name: by_id[p["id"]]["status"] for name, p in providers.items()}
-    assert status == {"ok": "healthy", "slow": "degraded", "slow2": "degraded", "missing": "degraded",
-                      "broken": "down", "stopped": "down"}
+    assert status == {
+        "ok": "healthy",
+        "slow": "degraded",
+        "slow2": "degraded",
+        "missing": "degraded",
+        "broken": "down",
+        "stopped": "down",
+    }
     assert report["status"] == "degraded"
     assert elapsed < 2.5, f"two 1.3 s checks took {elapsed:.1f} s: not concurrent"
     assert by_id[providers["ok"]["id"]]["error"] is None and by_id[providers["ok"]["id"]]["http_status"] == 200
@@ -462,11 +556,25 @@ def test_health_of_no_providers_and_of_a_name_that_does_not_resolve(api):
 def test_secrets_a_provider_sent_are_redacted_wherever_its_event_is_shown(api, owner):
     provider = make_provider(api, owner)
     email = unique_email("hooked")
-    payload = {"event_type": "user.created", "event_id": f"evt_{uuid.uuid4().hex}",
-               "data": {"email": email, "name": "John Doe", "password": "hunter2-plain",
-                        "profile": {"api_token": "tok_123", "city": "Oslo"}}}
-    redacted = {**payload, "data": {"email": email, "name": "John Doe", "password": "[REDACTED]",
-                                    "profile": {"api_token": "[REDACTED]", "city": "Oslo"}}}
+    payload = {
+        "event_type": "user.created",
+        "event_id": f"evt_{uuid.uuid4().hex}",
+        "data": {
+            "email": email,
+            "name": "John Doe",
+            "password": "hunter2-plain",
+            "profile": {"api_token": "tok_123", "city": "Oslo"},
+        },
+    }
+    redacted = {
+        **payload,
+        "data": {
+            "email": email,
+            "name": "John Doe",
+            "password": "[REDACTED]",
+            "profile": {"api_token": "[REDACTED]", "city": "Oslo"},
+        },
+    }
     first = deliver(api, provider, payload)
     assert first.status_code == 202, first.text
     event = first.json()["data"]

@@ -53,17 +53,27 @@ def test_admin_scope_and_seed_spellings_are_normalised(api, owner):
 
 def test_nobody_grants_a_permission_they_do_not_hold(api, owner):
     member = add_user(api, owner, role="member")
-    assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["user:read"]}, headers=member.headers),
-                 403, "PERMISSION_DENIED")
+    assert_error(
+        api.post("/v1/keys", json={"name": "x", "permissions": ["user:read"]}, headers=member.headers),
+        403,
+        "PERMISSION_DENIED",
+    )
     reader = {"X-API-Key": make_key(api, owner, permissions=["user:read", "key:create"])["secret"]}
-    error = assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["user:delete"]}, headers=reader),
-                         403, "PERMISSION_DENIED")
+    error = assert_error(
+        api.post("/v1/keys", json={"name": "x", "permissions": ["user:delete"]}, headers=reader),
+        403,
+        "PERMISSION_DENIED",
+    )
     assert "user:delete" in error["message"]
     # A permission the tenant has not defined is no "not held" 403 but a 400 naming it (issue 13).
-    error = assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["booking:cancel"]},
-                                  headers=owner.headers), 400, "VALIDATION_ERROR")
-    assert error["details"] == [{"field": "permissions[0]", "message": "names no permission of this tenant "
-                                                                       "(booking:cancel)"}]
+    error = assert_error(
+        api.post("/v1/keys", json={"name": "x", "permissions": ["booking:cancel"]}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
+    assert error["details"] == [
+        {"field": "permissions[0]", "message": "names no permission of this tenant (booking:cancel)"}
+    ]
 
 
 def test_an_unknown_permission_is_400_naming_each_before_the_not_held_check(api, owner):
@@ -75,16 +85,21 @@ def test_an_unknown_permission_is_400_naming_each_before_the_not_held_check(api,
         error = assert_error(api.post("/v1/keys", json=body, headers=headers), 400, "VALIDATION_ERROR")
         assert error["details"] == [
             {"field": "permissions[1]", "message": "names no permission of this tenant (user:frobnicate)"},
-            {"field": "permissions[2]", "message": "names no permission of this tenant (invoice:pay)"}]
+            {"field": "permissions[2]", "message": "names no permission of this tenant (invoice:pay)"},
+        ]
     assert [k["id"] for k in api.get("/v1/keys", headers=owner.headers).json()["data"]] == before
     # Once the tenant defines it, it is a permission like the others: the owner may grant it.
     assert api.post("/v1/permissions", json={"name": "invoice:pay"}, headers=owner.headers).status_code == 201
-    made = api.post("/v1/keys", json={"name": "x", "permissions": ["invoice.pay", "user:write", "admin"]},
-                    headers=owner.headers)
+    made = api.post(
+        "/v1/keys", json={"name": "x", "permissions": ["invoice.pay", "user:write", "admin"]}, headers=owner.headers
+    )
     assert made.status_code == 201, made.text
     # Known but not held stays the 403 it was.
-    assert_error(api.post("/v1/keys", json={"name": "x", "permissions": ["invoice:pay"]}, headers=reader),
-                 403, "PERMISSION_DENIED")
+    assert_error(
+        api.post("/v1/keys", json={"name": "x", "permissions": ["invoice:pay"]}, headers=reader),
+        403,
+        "PERMISSION_DENIED",
+    )
 
 
 def test_revoked_expired_and_unknown_keys_are_401(api, owner):
@@ -149,8 +164,9 @@ def test_another_tenants_key_is_404_and_a_key_stays_in_its_tenant(api, owner):
     assert_error(api.delete(f"/v1/keys/{data['key']['id']}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
     headers = {"X-API-Key": data["secret"], "X-Tenant-ID": other.tenant["id"]}
     assert_error(api.get("/v1/users", headers=headers), 403, "PERMISSION_DENIED")
-    assert_error(api.get(f"/v1/users/{other.user['id']}", headers={"X-API-Key": data["secret"]}), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get(f"/v1/users/{other.user['id']}", headers={"X-API-Key": data["secret"]}), 404, "RESOURCE_NOT_FOUND"
+    )
 
 
 def test_last_used_at_is_kept_without_a_write_per_request(api, owner):
@@ -204,14 +220,17 @@ def test_a_key_expiring_in_year_148_is_answered_in_rfc_3339(api, owner):
 
 # A key acts for its creator: never with more authority than they hold at the moment of use.
 
+
 def _member_with(api, owner, name, permissions):
     """A member given a custom role with `permissions`."""
     member = add_user(api, owner, role="member")
-    role = api.post("/v1/roles", json={"name": name, "role_family": "Internal", "permissions": permissions},
-                    headers=owner.headers)
+    role = api.post(
+        "/v1/roles", json={"name": name, "role_family": "Internal", "permissions": permissions}, headers=owner.headers
+    )
     assert role.status_code == 201, role.text
-    given = api.post(f"/v1/users/{member.user['id']}/roles", json={"role_id": role.json()["data"]["id"]},
-                     headers=owner.headers)
+    given = api.post(
+        f"/v1/users/{member.user['id']}/roles", json={"role_id": role.json()["data"]["id"]}, headers=owner.headers
+    )
     assert given.status_code == 200, given.text
     return member
 
@@ -224,8 +243,11 @@ def test_a_members_key_cannot_create_an_admin_its_creator_could_not(api, owner):
     headers = {"X-API-Key": key["secret"]}
     error = assert_error(api.post("/v1/users", json=admin_body, headers=headers), 403, "PERMISSION_DENIED")
     assert "admin" in error["message"]
-    assert_error(api.post("/v1/auth/login", json={"email": admin_body["email"], "password": PASSWORD}), 401,
-                 "AUTHENTICATION_FAILED")
+    assert_error(
+        api.post("/v1/auth/login", json={"email": admin_body["email"], "password": PASSWORD}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
     # What the member may do, their key may do.
     made = api.post("/v1/users", json=new_user(), headers=headers)
     assert made.status_code == 201 and made.json()["data"]["role"] == "member", made.text
@@ -236,14 +258,21 @@ def test_a_members_key_follows_the_members_self_change_and_rank_rules(api, owner
     peer = add_user(api, owner, role="member")
     member = _member_with(api, owner, "Editor", ["user:update", "key:create"])
     headers = {"X-API-Key": make_key(api, member, permissions=["user:update"])["secret"]}
-    error = assert_error(api.patch(f"/v1/users/{member.user['id']}", json={"role": "admin"}, headers=headers),
-                         403, "PERMISSION_DENIED")
+    error = assert_error(
+        api.patch(f"/v1/users/{member.user['id']}", json={"role": "admin"}, headers=headers), 403, "PERMISSION_DENIED"
+    )
     assert "role admin" in error["message"]
-    error = assert_error(api.patch(f"/v1/users/{member.user['id']}", json={"email": unique_email()},
-                                   headers=headers), 403, "PERMISSION_DENIED")
+    error = assert_error(
+        api.patch(f"/v1/users/{member.user['id']}", json={"email": unique_email()}, headers=headers),
+        403,
+        "PERMISSION_DENIED",
+    )
     assert "your own email" in error["message"]
-    assert_error(api.patch(f"/v1/users/{admin.user['id']}", json={"password": "taken-over-123456"},
-                           headers=headers), 403, "PERMISSION_DENIED")
+    assert_error(
+        api.patch(f"/v1/users/{admin.user['id']}", json={"password": "taken-over-123456"}, headers=headers),
+        403,
+        "PERMISSION_DENIED",
+    )
     assert api.get(f"/v1/users/{member.user['id']}", headers=owner.headers).json()["data"]["role"] == "member"
     login(api, admin.email, tenant_id=owner.tenant["id"])  # the admin's password is unchanged
     renamed = api.patch(f"/v1/users/{peer.user['id']}", json={"first_name": "Renamed"}, headers=headers)
@@ -272,8 +301,11 @@ def test_a_key_loses_at_once_what_its_creator_loses(api, owner):
 def test_a_key_made_by_a_key_answers_to_both(api, owner):
     admin = add_user(api, owner, role="admin")
     parent = make_key(api, admin, permissions=["user:read", "user:create", "key:create"])
-    child = api.post("/v1/keys", json={"name": "child", "permissions": ["user:read", "user:create"]},
-                     headers={"X-API-Key": parent["secret"]})
+    child = api.post(
+        "/v1/keys",
+        json={"name": "child", "permissions": ["user:read", "user:create"]},
+        headers={"X-API-Key": parent["secret"]},
+    )
     assert child.status_code == 201, child.text
     headers = {"X-API-Key": child.json()["data"]["secret"]}
     assert api.post("/v1/users", json=new_user(), headers=headers).status_code == 201
@@ -287,11 +319,21 @@ def test_a_key_made_by_a_key_answers_to_both(api, owner):
     # Chains stop at two: a key made by a key makes no keys.
     api.patch(f"/v1/users/{admin.user['id']}", json={"role": "admin"}, headers=owner.headers)
     parent = make_key(api, admin, permissions=["admin"])
-    child = api.post("/v1/keys", json={"name": "child", "permissions": ["key:create", "user:read"]},
-                     headers={"X-API-Key": parent["secret"]})
+    child = api.post(
+        "/v1/keys",
+        json={"name": "child", "permissions": ["key:create", "user:read"]},
+        headers={"X-API-Key": parent["secret"]},
+    )
     assert child.status_code == 201, child.text
-    error = assert_error(api.post("/v1/keys", json={"name": "grandchild", "permissions": ["user:read"]},
-                                  headers={"X-API-Key": child.json()["data"]["secret"]}), 403, "PERMISSION_DENIED")
+    error = assert_error(
+        api.post(
+            "/v1/keys",
+            json={"name": "grandchild", "permissions": ["user:read"]},
+            headers={"X-API-Key": child.json()["data"]["secret"]},
+        ),
+        403,
+        "PERMISSION_DENIED",
+    )
     assert "made by another key" in error["message"]
 
 
@@ -302,8 +344,9 @@ def test_an_operators_key_acts_as_an_admin_at_most(api, owner, operator):
     key = {"X-API-Key": made.json()["data"]["secret"]}
     assert api.post("/v1/users", json=new_user(), headers=key).status_code == 201
     assert_error(api.post("/v1/users", json={**new_user(), "role": "owner"}, headers=key), 403, "PERMISSION_DENIED")
-    assert_error(api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=key), 403,
-                 "PERMISSION_DENIED")
+    assert_error(
+        api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=key), 403, "PERMISSION_DENIED"
+    )
 
 
 def test_rotating_a_key_hands_out_no_more_than_the_rotator_holds(api, owner):
@@ -312,8 +355,9 @@ def test_rotating_a_key_hands_out_no_more_than_the_rotator_holds(api, owner):
     acted as an admin. Rotating a key is handing out its permissions: only what one holds."""
     member = _member_with(api, owner, "Rotator", ["key:rotate", "key:read", "key:create"])
     key = make_key(api, owner, permissions=["admin"])
-    error = assert_error(api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403,
-                         "PERMISSION_DENIED")
+    error = assert_error(
+        api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403, "PERMISSION_DENIED"
+    )
     assert "do not hold" in error["message"]
     # The old secret still works (nothing rotated), and the member's own narrower key rotates.
     assert api.get("/v1/users", headers={"X-API-Key": key["secret"]}).status_code == 200
@@ -328,12 +372,17 @@ def test_rotating_a_key_made_by_a_higher_rank_is_refused(api, owner):
     admin = add_user(api, owner, role="admin")
     member = _member_with(api, owner, "Rotator", ["key:rotate", "key:create", "user:update"])
     key = make_key(api, admin, permissions=["user:update"])
-    assert_error(api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403,
-                 "PERMISSION_DENIED")
+    assert_error(
+        api.post(f"/v1/keys/{key['key']['id']}/rotate", json={}, headers=member.headers), 403, "PERMISSION_DENIED"
+    )
     # What the member's rotation would have allowed: the admin key changes another admin.
     other = add_user(api, owner, role="admin")
-    assert api.patch(f"/v1/users/{other.user['id']}", json={"first_name": "X"},
-                     headers={"X-API-Key": key["secret"]}).status_code == 200
+    assert (
+        api.patch(
+            f"/v1/users/{other.user['id']}", json={"first_name": "X"}, headers={"X-API-Key": key["secret"]}
+        ).status_code
+        == 200
+    )
     # A key of the member's own rank rotates.
     own = make_key(api, member, permissions=["user:update"])
     assert api.post(f"/v1/keys/{own['key']['id']}/rotate", json={}, headers=member.headers).status_code == 200

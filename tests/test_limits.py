@@ -25,8 +25,12 @@ from tests.livesrv import (
 SHM = Path("/dev/shm")  # where `tenantry serve` puts the workers' table on Linux
 
 #: The server defaults, undoing what tests/livesrv.py raises for the rest of the suite.
-DEFAULTS = {"TENANTRY_DEFAULT_PLAN": "standard", "TENANTRY_RATE_LIMIT_IP": "1200/minute",
-            "TENANTRY_RATE_LIMIT_AUTH_IP": "30/minute", "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": "10/minute"}
+DEFAULTS = {
+    "TENANTRY_DEFAULT_PLAN": "standard",
+    "TENANTRY_RATE_LIMIT_IP": "1200/minute",
+    "TENANTRY_RATE_LIMIT_AUTH_IP": "30/minute",
+    "TENANTRY_RATE_LIMIT_AUTH_ACCOUNT": "10/minute",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,11 @@ def strict() -> Iterator[LiveServer]:
 
 
 def limited(response: httpx.Response) -> tuple[int, int, int]:
-    return (int(response.headers["x-ratelimit-limit"]), int(response.headers["x-ratelimit-remaining"]),
-            int(response.headers["x-ratelimit-reset"]))
+    return (
+        int(response.headers["x-ratelimit-limit"]),
+        int(response.headers["x-ratelimit-remaining"]),
+        int(response.headers["x-ratelimit-reset"]),
+    )
 
 
 def test_every_operation_answers_with_the_headers_of_the_callers_plan(strict):
@@ -55,8 +62,9 @@ def test_every_operation_answers_with_the_headers_of_the_callers_plan(strict):
         # Errors answered by an operation carry them too; so does an anonymous operation.
         missing = api.get("/v1/users/usr_01JDQ40B4XK3W0V9C2E5G7H8JM", headers=owner.headers)
         assert missing.status_code == 404 and limited(missing)[0] == 100
-        signed_in = api.post("/v1/auth/login", json={"email": owner.email, "password": PASSWORD,
-                                                     "tenant_id": owner.tenant["id"]})
+        signed_in = api.post(
+            "/v1/auth/login", json={"email": owner.email, "password": PASSWORD, "tenant_id": owner.tenant["id"]}
+        )
         assert signed_in.status_code == 200 and limited(signed_in)[0] == 10  # per account, the hardest
         # Monitoring is never limited.
         assert "x-ratelimit-limit" not in api.get("/health").headers
@@ -83,11 +91,19 @@ def test_a_burst_gets_429_with_retry_after(strict):
 def test_the_operator_sets_the_plan_and_custom_limits(strict):
     with strict.client() as api:
         owner = register(api)
-        assert_error(api.patch(f"/v1/tenants/{owner.tenant['id']}", json={"plan": "enterprise"},
-                               headers=owner.headers), 403, "PERMISSION_DENIED")
+        assert_error(
+            api.patch(f"/v1/tenants/{owner.tenant['id']}", json={"plan": "enterprise"}, headers=owner.headers),
+            403,
+            "PERMISSION_DENIED",
+        )
         operator = {"Authorization": f"Bearer {login(api, OPERATOR_EMAIL, strict.operator_password)['access_token']}"}
-        body = {"name": "Acme", "status": "active", "settings": {}, "plan": "enterprise",
-                "rate_limits": {"requests_per_minute": 5, "burst_per_10_seconds": 5}}
+        body = {
+            "name": "Acme",
+            "status": "active",
+            "settings": {},
+            "plan": "enterprise",
+            "rate_limits": {"requests_per_minute": 5, "burst_per_10_seconds": 5},
+        }
         replaced = api.put(f"/v1/tenants/{owner.tenant['id']}", json=body, headers=operator)
         assert replaced.status_code == 200, replaced.text
         assert replaced.json()["data"]["plan"] == "enterprise"
@@ -98,8 +114,9 @@ def test_the_operator_sets_the_plan_and_custom_limits(strict):
         assert answers[:4] == [200] * 4 and 429 in answers[:9]
         assert limited(api.get("/v1/auth/me", headers=owner.headers))[0] == 5
         # Back to the plan's own limits: null.
-        api.patch(f"/v1/tenants/{owner.tenant['id']}", json={"plan": "professional", "rate_limits": None},
-                  headers=operator)
+        api.patch(
+            f"/v1/tenants/{owner.tenant['id']}", json={"plan": "professional", "rate_limits": None}, headers=operator
+        )
         tenant = api.get(f"/v1/tenants/{owner.tenant['id']}", headers=operator).json()["data"]
         assert tenant["plan"] == "professional" and tenant["rate_limits"] is None
 
@@ -112,9 +129,16 @@ def from_address(live: LiveServer, address: str) -> httpx.Client:
 def test_signup_is_limited_per_address(strict):
     # TENANTRY_RATE_LIMIT_AUTH_IP: 30 signups a minute from one address, each for another account.
     def signup(api: httpx.Client) -> httpx.Response:
-        return api.post("/v1/auth/register", json={"email": unique_email("owner"), "password": PASSWORD,
-                                                   "first_name": "Ada", "last_name": "Lovelace",
-                                                   "tenant_name": "Acme"})
+        return api.post(
+            "/v1/auth/register",
+            json={
+                "email": unique_email("owner"),
+                "password": PASSWORD,
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+                "tenant_name": "Acme",
+            },
+        )
 
     with from_address(strict, "203.0.113.10") as api:
         answers = [signup(api) for _ in range(31)]
@@ -174,13 +198,16 @@ def test_login_is_limited_per_account_and_per_address():
             # The account's 10 a minute, its signup and first login included: exactly, since the
             # account's window starts at its first request (the signup) and the run is shorter.
             assert answers == [401] * 8 + [429] * 12, answers
-            error = assert_error(api.post("/v1/auth/login", json={**wrong, "password": PASSWORD}),
-                                 429, "RATE_LIMIT_EXCEEDED")
+            error = assert_error(
+                api.post("/v1/auth/login", json={**wrong, "password": PASSWORD}), 429, "RATE_LIMIT_EXCEEDED"
+            )
             assert "minute" in error["message"]
             # Other accounts from the same address are still answered, until the address's 30 are
             # spent; the signup, its login and the attempts above took about half of them.
-            others = [api.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code
-                      for _ in range(40)]
+            others = [
+                api.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code
+                for _ in range(40)
+            ]
             first_refusal = others.index(429)
             assert 1 <= first_refusal <= 25 and set(others[:first_refusal]) == {401}
     finally:
@@ -194,27 +221,38 @@ def test_a_login_by_username_spends_the_same_account_budget_as_by_email():
         with live.client() as api:
             owner = register(api)  # a signup and a login: two of the account's 10
             wrong = {"password": "wrong-password!", "tenant_id": owner.tenant["id"]}
-            answers = [api.post("/v1/auth/login", json={**wrong, name: owner.email}).status_code
-                       for name in ["email", "username"] * 5]
+            answers = [
+                api.post("/v1/auth/login", json={**wrong, name: owner.email}).status_code
+                for name in ["email", "username"] * 5
+            ]
             assert answers == [401] * 8 + [429] * 2, answers
             # A refresh token as `refresh`, in a form, counts for that token like `refresh_token` in JSON.
             token = {"refresh_token": f"rt_{uuid.uuid4().hex}"}
-            tries = [api.post("/v1/auth/token", json=token), api.post("/v1/auth/token", data=token),
-                     api.post("/v1/auth/token", json={"refresh": token["refresh_token"]})]
+            tries = [
+                api.post("/v1/auth/token", json=token),
+                api.post("/v1/auth/token", data=token),
+                api.post("/v1/auth/token", json={"refresh": token["refresh_token"]}),
+            ]
             assert [limited(r)[1] for r in tries] == [9, 8, 7], [r.headers for r in tries]
     finally:
         live.stop()
 
 
 def test_two_processes_on_one_redis_share_one_budget():
-    live = start_server(workers=2, REDIS_URL=REDIS_URL, TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}",
-                        **DEFAULTS)
+    live = start_server(
+        workers=2, REDIS_URL=REDIS_URL, TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}", **DEFAULTS
+    )
     try:
         with live.client() as api:
             owner = register(api)
             operator = {"Authorization": f"Bearer {login(api, OPERATOR_EMAIL, live.operator_password)['access_token']}"}
-            body = {"name": "Acme", "status": "active", "settings": {}, "plan": "enterprise",
-                    "rate_limits": {"requests_per_minute": 20, "burst_per_10_seconds": 20}}
+            body = {
+                "name": "Acme",
+                "status": "active",
+                "settings": {},
+                "plan": "enterprise",
+                "rate_limits": {"requests_per_minute": 20, "burst_per_10_seconds": 20},
+            }
             assert api.put(f"/v1/tenants/{owner.tenant['id']}", json=body, headers=operator).status_code == 200
         statuses = []
         for _ in range(30):
@@ -268,8 +306,12 @@ def test_limits_apply_again_once_redis_answers_again():
     from urllib.parse import urlparse
 
     port = free_port()  # Redis "stopped": nothing listens here yet
-    live = start_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", TENANTRY_REDIS_RETRY_AFTER="1",
-                        TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}", **DEFAULTS)
+    live = start_server(
+        REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        TENANTRY_REDIS_RETRY_AFTER="1",
+        TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}",
+        **DEFAULTS,
+    )
     proxy = None
     try:
         with live.client() as api:
@@ -316,16 +358,22 @@ def answered_by(live: LiveServer, responses: list[httpx.Response]) -> set[int]:
 def test_limits_hold_exactly_across_two_workers(redis):
     # The README offers `tenantry serve --workers N` without Redis on SQLite and on PostgreSQL:
     # the documented limits must hold exactly there too, whichever worker answers.
-    counters = ({"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}"} if redis
-                else {"REDIS_URL": ""})
+    counters = (
+        {"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+        if redis
+        else {"REDIS_URL": ""}
+    )
     live = start_server(workers=2, **counters, **DEFAULTS)
     try:
         with live.client() as api:
             owner = register(api)
             # A user made by the owner (not a signup): no login has counted for this account yet.
             email = unique_email()
-            created = api.post("/v1/users", json={"email": email, "password": PASSWORD, "first_name": "Ten",
-                                                  "last_name": "Tries"}, headers=owner.headers)
+            created = api.post(
+                "/v1/users",
+                json={"email": email, "password": PASSWORD, "first_name": "Ten", "last_name": "Tries"},
+                headers=owner.headers,
+            )
             assert created.status_code == 201, created.text
         wrong = {"email": email, "password": "wrong-password!", "tenant_id": owner.tenant["id"]}
         answers = []

@@ -36,8 +36,9 @@ def test_test_and_live_data_never_meet(api, owner):
         assert_error(api.get(f"/v1/users/{test_user['id']}", headers=headers), 404, "RESOURCE_NOT_FOUND")
         assert_error(api.delete(f"/v1/users/{test_user['id']}", headers=headers), 404, "RESOURCE_NOT_FOUND")
     assert_error(api.get(f"/v1/users/{live_user['id']}", headers=test), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=test),
-                 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.patch(f"/v1/users/{owner.user['id']}", json={"first_name": "X"}, headers=test), 404, "RESOURCE_NOT_FOUND"
+    )
     assert api.get(f"/v1/users/{test_user['id']}", headers=test).json()["data"]["livemode"] is False
     # Test data may reuse a live email; a batch made with a test key is test data too.
     twin = api.post("/v1/users", json=new_user(owner.email), headers=test)
@@ -52,12 +53,18 @@ def test_test_users_cannot_sign_in_and_audit_entries_keep_their_mode(api, owner)
     test = key(api, owner, "test")
     body = new_user()
     made = api.post("/v1/users", json=body, headers=test).json()["data"]
-    assert_error(api.post("/v1/auth/login", json={"email": body["email"], "password": PASSWORD,
-                                                 "tenant_id": owner.tenant["id"]}), 401, "AUTHENTICATION_FAILED")
+    assert_error(
+        api.post(
+            "/v1/auth/login", json={"email": body["email"], "password": PASSWORD, "tenant_id": owner.tenant["id"]}
+        ),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
     live_entries = api.get("/v1/audit-logs", params={"action": "user.created"}, headers=owner.headers).json()["data"]
     assert made["id"] not in {e["resource_id"] for e in live_entries}
-    test_entries = api.get("/v1/audit-logs", params={"action": "user.created", "livemode": "false"},
-                           headers=owner.headers).json()["data"]
+    test_entries = api.get(
+        "/v1/audit-logs", params={"action": "user.created", "livemode": "false"}, headers=owner.headers
+    ).json()["data"]
     assert [e["resource_id"] for e in test_entries] == [made["id"]] and test_entries[0]["livemode"] is False
     # The test key's own default is test mode; the chain covers both modes.
     assert {e["livemode"] for e in api.get("/v1/audit-logs", headers=test).json()["data"]} == {False}

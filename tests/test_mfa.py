@@ -26,15 +26,20 @@ def enable(api, account):
 
 
 def password_login(api, account, **extra):
-    return api.post("/v1/auth/login", json={"email": account.email, "password": account.password,
-                                            "tenant_id": account.tenant["id"], **extra})
+    return api.post(
+        "/v1/auth/login",
+        json={"email": account.email, "password": account.password, "tenant_id": account.tenant["id"], **extra},
+    )
 
 
 def test_login_needs_a_fresh_code_and_refuses_a_replayed_one(api, owner):
     secret, _ = enable(api, owner)
     assert_error(password_login(api, owner), 401, "MFA_REQUIRED")
-    assert_error(password_login(api, owner, mfa_code="000000" if code_at(secret) != "000000" else "111111"), 401,
-                 "MFA_INVALID_CODE")
+    assert_error(
+        password_login(api, owner, mfa_code="000000" if code_at(secret) != "000000" else "111111"),
+        401,
+        "MFA_INVALID_CODE",
+    )
     fresh = code_at(secret, 1)  # the next step: later than the one verify used
     assert password_login(api, owner, mfa_code=fresh).status_code == 200
     assert_error(password_login(api, owner, mfa_code=fresh), 401, "MFA_INVALID_CODE")
@@ -59,6 +64,7 @@ def test_wrong_codes_pause_attempts_per_account(api, owner):
 
 def test_mfa_can_be_turned_off_with_a_current_code(api, owner):
     secret, _ = enable(api, owner)
+
     def turn_off(code):
         return api.request("DELETE", "/v1/auth/mfa", json={"code": code}, headers=owner.headers)
 
@@ -73,8 +79,9 @@ def test_mfa_can_be_turned_off_with_a_current_code(api, owner):
 
 def test_other_channels_answer_422_and_setup_twice_is_409(api, owner):
     for kind in ("sms", "email"):
-        assert_error(api.post("/v1/auth/mfa/setup", json={"type": kind}, headers=owner.headers), 422,
-                     "MFA_CHANNEL_UNAVAILABLE")
+        assert_error(
+            api.post("/v1/auth/mfa/setup", json={"type": kind}, headers=owner.headers), 422, "MFA_CHANNEL_UNAVAILABLE"
+        )
     assert_error(api.post("/v1/auth/mfa/verify", json={"code": "123456"}, headers=owner.headers), 409, "CONFLICT")
     enable(api, owner)
     assert_error(api.post("/v1/auth/mfa/setup", json={"type": "totp"}, headers=owner.headers), 409, "CONFLICT")
@@ -105,14 +112,18 @@ def test_the_secret_is_stored_encrypted(api, server):
 
 # Issue 13, item 3 and seed 003: /mfa/setup without a body, /mfa/verify with a wrong code or a `type`.
 
+
 def wrong_code(secret: str) -> str:
     return next(c for c in ("123456", "654321", "111111") if c not in {code_at(secret, n) for n in (-1, 0, 1)})
 
 
 def test_setup_without_a_body_sets_up_totp(api, owner):
     for body in ({}, None):
-        response = (api.post("/v1/auth/mfa/setup", headers=owner.headers) if body is None
-                    else api.post("/v1/auth/mfa/setup", json=body, headers=owner.headers))
+        response = (
+            api.post("/v1/auth/mfa/setup", headers=owner.headers)
+            if body is None
+            else api.post("/v1/auth/mfa/setup", json=body, headers=owner.headers)
+        )
         assert response.status_code == 200, response.text
         assert response.json()["data"]["type"] == "totp"
     secret = response.json()["data"]["secret"]
@@ -129,15 +140,21 @@ def test_a_wrong_code_at_verify_is_422_without_www_authenticate_and_still_counts
         assert "www-authenticate" not in response.headers
     # The token is fine all along; the wrong codes still pause MFA attempts.
     assert api.get("/v1/auth/me", headers=owner.headers).status_code == 200
-    assert_error(api.post("/v1/auth/mfa/verify", json={"code": code_at(secret)}, headers=owner.headers), 429,
-                 "RATE_LIMIT_EXCEEDED")
+    assert_error(
+        api.post("/v1/auth/mfa/verify", json={"code": code_at(secret)}, headers=owner.headers),
+        429,
+        "RATE_LIMIT_EXCEEDED",
+    )
 
 
 def test_verify_takes_type_totp_and_refuses_other_kinds(api, owner):
     secret = api.post("/v1/auth/mfa/setup", json={"type": "totp"}, headers=owner.headers).json()["data"]["secret"]
     for kind in ("recovery", "sms", "TOTP", ""):
-        error = assert_error(api.post("/v1/auth/mfa/verify", json={"type": kind, "code": code_at(secret)},
-                                      headers=owner.headers), 400, "VALIDATION_ERROR")
+        error = assert_error(
+            api.post("/v1/auth/mfa/verify", json={"type": kind, "code": code_at(secret)}, headers=owner.headers),
+            400,
+            "VALIDATION_ERROR",
+        )
         assert error["details"] == [{"field": "type", "message": "must be one of: totp"}]
     verified = api.post("/v1/auth/mfa/verify", json={"type": "totp", "code": code_at(secret)}, headers=owner.headers)
     assert verified.status_code == 200, verified.text

@@ -13,8 +13,10 @@ from tests.livesrv import backend, start_server
 @pytest.fixture(scope="module")
 def two_workers():
     if backend() != "postgres":
-        pytest.skip("the SQLite default runs on one host; shared state across processes is the postgres "
-                    "environment's (its servers keep limits in Redis)")
+        pytest.skip(
+            "the SQLite default runs on one host; shared state across processes is the postgres "
+            "environment's (its servers keep limits in Redis)"
+        )
     live = start_server(workers=2)
     yield live
     live.stop()

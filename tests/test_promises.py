@@ -33,8 +33,9 @@ def test_a_role_that_bypasses_row_security_is_warned_about_at_start_up(server):
     # Without the role it acts as the login role of the test URL: postgres, a superuser.
     unbound = start_server(TENANTRY_DB_ROLE="")
     try:
-        line = eventually(lambda: next((line for line in unbound.log().splitlines()
-                                        if ROW_SECURITY_WARNING in line), None))
+        line = eventually(
+            lambda: next((line for line in unbound.log().splitlines() if ROW_SECURITY_WARNING in line), None)
+        )
         assert json.loads(line)["level"] == "warning" and "TENANTRY_DB_ROLE=tenantry_app" in line
     finally:
         unbound.stop()
@@ -93,15 +94,17 @@ def test_events_become_visible_in_order_under_concurrent_writers(server, api):
             users = set(pool.map(write, range(40)))
         writing.clear()
         reader.join(30)
-        final = [e["id"] for e in reversed(api.get("/v1/events", params={"limit": 100},
-                                                   headers=owner.headers).json()["data"])]
+        final = [
+            e["id"]
+            for e in reversed(api.get("/v1/events", params={"limit": 100}, headers=owner.headers).json()["data"])
+        ]
         assert refused == [] and not reader.is_alive()
         assert len(final) == 41 and len(set(final)) == 41  # tenant.created, then one per user
         # Every snapshot a reader took while the writers ran is a prefix of the final order: an
         # event was never visible before one that precedes it.
         assert len(snapshots) > 1
         for seen in snapshots:
-            assert seen == final[:len(seen)], (seen, final)
+            assert seen == final[: len(seen)], (seen, final)
         # The stream, which reads "after the last sequence it sent", got every event once, in order.
         streamed = [stream.next(timeout=15) for _ in range(40)]
         assert [m["id"] for m in streamed] == final[1:]
@@ -119,8 +122,9 @@ def test_worker_once_delivers_what_is_due_and_exits_0():
     try:
         with live.client() as api:
             owner = register(api)
-            hook = api.post("/v1/webhooks", json={"url": receiver.url, "events": ["user.created"]},
-                            headers=owner.headers)
+            hook = api.post(
+                "/v1/webhooks", json={"url": receiver.url, "events": ["user.created"]}, headers=owner.headers
+            )
             assert hook.status_code == 201, hook.text
             body = {"email": unique_email(), "password": PASSWORD, "first_name": "Once", "last_name": "Only"}
             user = api.post("/v1/users", json=body, headers=owner.headers).json()["data"]
@@ -144,16 +148,35 @@ def test_serve_demo_prints_a_login_and_a_curl_command_that_work(tmp_path: Path):
     """`./scripts/serve --demo` runs `tenantry serve --demo` on the embedded default (SQLite)."""
     database = FreshDatabase("sqlite")
     port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABASE_URL": database.url,
-           "TENANTRY_INSTANCE_PATH": database.tmp.name}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATABASE_URL": database.url,
+        "TENANTRY_INSTANCE_PATH": database.tmp.name,
+    }
     out = tmp_path / "serve.out"
     with out.open("wb") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "tenantry.cli", "serve", "--demo", "--host", "127.0.0.1",
-                                    "--port", str(port), "--workers", "1"], env=env, cwd=ROOT, stdout=handle,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tenantry.cli",
+                "serve",
+                "--demo",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        text = eventually(lambda: (lambda t: t if "Docs:" in t else None)(out.read_text(errors="replace")),
-                          timeout=60)
+        text = eventually(lambda: (lambda t: t if "Docs:" in t else None)(out.read_text(errors="replace")), timeout=60)
         curl = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl "))
         password = text.split("password ", 1)[1].split()[0]
         url = f"http://127.0.0.1:{port}"
@@ -165,8 +188,9 @@ def test_serve_demo_prints_a_login_and_a_curl_command_that_work(tmp_path: Path):
         me = httpx.get(f"{url}/v1/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert me.status_code == 200 and me.json()["data"]["email"] == "demo@tenantry.example.com"
         # The printed login, used by hand.
-        login = httpx.post(f"{url}/v1/auth/login", json={"email": "demo@tenantry.example.com", "password": password},
-                           timeout=30)
+        login = httpx.post(
+            f"{url}/v1/auth/login", json={"email": "demo@tenantry.example.com", "password": password}, timeout=30
+        )
         assert login.status_code == 200, login.text
         assert httpx.get(f"{url}/docs/", timeout=10).status_code == 200
     finally:

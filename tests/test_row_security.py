@@ -17,8 +17,9 @@ from tests.livesrv import backend
 
 TABLES = row_secured_tables()
 
-pytestmark = pytest.mark.skipif(backend() != "postgres", reason="row-level security is PostgreSQL's; "
-                                "SQLite relies on the data layer's scoping")
+pytestmark = pytest.mark.skipif(
+    backend() != "postgres", reason="row-level security is PostgreSQL's; SQLite relies on the data layer's scoping"
+)
 
 
 def _sql(server, statement: str) -> list[tuple]:
@@ -34,23 +35,37 @@ def _sql(server, statement: str) -> list[tuple]:
 
 
 def test_every_tenant_owned_table_has_a_forced_tenant_policy(server):
-    with_tenant = {row[0] for row in _sql(server, """
+    with_tenant = {
+        row[0]
+        for row in _sql(
+            server,
+            """
         SELECT table_name FROM information_schema.columns
-        WHERE table_schema = 'public' AND column_name = 'tenant_id'""")}
+        WHERE table_schema = 'public' AND column_name = 'tenant_id'""",
+        )
+    }
     assert with_tenant == set(TABLES)
-    secured = {name: (enabled, forced) for name, enabled, forced in _sql(server, """
+    secured = {
+        name: (enabled, forced)
+        for name, enabled, forced in _sql(
+            server,
+            """
         SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
-        WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'""")}
+        WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'""",
+        )
+    }
     assert all(secured[table] == (True, True) for table in TABLES)
-    policies = {row[0] for row in _sql(server, "SELECT tablename FROM pg_policies "
-                                               "WHERE policyname = 'tenant_isolation'")}
+    policies = {
+        row[0] for row in _sql(server, "SELECT tablename FROM pg_policies WHERE policyname = 'tenant_isolation'")
+    }
     assert policies == set(TABLES)
     role = _sql(server, "SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles WHERE rolname = 'tenantry_app'")
     assert role == [(False, False, False)]
 
 
-def test_an_unscoped_query_inside_a_request_for_tenant_b_gets_none_of_tenant_as_rows(server, api, operator,
-                                                                                      monkeypatch):
+def test_an_unscoped_query_inside_a_request_for_tenant_b_gets_none_of_tenant_as_rows(
+    server, api, operator, monkeypatch
+):
     tenant_a, tenant_b = register(api, "Tenant A"), register(api, "Tenant B")
     add_user(api, tenant_a)
     add_user(api, tenant_b)
@@ -65,8 +80,13 @@ def test_an_unscoped_query_inside_a_request_for_tenant_b_gets_none_of_tenant_as_
         return {"data": emails, "touched": touched}
 
     monkeypatch.setattr(handlers.users, "list_users", leaky_list_users)
-    for name in ("DATABASE_URL", "TENANTRY_SECRET_KEY", "TENANTRY_INSTANCE_PATH", "TENANTRY_DB_ROLE",
-                 "TENANTRY_RATE_LIMIT_IP"):
+    for name in (
+        "DATABASE_URL",
+        "TENANTRY_SECRET_KEY",
+        "TENANTRY_INSTANCE_PATH",
+        "TENANTRY_DB_ROLE",
+        "TENANTRY_RATE_LIMIT_IP",
+    ):
         monkeypatch.setenv(name, server.env[name])
     monkeypatch.delenv("REDIS_URL", raising=False)
     from tenantry.app import create_app

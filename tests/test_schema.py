@@ -51,8 +51,16 @@ def tenant_owned_tables(server) -> set[str]:
 
 def test_every_index_on_a_tenant_owned_table_leads_with_tenant_id(server):
     owned = tenant_owned_tables(server)
-    assert {"user_account", "api_key", "audit_entry", "role", "policy", "usage_counter", "integration_provider",
-            "integration_event"} <= owned
+    assert {
+        "user_account",
+        "api_key",
+        "audit_entry",
+        "role",
+        "policy",
+        "usage_counter",
+        "integration_provider",
+        "integration_event",
+    } <= owned
     offenders = []
     for name, (table, columns, primary) in sorted(indexes(server).items()):
         if table not in owned or name in GLOBAL_INDEXES:

@@ -58,9 +58,18 @@ def test_public_url_is_an_absolute_http_url(clean_env, monkeypatch):
     assert Settings.from_env().public_url == "https://api.example.com"
     monkeypatch.setenv("TENANTRY_PUBLIC_URL", "http://gateway.internal:8443/tenantry")
     assert Settings.from_env().public_url == "http://gateway.internal:8443/tenantry"
-    for bad in ("api.example.com", "/v1", "ftp://api.example.com", "https://", "https://api.example.com?x=1",
-                "https://api.example.com/#top", "https://user:pw@api.example.com", "https://api.example.com:99999",
-                "https://api example.com", "javascript:alert(1)"):
+    for bad in (
+        "api.example.com",
+        "/v1",
+        "ftp://api.example.com",
+        "https://",
+        "https://api.example.com?x=1",
+        "https://api.example.com/#top",
+        "https://user:pw@api.example.com",
+        "https://api.example.com:99999",
+        "https://api example.com",
+        "javascript:alert(1)",
+    ):
         monkeypatch.setenv("TENANTRY_PUBLIC_URL", bad)
         with pytest.raises(SettingsError, match="TENANTRY_PUBLIC_URL"):
             Settings.from_env()

@@ -19,8 +19,9 @@ SPEC = bundle(ROOT / "openapi" / "openapi.yaml")
 
 def test_spec_check_passes():
     assert check(SPEC) == []
-    result = subprocess.run([sys.executable, "-m", "tenantry.cli", "spec", "check"], capture_output=True, text=True,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", "spec", "check"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -97,8 +98,9 @@ def _examples():
             yield f"schema {name}", {"$ref": f"#/components/schemas/{name}"}, schema["example"]
 
 
-@pytest.mark.parametrize(("where", "schema", "example"), list(_examples()),
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("where", "schema", "example"), list(_examples()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_examples_validate_against_their_schemas(where, schema, example):
     from openapi_schema_validator import OAS30Validator
 

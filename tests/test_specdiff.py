@@ -77,8 +77,12 @@ def test_cli_exits_1_on_a_breaking_change(tmp_path):
     broken["components"]["schemas"]["Tenant"]["properties"].pop("settings")
     (tmp_path / "new.json").write_text(json.dumps(broken))
     (tmp_path / "old.json").write_text(json.dumps(CURRENT))
-    result = subprocess.run([sys.executable, "-m", "tenantry.cli", "spec", "diff", str(tmp_path / "old.json"),
-                             str(tmp_path / "new.json")], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", "spec", "diff", str(tmp_path / "old.json"), str(tmp_path / "new.json")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 1
     assert "BREAKING" in result.stdout and "settings: response field removed" in result.stdout
 

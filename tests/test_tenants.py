@@ -7,8 +7,9 @@ from tests.livesrv import eventually
 
 
 def test_operator_creates_lists_filters_and_deletes_tenants(api, operator):
-    created = api.post("/v1/tenants", json={"name": "Globex Unique-7731", "settings": {"timezone": "Europe/Berlin"}},
-                       headers=operator)
+    created = api.post(
+        "/v1/tenants", json={"name": "Globex Unique-7731", "settings": {"timezone": "Europe/Berlin"}}, headers=operator
+    )
     assert created.status_code == 201, created.text
     tenant = created.json()["data"]
     assert created.headers["location"] == f"/v1/tenants/{tenant['id']}"
@@ -30,8 +31,11 @@ def test_owner_reads_and_updates_own_tenant_but_not_status(api, owner):
     assert patched.status_code == 200, patched.text
     assert patched.json()["data"]["settings"] == {"timezone": "UTC", "language": "de-DE"}
     assert_error(api.patch(path, json={"status": "suspended"}, headers=owner.headers), 403, "PERMISSION_DENIED")
-    assert_error(api.put(path, json={"name": "X", "status": "active", "settings": {}}, headers=owner.headers), 403,
-                 "PERMISSION_DENIED")
+    assert_error(
+        api.put(path, json={"name": "X", "status": "active", "settings": {}}, headers=owner.headers),
+        403,
+        "PERMISSION_DENIED",
+    )
     assert_error(api.delete(path, headers=owner.headers), 403, "PERMISSION_DENIED")
     assert_error(api.get("/v1/tenants", headers=owner.headers), 403, "PERMISSION_DENIED")
 
@@ -51,10 +55,12 @@ def test_member_cannot_read_the_tenant(api, owner):
 def test_another_tenants_id_is_404(api, owner):
     other = register(api, tenant_name="Other")
     assert_error(api.get(f"/v1/tenants/{other.tenant['id']}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.patch(f"/v1/tenants/{other.tenant['id']}", json={"name": "pwned"}, headers=owner.headers), 404,
-                 "RESOURCE_NOT_FOUND")
-    assert_error(api.get(f"/v1/tenants/{other.tenant['id']}/domains", headers=owner.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.patch(f"/v1/tenants/{other.tenant['id']}", json={"name": "pwned"}, headers=owner.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
+    assert_error(api.get(f"/v1/tenants/{other.tenant['id']}/domains", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
 
 
 def test_suspended_tenant_credentials_are_403(api, owner, operator):
@@ -77,34 +83,53 @@ def test_domains_one_primary_per_tenant_and_one_tenant_per_domain(api, owner):
     assert again.status_code == 200 and again.json()["data"]["is_primary"] is True
     listed = api.get(path, headers=owner.headers).json()["data"]
     assert [(d["domain"], d["is_primary"]) for d in listed] == [
-        ("b.owner-dom.example.com", True), ("a.owner-dom.example.com", False)]
+        ("b.owner-dom.example.com", True),
+        ("a.owner-dom.example.com", False),
+    ]
     other = register(api, tenant_name="Other")
-    taken = api.put(f"/v1/tenants/{other.tenant['id']}/domains", json={"domain": "a.owner-dom.example.com"},
-                    headers=other.headers)
+    taken = api.put(
+        f"/v1/tenants/{other.tenant['id']}/domains", json={"domain": "a.owner-dom.example.com"}, headers=other.headers
+    )
     assert_error(taken, 409, "CONFLICT")
-    assert_error(api.put(path, json={"domain": "c.owner-dom.example.com", "verified": True}, headers=owner.headers),
-                 403, "PERMISSION_DENIED")
+    assert_error(
+        api.put(path, json={"domain": "c.owner-dom.example.com", "verified": True}, headers=owner.headers),
+        403,
+        "PERMISSION_DENIED",
+    )
     domain_id = first.json()["data"]["id"]
     assert api.get(f"{path}/{domain_id}", headers=owner.headers).json()["data"]["domain"] == "a.owner-dom.example.com"
     assert_error(api.get(f"{path}/{domain_id}", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.delete(f"/v1/tenants/{other.tenant['id']}/domains/{domain_id}", headers=other.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.delete(f"/v1/tenants/{other.tenant['id']}/domains/{domain_id}", headers=other.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     assert api.delete(f"{path}/{domain_id}", headers=owner.headers).status_code == 204
     assert_error(api.get(f"{path}/{domain_id}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
     # Released, the domain can be claimed by another tenant.
-    assert api.put(f"/v1/tenants/{other.tenant['id']}/domains", json={"domain": "a.owner-dom.example.com"},
-                   headers=other.headers).status_code == 201
+    assert (
+        api.put(
+            f"/v1/tenants/{other.tenant['id']}/domains",
+            json={"domain": "a.owner-dom.example.com"},
+            headers=other.headers,
+        ).status_code
+        == 201
+    )
 
 
 def test_operator_acts_inside_a_tenant_with_x_tenant_id(api, owner, operator):
     assert_error(api.get("/v1/users", headers=operator), 400, "TENANT_REQUIRED")
     listed = api.get("/v1/users", headers={**operator, "X-Tenant-ID": owner.tenant["id"]})
     assert [u["id"] for u in listed.json()["data"]] == [owner.user["id"]]
-    assert_error(api.get("/v1/users", headers={**operator, "X-Tenant-ID": "ten_01JDQ3ZK5T8W6Y2M4N7P9R1S3V"}), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get("/v1/users", headers={**operator, "X-Tenant-ID": "ten_01JDQ3ZK5T8W6Y2M4N7P9R1S3V"}),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     other = register(api, tenant_name="Other")
-    assert_error(api.get("/v1/users", headers={**owner.headers, "X-Tenant-ID": other.tenant["id"]}), 403,
-                 "PERMISSION_DENIED")
+    assert_error(
+        api.get("/v1/users", headers={**owner.headers, "X-Tenant-ID": other.tenant["id"]}), 403, "PERMISSION_DENIED"
+    )
 
 
 def test_usage_counts_requests_per_day_credential_and_operation(api, owner, operator):
@@ -135,12 +160,23 @@ def test_usage_counts_requests_per_day_credential_and_operation(api, owner, oper
     assert api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=operator).status_code == 200
     other = register(api, "Other")
     assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", headers=other.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "2026-02-30"},
-                         headers=owner.headers), 400, "VALIDATION_ERROR")
-    assert_error(api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "", "date_to": ""},
-                         headers=owner.headers), 400, "VALIDATION_ERROR")
-    backwards = api.get(f"/v1/tenants/{owner.tenant['id']}/usage",
-                        params={"date_from": "2026-11-30", "date_to": "2026-11-01"}, headers=owner.headers)
+    assert_error(
+        api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "2026-02-30"}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
+    assert_error(
+        api.get(
+            f"/v1/tenants/{owner.tenant['id']}/usage", params={"date_from": "", "date_to": ""}, headers=owner.headers
+        ),
+        400,
+        "VALIDATION_ERROR",
+    )
+    backwards = api.get(
+        f"/v1/tenants/{owner.tenant['id']}/usage",
+        params={"date_from": "2026-11-30", "date_to": "2026-11-01"},
+        headers=owner.headers,
+    )
     assert backwards.status_code == 200 and backwards.json()["data"]["total_requests"] == 0
     january = {"date_from": "2020-01-01", "date_to": "2020-01-31"}
     past = api.get(f"/v1/tenants/{owner.tenant['id']}/usage", params=january, headers=owner.headers).json()["data"]

@@ -19,9 +19,17 @@ from tests.test_audit import sql
 from tests.test_integrations import deliver, make_provider, user_event
 
 #: The environment an in-process app needs to serve the live server's database as the server does.
-_SHARED_ENV = ("DATABASE_URL", "TENANTRY_SECRET_KEY", "TENANTRY_INSTANCE_PATH", "TENANTRY_DB_ROLE",
-               "TENANTRY_RATE_LIMIT_IP", "TENANTRY_DEFAULT_PLAN", "TENANTRY_ENV", "TENANTRY_VALIDATE_RESPONSES",
-               "TENANTRY_OUTBOUND_ALLOWLIST")
+_SHARED_ENV = (
+    "DATABASE_URL",
+    "TENANTRY_SECRET_KEY",
+    "TENANTRY_INSTANCE_PATH",
+    "TENANTRY_DB_ROLE",
+    "TENANTRY_RATE_LIMIT_IP",
+    "TENANTRY_DEFAULT_PLAN",
+    "TENANTRY_ENV",
+    "TENANTRY_VALIDATE_RESPONSES",
+    "TENANTRY_OUTBOUND_ALLOWLIST",
+)
 
 
 @contextmanager
@@ -66,10 +74,12 @@ def written(server: LiveServer, tenant_id: str, emails: list[str]) -> dict[str, 
     """Counts what the database holds for these emails: users, and the tenant's user.created entries and events."""
     marks = ", ".join(["%s"] * len(emails))
     users = sql(server, f"SELECT count(*) FROM user_account WHERE email IN ({marks})", tuple(emails))[0][0]
-    audit = sql(server, "SELECT count(*) FROM audit_entry WHERE tenant_id = %s AND action = 'user.created'",
-                (tenant_id,))[0][0]
-    events = sql(server, "SELECT count(*) FROM event WHERE tenant_id = %s AND type = 'user.created'",
-                 (tenant_id,))[0][0]
+    audit = sql(
+        server, "SELECT count(*) FROM audit_entry WHERE tenant_id = %s AND action = 'user.created'", (tenant_id,)
+    )[0][0]
+    events = sql(server, "SELECT count(*) FROM event WHERE tenant_id = %s AND type = 'user.created'", (tenant_id,))[0][
+        0
+    ]
     return {"users": users, "audit": audit, "events": events}
 
 
@@ -185,8 +195,7 @@ def test_a_standard_operation_past_its_limit_answers_504_and_never_commits(serve
     assert written(server, owner.tenant["id"], [body["email"]]) == {"users": 1, "audit": 1, "events": 1}
 
 
-def test_a_request_that_waited_for_a_thread_past_its_deadline_is_answered_504_and_never_run(server, api,
-                                                                                            monkeypatch):
+def test_a_request_that_waited_for_a_thread_past_its_deadline_is_answered_504_and_never_run(server, api, monkeypatch):
     import threading
 
     import handlers.users
@@ -208,8 +217,10 @@ def test_a_request_that_waited_for_a_thread_past_its_deadline_is_answered_504_an
     monkeypatch.setattr(handlers.users, "list_users", list_users_holding_the_thread)
     monkeypatch.setattr(handlers.users, "get_user", get_user_counted)
     one = f"/v1/users/{owner.user['id']}"
-    with in_process(server, monkeypatch, TENANTRY_REQUEST_TIMEOUT="2", TENANTRY_THREADS="1") as client, \
-            ThreadPoolExecutor(2) as pool:
+    with (
+        in_process(server, monkeypatch, TENANTRY_REQUEST_TIMEOUT="2", TENANTRY_THREADS="1") as client,
+        ThreadPoolExecutor(2) as pool,
+    ):
         holding = pool.submit(client.get, "/v1/users", headers=owner.headers)
         wait_for(lambda: ran)
         queued = pool.submit(client.get, one, headers=owner.headers).result()  # waits in the pool's queue
@@ -251,8 +262,13 @@ def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, 
     monkeypatch.setattr(security, "_hasher", Recording(security._hasher))
     with in_process(server, monkeypatch) as client:
         email = unique_email("owner")
-        signup = {"email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace",
-                  "tenant_name": "Hashing"}
+        signup = {
+            "email": email,
+            "password": PASSWORD,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "tenant_name": "Hashing",
+        }
         assert client.post("/v1/auth/register", json=signup).status_code == 201
         token = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()["data"]
         headers = {"Authorization": f"Bearer {token['access_token']}"}
@@ -260,8 +276,9 @@ def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, 
         assert one.status_code == 201, one.text
         batch = client.post("/v1/users/batch", json={"users": [new_user(), new_user(), new_user()]}, headers=headers)
         assert batch.status_code == 201, batch.text
-        changed = client.patch(f"/v1/users/{one.json()['data']['id']}", json={"password": "another-password-2"},
-                               headers=headers)
+        changed = client.patch(
+            f"/v1/users/{one.json()['data']['id']}", json={"password": "another-password-2"}, headers=headers
+        )
         assert changed.status_code == 200, changed.text
         assert client.post("/v1/auth/login", json={"email": email, "password": "wrong-password-1"}).status_code == 401
         assert client.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code == 401
@@ -271,8 +288,18 @@ def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, 
         hooked = unique_email("hooked")
         assert deliver(client, provider, user_event("user.created", hooked, name="John Doe")).status_code == 202
         assert client.post("/v1/auth/login", json={"email": hooked, "password": PASSWORD}).status_code == 401
-    assert [kind for kind, _ in calls] == ["hash", "verify", "hash", "hash", "hash", "hash", "hash", "verify",
-                                           "verify", "verify"]
+    assert [kind for kind, _ in calls] == [
+        "hash",
+        "verify",
+        "hash",
+        "hash",
+        "hash",
+        "hash",
+        "hash",
+        "verify",
+        "verify",
+        "verify",
+    ]
     assert not any(in_transaction for _, in_transaction in calls), calls
 
 
@@ -299,8 +326,9 @@ def test_batches_of_new_users_do_not_starve_other_writes(server, api):
             n = 0
             while importing or n < 10:
                 n += 1
-                response = client.patch(f"/v1/users/{target['id']}", json={"first_name": f"Single{n}"},
-                                        headers=owner.headers)
+                response = client.patch(
+                    f"/v1/users/{target['id']}", json={"first_name": f"Single{n}"}, headers=owner.headers
+                )
                 statuses.append(response.status_code)
         return statuses
 
@@ -317,15 +345,19 @@ def test_batches_of_new_users_do_not_starve_other_writes(server, api):
 
     def logs_in(email: str) -> int:
         with server.client() as client:
-            return client.post("/v1/auth/login", json={"email": email, "password": PASSWORD,
-                                                       "tenant_id": owner.tenant["id"]}).status_code
+            return client.post(
+                "/v1/auth/login", json={"email": email, "password": PASSWORD, "tenant_id": owner.tenant["id"]}
+            ).status_code
 
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(logs_in, emails)) == [200] * len(emails)
 
 
-@pytest.mark.skipif(backend() != "sqlite", reason="SQLite's write lock: PostgreSQL writers wait on row locks, "
-                    "which the request's deadline bounds (its statement_timeout) instead")
+@pytest.mark.skipif(
+    backend() != "sqlite",
+    reason="SQLite's write lock: PostgreSQL writers wait on row locks, "
+    "which the request's deadline bounds (its statement_timeout) instead",
+)
 def test_a_write_lock_held_past_the_busy_timeout_is_a_retryable_503_database_busy(server, api):
     import sqlite3
 

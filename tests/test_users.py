@@ -19,8 +19,11 @@ def test_create_get_update_replace_delete(api, owner):
     assert api.get(path, headers=owner.headers).json()["data"] == user
     patched = api.patch(path, json={"first_name": "Amazing"}, headers=owner.headers).json()["data"]
     assert patched["first_name"] == "Amazing" and patched["last_name"] == "Hopper"
-    replaced = api.put(path, json={"email": user["email"], "first_name": "G", "last_name": "H", "role": "member",
-                                   "status": "active"}, headers=owner.headers)
+    replaced = api.put(
+        path,
+        json={"email": user["email"], "first_name": "G", "last_name": "H", "role": "member", "status": "active"},
+        headers=owner.headers,
+    )
     assert replaced.status_code == 200 and replaced.json()["data"]["role"] == "member"
     assert api.delete(path, headers=owner.headers).status_code == 204
     assert_error(api.get(path, headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
@@ -30,8 +33,9 @@ def test_create_get_update_replace_delete(api, owner):
 def test_email_is_unique_per_tenant_case_insensitively(api, owner):
     body = new_user()
     assert api.post("/v1/users", json=body, headers=owner.headers).status_code == 201
-    error = assert_error(api.post("/v1/users", json={**body, "email": body["email"].upper()}, headers=owner.headers),
-                         409, "CONFLICT")
+    error = assert_error(
+        api.post("/v1/users", json={**body, "email": body["email"].upper()}, headers=owner.headers), 409, "CONFLICT"
+    )
     assert error["details"] == [{"field": "email", "message": "is already taken"}]
     other = register(api, tenant_name="Other")
     assert api.post("/v1/users", json=body, headers=other.headers).status_code == 201
@@ -80,8 +84,15 @@ def test_second_tenant_cannot_see_or_touch_first_tenants_users(api, owner):
     path = f"/v1/users/{victim['id']}"
     assert_error(api.get(path, headers=attacker.headers), 404, "RESOURCE_NOT_FOUND")
     assert_error(api.patch(path, json={"first_name": "x"}, headers=attacker.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.put(path, json={"email": "a@b.co", "first_name": "a", "last_name": "b", "role": "member",
-                                     "status": "active"}, headers=attacker.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.put(
+            path,
+            json={"email": "a@b.co", "first_name": "a", "last_name": "b", "role": "member", "status": "active"},
+            headers=attacker.headers,
+        ),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     assert_error(api.delete(path, headers=attacker.headers), 404, "RESOURCE_NOT_FOUND")
     listed = api.get("/v1/users", headers=attacker.headers).json()["data"]
     assert [u["id"] for u in listed] == [attacker.user["id"]]
@@ -103,8 +114,11 @@ def test_admin_cannot_create_change_or_delete_owners(api, owner):
     assert_error(api.patch(owner_path, json={"role": "member"}, headers=admin.headers), 403, "PERMISSION_DENIED")
     assert_error(api.delete(owner_path, headers=admin.headers), 403, "PERMISSION_DENIED")
     member = add_user(api, owner, role="member")
-    assert_error(api.patch(f"/v1/users/{member.user['id']}", json={"role": "owner"}, headers=admin.headers), 403,
-                 "PERMISSION_DENIED")
+    assert_error(
+        api.patch(f"/v1/users/{member.user['id']}", json={"role": "owner"}, headers=admin.headers),
+        403,
+        "PERMISSION_DENIED",
+    )
     promoted = api.patch(f"/v1/users/{member.user['id']}", json={"role": "admin"}, headers=admin.headers)
     assert promoted.status_code == 200
 
@@ -112,8 +126,12 @@ def test_admin_cannot_create_change_or_delete_owners(api, owner):
 def test_nobody_locks_themselves_out_and_the_last_owner_stays(api, owner, operator):
     me = f"/v1/users/{owner.user['id']}"
     assert_error(api.delete(me, headers=owner.headers), 403, "PERMISSION_DENIED")
-    for change in ({"role": "admin"}, {"status": "suspended"}, {"password": "a-new-password-1"},
-                   {"email": unique_email()}):
+    for change in (
+        {"role": "admin"},
+        {"status": "suspended"},
+        {"password": "a-new-password-1"},
+        {"email": unique_email()},
+    ):
         assert_error(api.patch(me, json=change, headers=owner.headers), 403, "PERMISSION_DENIED")
     # Restating an unchanged value is not a change.
     assert api.patch(me, json={"first_name": "Ada", "role": "owner"}, headers=owner.headers).status_code == 200
@@ -141,8 +159,10 @@ def test_full_journey(api):
     """register -> login -> me -> create users -> list with filters -> update -> delete -> refresh -> logout."""
     account = register(api, tenant_name="Journey")
     assert api.get("/v1/auth/me", headers=account.headers).json()["data"]["id"] == account.user["id"]
-    ids = [api.post("/v1/users", json=new_user(role=r), headers=account.headers).json()["data"]["id"]
-           for r in ("admin", "member")]
+    ids = [
+        api.post("/v1/users", json=new_user(role=r), headers=account.headers).json()["data"]["id"]
+        for r in ("admin", "member")
+    ]
     admins = api.get("/v1/users?role=admin", headers=account.headers).json()["data"]
     assert [u["id"] for u in admins] == [ids[0]]
     assert api.patch(f"/v1/users/{ids[1]}", json={"last_name": "Updated"}, headers=account.headers).status_code == 200
@@ -163,8 +183,9 @@ def test_concurrent_demotions_never_leave_a_tenant_without_an_owner(api, server)
 
         def demote(actor, target):
             with server.client() as client:
-                return client.patch(f"/v1/users/{target.user['id']}", json={"role": "admin"},
-                                    headers=actor.headers).status_code
+                return client.patch(
+                    f"/v1/users/{target.user['id']}", json={"role": "admin"}, headers=actor.headers
+                ).status_code
 
         with ThreadPoolExecutor(2) as pool:
             statuses = sorted(pool.map(lambda pair: demote(*pair), [(first, second), (second, first)]))

@@ -94,8 +94,9 @@ def test_a_receiver_failing_three_times_gets_it_on_the_fourth_attempt_with_the_s
             assert verify(created["secret"], attempt)["type"] == "user.created"
         gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(got)]
         assert all(gap >= 0.9 for gap in gaps), gaps  # the compressed schedule: 1 s (+ jitter) each
-        (delivery,) = eventually(lambda: [d for d in deliveries(api, owner, created["webhook"]["id"])
-                                          if d["status"] == "succeeded"])
+        (delivery,) = eventually(
+            lambda: [d for d in deliveries(api, owner, created["webhook"]["id"]) if d["status"] == "succeeded"]
+        )
         assert [a["status_code"] for a in delivery["attempts"]] == [500, 503, 502, 200]
         assert [a["status"] for a in delivery["attempts"]] == ["failed", "failed", "failed", "succeeded"]
         assert delivery["attempt_count"] == 4 and delivery["attempts"][0]["error"]
@@ -143,8 +144,11 @@ def test_410_disables_the_endpoint(api, owner, worker):
         webhook = make_webhook(api, owner, receiver.url)["webhook"]
         new_user(api, owner)
         receiver.wait_for(1)
-        gone = eventually(lambda: (lambda w: w if not w["enabled"] else None)(
-            api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]))
+        gone = eventually(
+            lambda: (lambda w: w if not w["enabled"] else None)(
+                api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]
+            )
+        )
         assert gone["disabled_reason"] == "gone"
         new_user(api, owner)
         # Nothing is even queued for a disabled endpoint (deliveries are queued in the change's
@@ -183,26 +187,41 @@ def test_killing_the_worker_mid_delivery_loses_nothing(api, owner, server):
 def test_a_private_address_is_refused_at_creation_and_at_delivery(api, owner):
     # Each of these passes the schema (an http(s) URL of printable ASCII): only the SSRF guard
     # can refuse it, so a 400 here would mean the guard never ran.
-    for url in ("http://10.0.0.7/hooks", "http://169.254.169.254/latest/meta-data", "http://[::1]/x",
-                "https://192.168.1.10:8443/x", "http://user:pw@example.com/x"):
-        error = assert_error(api.post("/v1/webhooks", json={"url": url, "events": ["*"]}, headers=owner.headers),
-                             422, "URL_NOT_ALLOWED")
+    for url in (
+        "http://10.0.0.7/hooks",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x",
+        "https://192.168.1.10:8443/x",
+        "http://user:pw@example.com/x",
+    ):
+        error = assert_error(
+            api.post("/v1/webhooks", json={"url": url, "events": ["*"]}, headers=owner.headers), 422, "URL_NOT_ALLOWED"
+        )
         assert error["details"][0]["field"] == "url", (url, error)
     # Another scheme never reaches the guard: the schema refuses it.
-    assert_error(api.post("/v1/webhooks", json={"url": "ftp://example.com/x", "events": ["*"]}, headers=owner.headers),
-                 400, "VALIDATION_ERROR")
+    assert_error(
+        api.post("/v1/webhooks", json={"url": "ftp://example.com/x", "events": ["*"]}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
     assert api.get("/v1/webhooks", headers=owner.headers).json()["data"] == []  # nothing saved
     strict = start_server(TENANTRY_OUTBOUND_ALLOWLIST="")
     try:
         with strict.client() as client:
             account = register(client)
-            error = assert_error(client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]},
-                                             headers=account.headers), 422, "URL_NOT_ALLOWED")
+            error = assert_error(
+                client.post(
+                    "/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]}, headers=account.headers
+                ),
+                422,
+                "URL_NOT_ALLOWED",
+            )
             # Refused without saying where the name points: that would map the private network.
             assert "127.0.0.1" not in error["message"] and "private" in error["message"]
             # A name is resolved and judged by its addresses: `localhost` is loopback.
-            refused = client.post("/v1/webhooks", json={"url": "http://localhost:9/hooks", "events": ["*"]},
-                                  headers=account.headers)
+            refused = client.post(
+                "/v1/webhooks", json={"url": "http://localhost:9/hooks", "events": ["*"]}, headers=account.headers
+            )
             assert refused.status_code == 422
     finally:
         strict.stop()
@@ -266,18 +285,30 @@ def test_rotating_the_secret_signs_with_both_for_the_grace_period(api, owner, re
 
 def test_crud_modes_and_tenant_isolation(api, owner, receiver):
     webhook = make_webhook(api, owner, receiver.url, description="CRM")["webhook"]
-    updated = api.patch(f"/v1/webhooks/{webhook['id']}", json={"events": ["key.*"], "enabled": False},
-                        headers=owner.headers)
+    updated = api.patch(
+        f"/v1/webhooks/{webhook['id']}", json={"events": ["key.*"], "enabled": False}, headers=owner.headers
+    )
     assert updated.status_code == 200, updated.text
     assert updated.json()["data"]["events"] == ["key.*"] and updated.json()["data"]["disabled_reason"] == "manual"
-    assert_error(api.patch(f"/v1/webhooks/{webhook['id']}", json={"url": "http://10.1.2.3/x"},
-                           headers=owner.headers), 422, "URL_NOT_ALLOWED")
+    assert_error(
+        api.patch(f"/v1/webhooks/{webhook['id']}", json={"url": "http://10.1.2.3/x"}, headers=owner.headers),
+        422,
+        "URL_NOT_ALLOWED",
+    )
     assert_error(api.patch(f"/v1/webhooks/{webhook['id']}", json={}, headers=owner.headers), 400, "VALIDATION_ERROR")
-    assert_error(api.post("/v1/webhooks", json={"url": receiver.url, "events": ["users"]}, headers=owner.headers),
-                 400, "VALIDATION_ERROR")
+    assert_error(
+        api.post("/v1/webhooks", json={"url": receiver.url, "events": ["users"]}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
     other = register(api, "Other")
-    for method, path in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/rotate-secret"),
-                         ("GET", "/deliveries")):
+    for method, path in (
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("POST", "/rotate-secret"),
+        ("GET", "/deliveries"),
+    ):
         kwargs = {"json": {"enabled": True}} if method == "PATCH" else {}
         response = api.request(method, f"/v1/webhooks/{webhook['id']}{path}", headers=other.headers, **kwargs)
         assert_error(response, 404, "RESOURCE_NOT_FOUND")
@@ -291,12 +322,20 @@ def test_crud_modes_and_tenant_isolation(api, owner, receiver):
     assert created.status_code == 201 and created.json()["data"]["webhook"]["livemode"] is False
     assert api.delete(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).status_code == 204
     assert_error(api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
-    assert_error(api.post(f"/v1/webhooks/{created.json()['data']['webhook']['id']}/deliveries/"
-                          "msg_01JDQ4D8W2X4Y6Z8A0B2C4D6E8/retry", headers=test_headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.post(
+            f"/v1/webhooks/{created.json()['data']['webhook']['id']}/deliveries/msg_01JDQ4D8W2X4Y6Z8A0B2C4D6E8/retry",
+            headers=test_headers,
+        ),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
 
 
-@pytest.mark.skipif(backend() != "postgres", reason="several workers share one queue on PostgreSQL; "
-                    "SQLite runs one worker (tested below)")
+@pytest.mark.skipif(
+    backend() != "postgres",
+    reason="several workers share one queue on PostgreSQL; SQLite runs one worker (tested below)",
+)
 def test_two_workers_deliver_each_attempt_once(api, owner, server, receiver):
     workers = [Worker(server), Worker(server)]
     try:
@@ -328,8 +367,11 @@ def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, s
         new_user(api, owner)
         # The first failure starts the streak; the delivery's last retry, past the limit, ends it.
         receiver.wait_for(4, timeout=30)
-        disabled = eventually(lambda: (lambda w: w if not w["enabled"] else None)(
-            api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]))
+        disabled = eventually(
+            lambda: (lambda w: w if not w["enabled"] else None)(
+                api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]
+            )
+        )
         assert disabled["disabled_reason"] == "failing" and disabled["failing_since"] is not None
         event = events_of(api, owner, "webhook.disabled")[0]
         assert event["data"]["object"]["id"] == webhook["id"]
@@ -349,22 +391,32 @@ def events_of(api, owner, event_type):
 
 # Issue 13, item 3: a pattern no event type matches is refused; one delivery can be read by id.
 
+
 def test_a_pattern_matching_no_event_type_is_400_naming_each(api, owner):
-    body = {"url": "https://hooks.example.com/x", "events": ["user.*", "users.created", "usr.*", "key.revoked",
-                                                             "user.signed_up"]}
+    body = {
+        "url": "https://hooks.example.com/x",
+        "events": ["user.*", "users.created", "usr.*", "key.revoked", "user.signed_up"],
+    }
     error = assert_error(api.post("/v1/webhooks", json=body, headers=owner.headers), 400, "VALIDATION_ERROR")
     assert error["details"] == [
         {"field": "events[1]", "message": "matches no event type (users.created)"},
         {"field": "events[2]", "message": "matches no event type (usr.*)"},
-        {"field": "events[4]", "message": "matches no event type (user.signed_up)"}]
+        {"field": "events[4]", "message": "matches no event type (user.signed_up)"},
+    ]
     assert api.get("/v1/webhooks", headers=owner.headers).json()["data"] == []
     webhook = make_webhook(api, owner, "https://hooks.example.com/x", events=("*", "user.created", "webhook.*"))
     webhook_id = webhook["webhook"]["id"]
-    error = assert_error(api.patch(f"/v1/webhooks/{webhook_id}", json={"events": ["users.created"]},
-                                   headers=owner.headers), 400, "VALIDATION_ERROR")
+    error = assert_error(
+        api.patch(f"/v1/webhooks/{webhook_id}", json={"events": ["users.created"]}, headers=owner.headers),
+        400,
+        "VALIDATION_ERROR",
+    )
     assert error["details"] == [{"field": "events[0]", "message": "matches no event type (users.created)"}]
-    assert api.get(f"/v1/webhooks/{webhook_id}", headers=owner.headers).json()["data"]["events"] == \
-        ["*", "user.created", "webhook.*"]
+    assert api.get(f"/v1/webhooks/{webhook_id}", headers=owner.headers).json()["data"]["events"] == [
+        "*",
+        "user.created",
+        "webhook.*",
+    ]
 
 
 def test_one_delivery_is_read_by_id_and_only_through_its_endpoint(api, owner):
@@ -377,16 +429,28 @@ def test_one_delivery_is_read_by_id_and_only_through_its_endpoint(api, owner):
     assert response.json()["data"] == listed
     assert response.json()["data"]["event_type"] == "user.created"
     # Through another endpoint, from another tenant, or an id that does not exist: 404.
-    assert_error(api.get(f"/v1/webhooks/{second['id']}/deliveries/{listed['id']}", headers=owner.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get(f"/v1/webhooks/{second['id']}/deliveries/{listed['id']}", headers=owner.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     other = register(api, "Other")
-    assert_error(api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=other.headers), 404,
-                 "RESOURCE_NOT_FOUND")
-    assert_error(api.get(f"/v1/webhooks/{first['id']}/deliveries/msg_01JDQ4D8W2X4Y6Z8A0B2C4D6E8",
-                         headers=owner.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=other.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
+    assert_error(
+        api.get(f"/v1/webhooks/{first['id']}/deliveries/msg_01JDQ4D8W2X4Y6Z8A0B2C4D6E8", headers=owner.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     # A member, without webhook:read, is refused.
     from tests.conftest import add_user
 
     member = add_user(api, owner, role="member")
-    assert_error(api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=member.headers), 403,
-                 "PERMISSION_DENIED")
+    assert_error(
+        api.get(f"/v1/webhooks/{first['id']}/deliveries/{listed['id']}", headers=member.headers),
+        403,
+        "PERMISSION_DENIED",
+    )

@@ -37,8 +37,12 @@ def main(base_url: str) -> None:
     password = "correct-horse-battery"
     anonymous = Client(base_url=base_url, raise_on_unexpected_status=True)
 
-    registered = register.sync_detailed(client=anonymous, body=RegisterRequest(
-        email=email, password=password, first_name="Ada", last_name="Lovelace", tenant_name="Client Co"))
+    registered = register.sync_detailed(
+        client=anonymous,
+        body=RegisterRequest(
+            email=email, password=password, first_name="Ada", last_name="Lovelace", tenant_name="Client Co"
+        ),
+    )
     assert registered.status_code == 201, registered.content
     tenant_id = registered.parsed.data.tenant.id
 
@@ -49,9 +53,16 @@ def main(base_url: str) -> None:
     me = get_me.sync(client=client)
     assert isinstance(me, UserEnvelope) and me.data.email == email and me.data.role == "owner"
 
-    created = create_user.sync(client=client, body=UserCreate(
-        email=f"grace-{uuid.uuid4().hex[:8]}@example.com", password=password, first_name="Grace",
-        last_name="Hopper", role=Role.ADMIN))
+    created = create_user.sync(
+        client=client,
+        body=UserCreate(
+            email=f"grace-{uuid.uuid4().hex[:8]}@example.com",
+            password=password,
+            first_name="Grace",
+            last_name="Hopper",
+            role=Role.ADMIN,
+        ),
+    )
     assert isinstance(created, UserEnvelope) and created.data.role == "admin", created
     user_id = created.data.id
 

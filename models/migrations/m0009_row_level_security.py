@@ -17,12 +17,26 @@ STATEMENTS: list[str] = []
 
 #: Every table with a tenant_id column (tests/test_schema.py checks that none is missing).
 TABLES = (
-    "domain", "user_account", "session", "refresh_token", "api_key", "mfa_recovery_code", "permission",
-    "role", "user_role", "policy", "idempotency_record", "audit_chain", "audit_entry", "usage_counter",
+    "domain",
+    "user_account",
+    "session",
+    "refresh_token",
+    "api_key",
+    "mfa_recovery_code",
+    "permission",
+    "role",
+    "user_role",
+    "policy",
+    "idempotency_record",
+    "audit_chain",
+    "audit_entry",
+    "usage_counter",
 )
 
-_VISIBLE = ("(coalesce(current_setting('tenantry.tenant_id', true), '') = '' "
-            "OR tenant_id = current_setting('tenantry.tenant_id', true))")
+_VISIBLE = (
+    "(coalesce(current_setting('tenantry.tenant_id', true), '') = '' "
+    "OR tenant_id = current_setting('tenantry.tenant_id', true))"
+)
 
 
 def after(db: Any) -> None:

@@ -24,8 +24,11 @@ def _login() -> dict:
     """Logs the fixture account in; returns its token pair."""
     response = httpx.post(
         f"{os.environ['TENANTRY_CONTRACT_URL']}/v1/auth/login",
-        json={"email": os.environ["TENANTRY_CONTRACT_EMAIL"], "password": os.environ["TENANTRY_CONTRACT_PASSWORD"],
-              **({"tenant_id": tenant} if (tenant := os.environ.get("TENANTRY_CONTRACT_TENANT")) else {})},
+        json={
+            "email": os.environ["TENANTRY_CONTRACT_EMAIL"],
+            "password": os.environ["TENANTRY_CONTRACT_PASSWORD"],
+            **({"tenant_id": tenant} if (tenant := os.environ.get("TENANTRY_CONTRACT_TENANT")) else {}),
+        },
         timeout=30,
     )
     response.raise_for_status()
@@ -43,8 +46,12 @@ def _usable_key() -> str:
     if httpx.get(f"{base}/v1/keys", headers={"X-API-Key": _key}, timeout=30).status_code != 401:
         return _key
     token = _login()["access_token"]
-    created = httpx.post(f"{base}/v1/keys", json={"name": "contract (renewed)", "permissions": ["admin"]},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    created = httpx.post(
+        f"{base}/v1/keys",
+        json={"name": "contract (renewed)", "permissions": ["admin"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     created.raise_for_status()
     _key = created.json()["data"]["secret"]
     return _key
@@ -87,8 +94,7 @@ def after_call(ctx: schemathesis.HookContext, case: schemathesis.Case, response:
     path = os.environ.get("TENANTRY_CONTRACT_STATUSES")
     if not path:
         return
-    line = json.dumps({"operation": f"{case.method.upper()} {case.operation.path}",
-                       "status": response.status_code})  # type: ignore[attr-defined]
+    line = json.dumps({"operation": f"{case.method.upper()} {case.operation.path}", "status": response.status_code})  # type: ignore[attr-defined]
     with _record_lock, open(path, "a") as handle:
         handle.write(line + "\n")
     _disarm_deny_policy(case, response)
@@ -113,8 +119,12 @@ def _disarm_deny_policy(case: schemathesis.Case, response: object) -> None:
     except (ValueError, KeyError, TypeError):
         return
     if isinstance(policy, dict) and policy.get("effect") == "deny" and policy.get("is_enabled") and policy.get("id"):
-        httpx.patch(f"{os.environ['TENANTRY_CONTRACT_URL']}/v1/policies/{policy['id']}",
-                    json={"is_enabled": False}, headers=_credential_headers(), timeout=30)
+        httpx.patch(
+            f"{os.environ['TENANTRY_CONTRACT_URL']}/v1/policies/{policy['id']}",
+            json={"is_enabled": False},
+            headers=_credential_headers(),
+            timeout=30,
+        )
 
 
 _calls = itertools.count()
@@ -165,9 +175,18 @@ def _fresh(what: str) -> tuple[str, ...] | None:
     base, headers = os.environ["TENANTRY_CONTRACT_URL"], _credential_headers()
     n = next(_calls)
     if what == "user":
-        made = httpx.post(f"{base}/v1/users", headers=headers, timeout=30,
-                          json={"email": f"fresh-{os.getpid()}-{n}@contract.example.com", "first_name": "Fresh",
-                                "last_name": "Member", "password": "Contract-Passw0rd!", "role": "member"})
+        made = httpx.post(
+            f"{base}/v1/users",
+            headers=headers,
+            timeout=30,
+            json={
+                "email": f"fresh-{os.getpid()}-{n}@contract.example.com",
+                "first_name": "Fresh",
+                "last_name": "Member",
+                "password": "Contract-Passw0rd!",
+                "role": "member",
+            },
+        )
         return (made.json()["data"]["id"],) if made.status_code == 201 else None
     if what == "session" and not _key:
         # A new login of the run's own account: a session of the caller's that the run's token is not.
@@ -177,11 +196,18 @@ def _fresh(what: str) -> tuple[str, ...] | None:
         return (own[0],) if own else None
     if what == "domain":
         tenants = httpx.get(f"{base}/v1/tenants", params={"limit": 10}, headers=headers, timeout=30)
-        active = [t["id"] for t in tenants.json().get("data", []) if t.get("status") == "active"] \
-            if tenants.status_code == 200 else []
+        active = (
+            [t["id"] for t in tenants.json().get("data", []) if t.get("status") == "active"]
+            if tenants.status_code == 200
+            else []
+        )
         for tenant_id in active:
-            made = httpx.put(f"{base}/v1/tenants/{tenant_id}/domains", headers=headers, timeout=30,
-                             json={"domain": f"f{os.getpid()}x{n}.contract-fresh.example.com"})
+            made = httpx.put(
+                f"{base}/v1/tenants/{tenant_id}/domains",
+                headers=headers,
+                timeout=30,
+                json={"domain": f"f{os.getpid()}x{n}.contract-fresh.example.com"},
+            )
             if made.status_code == 201:
                 return tenant_id, made.json()["data"]["id"]
     return None
@@ -241,8 +267,11 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         case.body = {**body, "name": _role_name(), "permissions": ["user:read"]}
     elif label == "PATCH /v1/roles/{role_id}" and body is not None and (ids := _real("role_id")):
         path["role_id"] = random.choice(ids)
-        case.body = {**body, **({"name": _role_name()} if "name" in body else {}),
-                     **({"permissions": ["user:read"]} if "permissions" in body else {})}
+        case.body = {
+            **body,
+            **({"name": _role_name()} if "name" in body else {}),
+            **({"permissions": ["user:read"]} if "permissions" in body else {}),
+        }
     elif label == "DELETE /v1/users/{user_id}" and (user := _fresh("user")):
         path["user_id"] = user[0]
     elif label == "PATCH /v1/users/{user_id}" and body is not None and (user := _fresh("user")):
@@ -251,8 +280,12 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         # API are refusals by design, and a random body nearly always holds one.
         path["user_id"] = user[0]
         case.body = {k: v for k, v in body.items() if k in {"first_name", "last_name"}} or {"first_name": "Mapped"}
-    elif label == "POST /v1/users/{user_id}/roles" and body is not None and (users := _real("user_id")) \
-            and (roles := _real("role_id")):
+    elif (
+        label == "POST /v1/users/{user_id}/roles"
+        and body is not None
+        and (users := _real("user_id"))
+        and (roles := _real("role_id"))
+    ):
         path["user_id"] = random.choice(users)
         case.body = {**body, "role_id": random.choice(roles)}
     elif label == "DELETE /v1/users/{user_id}/roles/{role_id}" and (pairs := _real("assignment")):
@@ -278,8 +311,13 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
     elif label == "POST /v1/users/batch" and body is not None and isinstance(body.get("users"), list):
         # An API key acts as an admin at most, and a batch is refused whole when one item asks
         # for an owner: most random batches hold one, so a key run would rarely see a 201.
-        case.body = {**body, "users": [_profile({**u, "role": "member"} if u.get("role") == "owner" else u)
-                                       if isinstance(u, dict) else u for u in body["users"]]}
+        case.body = {
+            **body,
+            "users": [
+                _profile({**u, "role": "member"} if u.get("role") == "owner" else u) if isinstance(u, dict) else u
+                for u in body["users"]
+            ],
+        }
     elif label == "POST /v1/users" and body is not None:
         case.body = _profile(body)
     elif label == "PUT /v1/users/{user_id}" and body is not None and (user := _fresh("user")):
@@ -306,8 +344,11 @@ def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs
     invalid one is left as it is, to be refused. Reuse and replay are tested in tests/test_idempotency.py.
     """
     body = case.body if isinstance(case.body, dict) else None
-    if case.operation.path == "/v1/auth/password" and body is not None \
-            and body.get("current_password") == os.environ["TENANTRY_CONTRACT_PASSWORD"]:
+    if (
+        case.operation.path == "/v1/auth/password"
+        and body is not None
+        and body.get("current_password") == os.environ["TENANTRY_CONTRACT_PASSWORD"]
+    ):
         # Every call, the spec's examples included (map_case does not see those): the example's
         # current password is the fixture's, and a change to another one would lock the hooks,
         # which log in with it, out for the rest of the run.

@@ -50,8 +50,9 @@ def spec_file(server, tmp_path_factory):
 
 
 def test_spectral_finds_no_error_and_no_warning(spec_file):
-    result, output = run([str(NPX / "spectral"), "lint", str(spec_file), "--ruleset", ".spectral.yaml",
-                          "--fail-severity", "warn"])
+    result, output = run(
+        [str(NPX / "spectral"), "lint", str(spec_file), "--ruleset", ".spectral.yaml", "--fail-severity", "warn"]
+    )
     assert result.returncode == 0, output
     assert "0 errors" in output or "No results" in output, output
 
@@ -60,8 +61,17 @@ def test_spectral_ruleset_catches_a_missing_permission(spec_file, tmp_path):
     broken = json.loads(spec_file.read_text())
     del broken["paths"]["/v1/users"]["get"]["x-permission"]
     (tmp_path / "broken.json").write_text(json.dumps(broken))
-    result, output = run([str(NPX / "spectral"), "lint", str(tmp_path / "broken.json"), "--ruleset",
-                          ".spectral.yaml", "--fail-severity", "warn"])
+    result, output = run(
+        [
+            str(NPX / "spectral"),
+            "lint",
+            str(tmp_path / "broken.json"),
+            "--ruleset",
+            ".spectral.yaml",
+            "--fail-severity",
+            "warn",
+        ]
+    )
     assert result.returncode != 0 and "tenantry-operation-permission" in output, output
 
 
@@ -69,8 +79,9 @@ def test_typescript_types_type_check_the_usage_file(server):
     """openapi-typescript with its defaults, from the served URL: no warning, and the usage file type-checks."""
     generated = ROOT / "clients" / "typescript" / "generated"
     shutil.rmtree(generated, ignore_errors=True)
-    result, output = run([str(NPX / "openapi-typescript"), f"{server.url}/openapi.json", "-o",
-                          str(generated / "api.d.ts")])
+    result, output = run(
+        [str(NPX / "openapi-typescript"), f"{server.url}/openapi.json", "-o", str(generated / "api.d.ts")]
+    )
     assert result.returncode == 0, output
     assert "warn" not in output.lower() and "error" not in output.lower(), output
     result, output = run([str(NPX / "tsc"), "-p", "clients/typescript"])
@@ -79,21 +90,48 @@ def test_typescript_types_type_check_the_usage_file(server):
 
 def test_generated_python_client_runs_the_scenario(server, tmp_path):
     """openapi-python-client with its defaults (no config file), from the served URL, then the scenario."""
-    result, output = run([sys.executable, "-m", "openapi_python_client", "generate", "--url",
-                          f"{server.url}/openapi.json", "--meta", "setup", "--output-path", str(tmp_path / "client")],
-                         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    result, output = run(
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--url",
+            f"{server.url}/openapi.json",
+            "--meta",
+            "setup",
+            "--output-path",
+            str(tmp_path / "client"),
+        ],
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
     assert result.returncode == 0, output
     assert "warning" not in output.lower(), output
     package = tmp_path / "client" / "tenantry_api_client"
     models = {p.stem for p in (package / "models").glob("*.py")} - {"__init__"}
-    assert {"user", "tenant", "error_response", "user_envelope", "token_pair", "open_api_document",
-            "audit_break", "tenant_rate_limits", "webhook_disabled_reason"} <= models
+    assert {
+        "user",
+        "tenant",
+        "error_response",
+        "user_envelope",
+        "token_pair",
+        "open_api_document",
+        "audit_break",
+        "tenant_rate_limits",
+        "webhook_disabled_reason",
+    } <= models
     assert not [name for name in models if UNREADABLE.search(name)]
     # A module per tag, a function per operationId: api/users/list_users.py, not users_list_users.
     api = {f"{p.parent.name}/{p.stem}" for p in (package / "api").glob("*/*.py")} - {
-        f"{p.name}/__init__" for p in (package / "api").iterdir()}
-    assert {"users/list_users", "users/get_user", "auth/login", "meta/get_openapi_yaml",
-            "integrations/list_integration_events"} <= api
+        f"{p.name}/__init__" for p in (package / "api").iterdir()
+    }
+    assert {
+        "users/list_users",
+        "users/get_user",
+        "auth/login",
+        "meta/get_openapi_yaml",
+        "integrations/list_integration_events",
+    } <= api
     assert not [name for name in api if name.split("/")[1].startswith(name.split("/")[0] + "_")]
     assert not [name for name in api if UNREADABLE.search(name)]
     env_dir = tmp_path / "venv"
@@ -110,15 +148,30 @@ def test_docs_render_offline_under_their_csp(server, tmp_path):
     """Headless Chromium, on a machine with no network, renders every operation at /docs."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        message = ("Chromium is not installed (apt-get install chromium; ./scripts/test installs it when run as "
-                   "root); /docs is checked without a browser in tests/test_health.py")
+        message = (
+            "Chromium is not installed (apt-get install chromium; ./scripts/test installs it when run as "
+            "root); /docs is checked without a browser in tests/test_health.py"
+        )
         if os.environ.get("CI", "").lower() in {"1", "true"}:
             pytest.fail(f"{message}, but CI must render it in a browser", pytrace=False)
         pytest.skip(message)
-    result, output = run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", f"--user-data-dir={tmp_path}", "--virtual-time-budget=8000",
-                          "--dump-dom", f"{server.url}/docs/"])
+    result, output = run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path}",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+            f"{server.url}/docs/",
+        ]
+    )
     assert result.returncode == 0, output
     assert 'class="title">Tenantry API' in result.stdout
     assert 'data-path="/v1/users/{user_id}"' in result.stdout

@@ -32,9 +32,9 @@ UNREACHABLE_FOR_ANY_RUN = {
     "POST /v1/auth/mfa/verify": "needs the TOTP code of the secret setup returned (tests/test_mfa.py)",
     "DELETE /v1/auth/mfa": "needs a current TOTP code of an enabled MFA (tests/test_mfa.py)",
     "POST /v1/integrations/webhooks/{integration_id}": "the credential is an HMAC signature over the body "
-                                                       "with the provider's secret (tests/test_integrations.py)",
+    "with the provider's secret (tests/test_integrations.py)",
     "GET /v1/integrations/events/{integration_event_id}": "an integration event exists only once a signed "
-                                                          "inbound call (above) stored it",
+    "inbound call (above) stored it",
     # Schemathesis 4.32 leaves the document it was loaded from out of an unfiltered run (it
     # reports 79 operations of the spec's 80, and never calls this one); selected alone with
     # `--include-path /openapi.json` it answers 200. tests/test_health.py checks the document.
@@ -42,8 +42,9 @@ UNREACHABLE_FOR_ANY_RUN = {
 }
 
 
-def run_schemathesis(server, email: str, password: str, tenant_id: str | None, *extra: str,
-                     api_key: str | None = None) -> tuple[str, dict[str, set[int]]]:
+def run_schemathesis(
+    server, email: str, password: str, tenant_id: str | None, *extra: str, api_key: str | None = None
+) -> tuple[str, dict[str, set[int]]]:
     """Runs Schemathesis as the given account, asserting it found no failure.
 
     Returns its output and the statuses each operation answered (`"GET /v1/users"` -> {200, 400, ...}).
@@ -66,16 +67,27 @@ def run_schemathesis(server, email: str, password: str, tenant_id: str | None, *
         env["TENANTRY_CONTRACT_TENANT"] = tenant_id
     examples = os.environ.get("TENANTRY_CONTRACT_EXAMPLES", "40")
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
-        "run", f"{server.url}/openapi.json",
-        "--checks", "all",
-        "--phases", "examples,coverage,fuzzing,stateful",
-        "--max-examples", examples,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
+        "run",
+        f"{server.url}/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-examples",
+        examples,
         # One worker: with two, Hypothesis' concurrent ast.parse calls hit a CPython 3.11.7 bug
         # ("AST constructor recursion depth mismatch", fixed in 3.11.8) and abort the run.
-        "--workers", "1",
-        "--request-timeout", "30",
-        "--suppress-health-check", "too_slow",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "too_slow",
         *extra,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=1200)
@@ -95,8 +107,12 @@ def run_schemathesis(server, email: str, password: str, tenant_id: str | None, *
     return output, seen
 
 
-def assert_every_success_reached(seen: dict[str, set[int]], tags: set[str] | None,
-                                 unreachable: dict[str, str], skip_tags: frozenset[str] = frozenset()) -> None:
+def assert_every_success_reached(
+    seen: dict[str, set[int]],
+    tags: set[str] | None,
+    unreachable: dict[str, str],
+    skip_tags: frozenset[str] = frozenset(),
+) -> None:
     """Asserts that each operation of the run (by `tags`, else all) that declares a 2xx answered one.
 
     A run of 401s (a token expired mid-run, a key the fuzzer revoked) or 403s would pass every
@@ -129,13 +145,17 @@ def seed(api, owner) -> None:
     for n, suffix in enumerate(("alpha", "beta", "gamma")):
         made = api.post("/v1/permissions", json={"name": f"contract:seed_{suffix}"}, headers=owner.headers)
         assert made.status_code == 201, made.text
-        role = api.post("/v1/roles", json={"name": f"Seed{n}", "role_family": "Internal", "permissions": ["user:read"]},
-                        headers=owner.headers)
+        role = api.post(
+            "/v1/roles",
+            json={"name": f"Seed{n}", "role_family": "Internal", "permissions": ["user:read"]},
+            headers=owner.headers,
+        )
         assert role.status_code == 201, role.text
         for _ in range(2):
             user = add_user(api, owner)
-            given = api.post(f"/v1/users/{user.user['id']}/roles", json={"role_id": role.json()["data"]["id"]},
-                             headers=owner.headers)
+            given = api.post(
+                f"/v1/users/{user.user['id']}/roles", json={"role_id": role.json()["data"]["id"]}, headers=owner.headers
+            )
             assert given.status_code == 200, given.text
 
 
@@ -157,8 +177,11 @@ def test_schemathesis_as_the_platform_operator_finds_no_failure(server):
     with server.client() as api:  # a tenant with domains, for the domain operations' success
         holder = register(api, tenant_name="Contract Domains")
         for n in range(3):
-            added = api.put(f"/v1/tenants/{holder.tenant['id']}/domains",
-                            json={"domain": f"d{n}.contract-seed.example.com"}, headers=holder.headers)
+            added = api.put(
+                f"/v1/tenants/{holder.tenant['id']}/domains",
+                json={"domain": f"d{n}.contract-seed.example.com"},
+                headers=holder.headers,
+            )
             assert added.status_code == 201, added.text
     output, seen = run_schemathesis(server, OPERATOR_EMAIL, server.operator_password, None, "--include-tag", "tenants")
     generated = re.search(r"(\d+) generated", output)
@@ -172,9 +195,17 @@ def test_schemathesis_with_an_api_key_finds_no_failure(server, api):
     seed(api, owner)
     created = api.post("/v1/keys", json={"name": "contract", "permissions": ["admin"]}, headers=owner.headers)
     assert created.status_code == 201, created.text
-    output, seen = run_schemathesis(server, owner.email, owner.password, owner.tenant["id"],
-                                    "--include-tag", "users", "--include-tag", "keys",
-                                    api_key=created.json()["data"]["secret"])
+    output, seen = run_schemathesis(
+        server,
+        owner.email,
+        owner.password,
+        owner.tenant["id"],
+        "--include-tag",
+        "users",
+        "--include-tag",
+        "keys",
+        api_key=created.json()["data"]["secret"],
+    )
     generated = re.search(r"(\d+) generated", output)
     assert generated and int(generated.group(1)) > 500, output[-3000:]
     assert_every_success_reached(seen, {"users", "keys"}, UNREACHABLE_FOR_ANY_RUN)

@@ -30,7 +30,7 @@ RESOURCE = {
     "price": 120.5,
     "seats": 3,
     "scheduled_time": "2025-06-02T12:00:00Z",  # 27 hours after NOW, as JSON carries it
-    "starts_at": NOW + timedelta(hours=2),     # as a loaded row carries it
+    "starts_at": NOW + timedelta(hours=2),  # as a loaded row carries it
     "labels": ["outdoor"],
     "cancelled_at": None,
     "meta": {"source": {"channel": "web"}},
@@ -105,8 +105,8 @@ STRING_CASES = [
     ("false or false", False),
     ("subject.verified", True),
     ("subject.verified == true", True),
-    ("subject.verified == 1", False),          # a boolean is not a number
-    ("subject.age == '30'", False),           # nor is a string
+    ("subject.verified == 1", False),  # a boolean is not a number
+    ("subject.age == '30'", False),  # nor is a string
     ("resource.cancelled_at == null", True),
     ("resource.cancelled_at != null", False),
     ("resource.price >= 120.5", True),
@@ -122,10 +122,10 @@ STRING_CASES = [
     ("subject.age in [18, subject.age]", True),
     ("context.ip in ['10.0.0.7', '10.0.0.8']", True),
     ("context.ip not in ['10.0.0.7', '10.0.0.8']", False),
-    ("subject.age in ['30', 'x']", False),                            # a number is never a string
+    ("subject.age in ['30', 'x']", False),  # a number is never a string
     ("subject.age not in ['30', 'x']", True),
-    ("resource.starts_at in ['2025-06-01T13:00:00+02:00']", True),   # timestamps still meet strings
-    ("resource.starts_at in ['2025-06-01T11:00:00Z', 'x']", True),   # found before 'x' (no timestamp) is reached
+    ("resource.starts_at in ['2025-06-01T13:00:00+02:00']", True),  # timestamps still meet strings
+    ("resource.starts_at in ['2025-06-01T11:00:00Z', 'x']", True),  # found before 'x' (no timestamp) is reached
     ("'10.0.' in context.ip", True),
     ("context.ip contains '10.0.'", True),
     ("context.mode != 'maintenance'", False),
@@ -173,7 +173,7 @@ ROLE_CASES = [
     ({"roles": ["member"], "allowed": "members only"}, "subject.role in subject.allowed", True),
     ({"roles": ["member"], "allowed": []}, "subject.role not in subject.allowed", True),
     ({"roles": ["member"], "role": "admin"}, "subject.role == 'admin'", False),  # roles, when present, decide
-    ({"role": "admin"}, "subject.role == 'admin'", True),                     # a plain role compares normally
+    ({"role": "admin"}, "subject.role == 'admin'", True),  # a plain role compares normally
     ({"role": "admin"}, "subject.role in ['admin', 'owner']", True),
     ({"role": "admin"}, "subject.role < 'b'", True),
 ]
@@ -188,8 +188,11 @@ NOW_CASES = [
     # context, condition, expected
     ({"now": NOW}, "now() == '2025-06-01T09:00:00Z'", True),
     ({"now": datetime(2025, 6, 1, 9, 0)}, "now() == '2025-06-01T09:00:00Z'", True),  # naive means UTC
-    ({"now": datetime(2025, 6, 1, 11, 0, tzinfo=timezone(timedelta(hours=2)))},
-     "now() == '2025-06-01T09:00:00Z'", True),
+    (
+        {"now": datetime(2025, 6, 1, 11, 0, tzinfo=timezone(timedelta(hours=2)))},
+        "now() == '2025-06-01T09:00:00Z'",
+        True,
+    ),
     ({"now": "2025-06-01T09:00:00Z"}, "now() + 1h == '2025-06-01T10:00:00+00:00'", True),
     ({}, "now() > '2025-01-01T00:00:00Z' and now() < '2200-01-01T00:00:00Z'", True),
     ({"now": None}, "now() > '2025-01-01T00:00:00Z'", True),
@@ -232,10 +235,16 @@ SOURCE_CASES = [
     (SEED, "booking", "subject.role == 'PremiumCustomer' and resource.scheduled_time > now() + 24h"),
     ("user.role=='a'", "booking", "subject.role == 'a'"),
     ("  booking.x   in[1,2.50,  -3,true,null] ", "booking", "resource.x in [1, 2.50, -3, true, null]"),
-    ("(subject.a == 1 and subject.b == 2) or context.x == 3", "booking",
-     "subject.a == 1 and subject.b == 2 or context.x == 3"),
-    ("subject.a == 1 and (subject.b == 2 or subject.c == 3)", "booking",
-     "subject.a == 1 and (subject.b == 2 or subject.c == 3)"),
+    (
+        "(subject.a == 1 and subject.b == 2) or context.x == 3",
+        "booking",
+        "subject.a == 1 and subject.b == 2 or context.x == 3",
+    ),
+    (
+        "subject.a == 1 and (subject.b == 2 or subject.c == 3)",
+        "booking",
+        "subject.a == 1 and (subject.b == 2 or subject.c == 3)",
+    ),
     ("(subject.a and subject.b) and subject.c", "booking", "subject.a and subject.b and subject.c"),
     ("not (subject.a == 1)", "booking", "not subject.a == 1"),
     ("not (subject.a == 1 or subject.b)", "booking", "not (subject.a == 1 or subject.b)"),
@@ -248,10 +257,16 @@ SOURCE_CASES = [
     ("order.total > 10", "order", "resource.total > 10"),
     ("user.id == resource.owner", "user", "subject.id == resource.owner"),
     ({"user.tier": ["gold", "silver"]}, "booking", "subject.tier in ['gold', 'silver']"),
-    ({"booking.paid": True, "booking.price": 10, "booking.note": None}, "booking",
-     "resource.paid == true and resource.price == 10 and resource.note == null"),
-    ({"booking.price": 1e20, "booking.ratio": 0.25}, "booking",
-     "resource.price == 100000000000000000000 and resource.ratio == 0.25"),
+    (
+        {"booking.paid": True, "booking.price": 10, "booking.note": None},
+        "booking",
+        "resource.paid == true and resource.price == 10 and resource.note == null",
+    ),
+    (
+        {"booking.price": 1e20, "booking.ratio": 0.25},
+        "booking",
+        "resource.price == 100000000000000000000 and resource.ratio == 0.25",
+    ),
     ({"context.mode": "not in ['x', \"y\"]"}, "booking", "context.mode not in ['x', 'y']"),
     ({"user.note": "line\nbreak"}, "booking", "subject.note == 'line\\nbreak'"),
 ]
@@ -452,6 +467,7 @@ def test_a_bad_attribute_value_is_not_echoed():
 
 
 # --- Design guarantees -------------------------------------------------------------------------------------
+
 
 def test_holds_never_parses(monkeypatch):
     compiled = one("resource.scheduled_time > now() + 24h and user.role in ['member']")

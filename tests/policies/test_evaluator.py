@@ -35,21 +35,46 @@ CASES = [
     (ADMIN, "user:delete", user("owner"), False, "rule:role-rank"),
     (OWNER, "user:delete", user("owner"), True, "role:owner"),
     (OWNER, "user:delete", user("owner", id_="usr_owner"), False, "rule:no-self-delete"),
-    (OWNER, "user:update", Resource("user", "usr_owner", "ten_a", {"role": "owner", "changes": ("first_name",)}),
-     True, "role:owner"),
-    (OWNER, "user:update", Resource("user", "usr_owner", "ten_a", {"role": "owner", "changes": ("password",)}),
-     False, "rule:no-self-lockout"),
-    (ADMIN, "user:update", Resource("user", "usr_admin", "ten_a", {"role": "admin", "changes": ("role",)}),
-     False, "rule:no-self-lockout"),
+    (
+        OWNER,
+        "user:update",
+        Resource("user", "usr_owner", "ten_a", {"role": "owner", "changes": ("first_name",)}),
+        True,
+        "role:owner",
+    ),
+    (
+        OWNER,
+        "user:update",
+        Resource("user", "usr_owner", "ten_a", {"role": "owner", "changes": ("password",)}),
+        False,
+        "rule:no-self-lockout",
+    ),
+    (
+        ADMIN,
+        "user:update",
+        Resource("user", "usr_admin", "ten_a", {"role": "admin", "changes": ("role",)}),
+        False,
+        "rule:no-self-lockout",
+    ),
     (ADMIN, "user:create", Resource("user", None, "ten_a", {"new_role": "owner"}), False, "rule:no-escalation"),
     (OWNER, "user:read", user("member", tenant="ten_b"), False, "rule:tenant-isolation"),
     (OPERATOR, "user:read", user("member", tenant="ten_b"), True, "operator"),
     (OWNER, "tenant:update", Resource("tenant", "ten_a", "ten_a", {"changes": ("name",)}), True, "role:owner"),
-    (OWNER, "tenant:update", Resource("tenant", "ten_a", "ten_a", {"changes": ("status",)}), False,
-     "rule:operator-only-status"),
+    (
+        OWNER,
+        "tenant:update",
+        Resource("tenant", "ten_a", "ten_a", {"changes": ("status",)}),
+        False,
+        "rule:operator-only-status",
+    ),
     (OPERATOR, "tenant:update", Resource("tenant", "ten_a", "ten_a", {"changes": ("status",)}), True, "operator"),
-    (ADMIN, "domain:write", Resource("domain", None, "ten_a", {"sets_verified": True}), False,
-     "rule:operator-only-verify"),
+    (
+        ADMIN,
+        "domain:write",
+        Resource("domain", None, "ten_a", {"sets_verified": True}),
+        False,
+        "rule:operator-only-verify",
+    ),
     (ADMIN, "domain:write", Resource("domain", None, "ten_a", {"sets_verified": False}), True, "role:admin"),
 ]
 
@@ -92,10 +117,17 @@ def test_a_key_never_manages_owners():
     assert not evaluate(KEY_ADMIN, "user:delete", Resource("user", "usr_x", "ten_a", {"role": "owner"})).allowed
 
 
-@pytest.mark.parametrize(("spelling", "canonical"), [
-    ("users:read", "user:read"), ("booking.cancel", "booking:cancel"), ("policies:write", "policy:write"),
-    ("Admin", "admin"), ("user:read", "user:read"), ("addresses:read", "address:read"),
-])
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("users:read", "user:read"),
+        ("booking.cancel", "booking:cancel"),
+        ("policies:write", "policy:write"),
+        ("Admin", "admin"),
+        ("user:read", "user:read"),
+        ("addresses:read", "address:read"),
+    ],
+)
 def test_permission_spellings_normalise(spelling, canonical):
     assert normalize(spelling) == canonical
 
@@ -110,8 +142,11 @@ def test_grants_are_limited_to_what_the_grantor_holds():
 # ABAC: tenant policies beside role grants and key scopes.
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 CONTEXT = {"now": NOW, "ip": "203.0.113.7", "mode": "live"}
-GRANTS = {"PremiumCustomer": frozenset({"booking:create"}), "member": frozenset({"user:read"}),
-          "owner": frozenset({"user:read", "user:delete", "booking:cancel"})}
+GRANTS = {
+    "PremiumCustomer": frozenset({"booking:create"}),
+    "member": frozenset({"user:read"}),
+    "owner": frozenset({"user:read", "user:delete", "booking:cancel"}),
+}
 
 
 def policy(name, action, effect, *conditions, resource=None):
@@ -127,8 +162,9 @@ def booking(hours):
     return Resource("booking", "bkg_1", "ten_a", {"scheduled_time": (NOW + timedelta(hours=hours)).isoformat()})
 
 
-SEED = policy("seed", "booking:cancel", "allow",
-              {"user.role": "PremiumCustomer", "booking.scheduled_time": "> now() + 24h"})
+SEED = policy(
+    "seed", "booking:cancel", "allow", {"user.role": "PremiumCustomer", "booking.scheduled_time": "> now() + 24h"}
+)
 DENY_ADMINS = policy("keep-admins", "user:delete", "deny", "resource.role == 'admin'")
 DENY_BROKEN = policy("broken", "user:delete", "deny", "resource.missing == 1")
 ALLOW_BROKEN = policy("broken-allow", "booking:cancel", "allow", "resource.missing == 1")
@@ -138,30 +174,85 @@ ALLOW_KEYS = policy("keys", "user:delete", "allow", "subject.type == 'key'")
 POLICY_CASES = [
     # subject, action, resource, policies, allowed, decided_by (a member, or None), first failed condition
     (person("PremiumCustomer"), "booking:cancel", booking(25), [SEED], True, "policy:pol_seed", None),
-    (person("PremiumCustomer"), "booking:cancel", booking(23), [SEED], False, None,
-     "resource.scheduled_time > now() + 24h"),
+    (
+        person("PremiumCustomer"),
+        "booking:cancel",
+        booking(23),
+        [SEED],
+        False,
+        None,
+        "resource.scheduled_time > now() + 24h",
+    ),
     (person("Basic"), "booking:cancel", booking(25), [SEED], False, None, "subject.role == 'PremiumCustomer'"),
-    (person("PremiumCustomer"), "booking:cancel", Resource("booking", "bkg_1", "ten_a", {}), [SEED], False, None,
-     "resource.scheduled_time > now() + 24h"),  # the attribute is missing: an allow does not apply
-    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "admin"}), [DENY_ADMINS], False,
-     "policy:pol_keep-admins", None),  # a deny overrides the role grant
-    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "member"}), [DENY_ADMINS], True,
-     "role:owner", "resource.role == 'admin'"),
-    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "member"}), [DENY_BROKEN], False,
-     "policy:pol_broken", None),  # fail closed
+    (
+        person("PremiumCustomer"),
+        "booking:cancel",
+        Resource("booking", "bkg_1", "ten_a", {}),
+        [SEED],
+        False,
+        None,
+        "resource.scheduled_time > now() + 24h",
+    ),  # the attribute is missing: an allow does not apply
+    (
+        person("owner"),
+        "user:delete",
+        Resource("user", "usr_x", "ten_a", {"role": "admin"}),
+        [DENY_ADMINS],
+        False,
+        "policy:pol_keep-admins",
+        None,
+    ),  # a deny overrides the role grant
+    (
+        person("owner"),
+        "user:delete",
+        Resource("user", "usr_x", "ten_a", {"role": "member"}),
+        [DENY_ADMINS],
+        True,
+        "role:owner",
+        "resource.role == 'admin'",
+    ),
+    (
+        person("owner"),
+        "user:delete",
+        Resource("user", "usr_x", "ten_a", {"role": "member"}),
+        [DENY_BROKEN],
+        False,
+        "policy:pol_broken",
+        None,
+    ),  # fail closed
     (person("owner"), "booking:cancel", booking(25), [ALLOW_BROKEN], True, "role:owner", "resource.missing == 1"),
-    (person("owner"), "user:delete", Resource("user", "usr_x", "ten_a", {"role": "admin"}), [SEED], True,
-     "role:owner", None),  # policies on other actions take no part
+    (
+        person("owner"),
+        "user:delete",
+        Resource("user", "usr_x", "ten_a", {"role": "admin"}),
+        [SEED],
+        True,
+        "role:owner",
+        None,
+    ),  # policies on other actions take no part
     (person("member"), "user:read", None, [DENY_TEST_MODE], True, "role:member", "context.mode == 'test'"),
-    (OPERATOR, "user:delete", Resource("user", "usr_x", "ten_a", {"role": "admin"}), [DENY_ADMINS], True,
-     "operator", None),  # the platform operator is above a tenant's policies
-    (Subject("key_r", "ten_a", scopes=frozenset({"user:read"})), "user:delete", None, [ALLOW_KEYS], False, None,
-     None),  # an allow never widens a key's scopes
+    (
+        OPERATOR,
+        "user:delete",
+        Resource("user", "usr_x", "ten_a", {"role": "admin"}),
+        [DENY_ADMINS],
+        True,
+        "operator",
+        None,
+    ),  # the platform operator is above a tenant's policies
+    (
+        Subject("key_r", "ten_a", scopes=frozenset({"user:read"})),
+        "user:delete",
+        None,
+        [ALLOW_KEYS],
+        False,
+        None,
+        None,
+    ),  # an allow never widens a key's scopes
 ]
 
 
-@pytest.mark.parametrize(("subject", "action", "resource", "policies", "allowed", "decided_by", "failed"),
-                         POLICY_CASES)
+@pytest.mark.parametrize(("subject", "action", "resource", "policies", "allowed", "decided_by", "failed"), POLICY_CASES)
 def test_policy_decisions(subject, action, resource, policies, allowed, decided_by, failed):
     decision = evaluate(subject, action, resource, CONTEXT, policies)
     assert decision.allowed is allowed, decision
@@ -207,30 +298,55 @@ RECRUITER = Subject("usr_rec", "ten_a", ("member", "Recruiter"), role_grants=REC
 
 
 def key_of(creator, scopes, delegated=False):
-    return Subject("key_x", "ten_a", scopes=frozenset(scopes), role_grants=creator.role_grants,
-                   creator=creator, delegated=delegated)
+    return Subject(
+        "key_x",
+        "ten_a",
+        scopes=frozenset(scopes),
+        role_grants=creator.role_grants,
+        creator=creator,
+        delegated=delegated,
+    )
 
 
 CREATOR_CASES = [
     # key, action, resource, allowed, decided_by
-    (key_of(RECRUITER, {"user:create"}), "user:create", Resource("user", None, "ten_a", {"new_role": "member"}),
-     True, "scope:user:create"),
-    (key_of(RECRUITER, {"user:create"}), "user:create", Resource("user", None, "ten_a", {"new_role": "admin"}),
-     False, "rule:no-escalation"),
+    (
+        key_of(RECRUITER, {"user:create"}),
+        "user:create",
+        Resource("user", None, "ten_a", {"new_role": "member"}),
+        True,
+        "scope:user:create",
+    ),
+    (
+        key_of(RECRUITER, {"user:create"}),
+        "user:create",
+        Resource("user", None, "ten_a", {"new_role": "admin"}),
+        False,
+        "rule:no-escalation",
+    ),
     (key_of(RECRUITER, {"admin"}), "user:delete", None, False, None),  # the creator does not hold it
     (key_of(MEMBER, {"user:update"}), "user:update", user("admin"), False, None),
     (key_of(ADMIN, {"user:update"}), "user:update", user("member"), True, "scope:user:update"),
     (key_of(ADMIN, {"user:update"}), "user:update", user("owner"), False, "rule:role-rank"),
     (key_of(OWNER, {"admin"}), "user:update", user("owner"), False, "rule:role-rank"),  # still an admin at most
-    (key_of(ADMIN, {"user:update"}), "user:update",
-     Resource("user", "usr_admin", "ten_a", {"role": "admin", "changes": ("password",)}), False,
-     "rule:no-self-lockout"),
+    (
+        key_of(ADMIN, {"user:update"}),
+        "user:update",
+        Resource("user", "usr_admin", "ten_a", {"role": "admin", "changes": ("password",)}),
+        False,
+        "rule:no-self-lockout",
+    ),
     (key_of(ADMIN, {"user:delete"}), "user:delete", user("member", id_="usr_admin"), False, "rule:no-self-delete"),
     (key_of(OPERATOR, {"admin"}), "user:update", user("admin"), True, "scope:admin"),
     (key_of(OPERATOR, {"admin"}), "user:update", user("owner"), False, "rule:role-rank"),
     (key_of(ADMIN, {"key:create"}), "key:create", Resource("key", None, "ten_a", {}), True, "scope:key:create"),
-    (key_of(ADMIN, {"key:create"}, delegated=True), "key:create", Resource("key", None, "ten_a", {}), False,
-     "rule:no-key-chains"),
+    (
+        key_of(ADMIN, {"key:create"}, delegated=True),
+        "key:create",
+        Resource("key", None, "ten_a", {}),
+        False,
+        "rule:no-key-chains",
+    ),
 ]
 
 
