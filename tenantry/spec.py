@@ -294,7 +294,7 @@ def check(doc: dict[str, Any]) -> list[str]:
             problems.append(f"{label}: an operation without security must have x-permission: public")
         if permission == "public" and op.get("security") != []:
             problems.append(f"{label}: x-permission: public needs security: []")
-        problems.extend(f"{label}: {problem}" for problem in _core_declarations(doc, method, op))
+        problems.extend(f"{label}: {problem}" for problem in _core_declarations(doc, method, op, path))
         module_name, _, func_name = handler_name(op).rpartition(".")
         try:
             module = importlib.import_module(module_name)
@@ -344,7 +344,7 @@ def _deref(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return target if isinstance(target, dict) else {}
 
 
-def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> list[str]:
+def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any], path: str = "") -> list[str]:
     """Returns what an operation fails to declare of the core's guarantees.
 
     Every operation declares 415 (a body it does not take is refused before it runs) and 504
@@ -361,6 +361,9 @@ def _core_declarations(doc: dict[str, Any], method: str, op: dict[str, Any]) -> 
         for status in ("414", "431")
         if status not in op.get("responses", {})
     ]
+    if "{" in path and "404" not in op.get("responses", {}):
+        # A path parameter no route can carry (a line break in an id) is a 404 before any operation runs.
+        problems.append("has a path parameter: must declare 404 (a path no route matches)")
     body = _deref(doc, op.get("requestBody") or {})
     for media, content in (body.get("content") or {}).items():
         if {"anyOf", "oneOf"} & set(_deref(doc, content.get("schema") or {})):

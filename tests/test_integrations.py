@@ -586,3 +586,13 @@ def test_secrets_a_provider_sent_are_redacted_wherever_its_event_is_shown(api, o
     assert "hunter2-plain" not in shown.text and "tok_123" not in shown.text
     # The user was still made from the event as sent (the secret only ever hidden, not lost to handling).
     assert find_user(api, owner, email) is not None
+
+
+def test_a_webhook_path_no_route_can_carry_is_the_documented_404(api):
+    # A line break in the provider id matches no route: a 404 in the envelope, which the operation
+    # declares (Schemathesis found it undocumented). A plain unknown id is still the 401 of a bad signature.
+    body = {"event_id": "evt_01JDQ4C3V8XW2Y5M7N9P1R3S5T"}
+    response = api.post("/v1/integrations/webhooks/abc%0Adef", json=body)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+    assert api.post("/v1/integrations/webhooks/abc", json=body).status_code in (400, 401)

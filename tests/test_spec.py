@@ -71,6 +71,13 @@ def test_check_refuses_a_request_schema_generators_cannot_name():
     assert "POST /v1/auth/login: application/json body: a top-level anyOf/oneOf costs generated clients" in problems
 
 
+def test_check_requires_a_404_of_every_operation_with_a_path_parameter():
+    broken = bundle(ROOT / "openapi" / "openapi.yaml")
+    del broken["paths"]["/v1/integrations/webhooks/{integration_id}"]["post"]["responses"]["404"]
+    problems = "\n".join(check(broken))
+    assert "POST /v1/integrations/webhooks/{integration_id}: has a path parameter: must declare 404" in problems
+
+
 def test_bundle_refuses_a_dangling_ref(tmp_path):
     (tmp_path / "openapi.yaml").write_text("openapi: 3.0.3\npaths:\n  /x:\n    $ref: 'paths/missing.yaml#/x'\n")
     with pytest.raises(SpecError):
