@@ -13,6 +13,7 @@ Tenantry's access cache does (two more queries when the version changes, none ot
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import UTC, datetime
@@ -40,7 +41,8 @@ _PRINCIPAL_SQL = """
 """
 _USER_SQL = """
     SELECT id, tenant_id, email, email_normalized, password_hash, first_name, last_name, role, status,
-           is_platform_operator, created_at, updated_at, last_login_at, livemode
+           is_platform_operator, created_at, updated_at, last_login_at, livemode,
+           mfa_enabled, external_id, metadata, phone
     FROM user_account WHERE tenant_id = %s AND id = %s AND livemode = TRUE LIMIT 1
 """
 
@@ -141,6 +143,11 @@ def get_user(user_id: str) -> Any:
             "created_at": _rfc3339(user[10]),
             "updated_at": _rfc3339(user[11]),
             "last_login_at": _rfc3339(user[12]),
+            "mfa_enabled": bool(user[14]),
+            "external_id": user[15],
+            # the same column Tenantry reads: JSON text, NULL reads as {}
+            "metadata": (json.loads(user[16]) if isinstance(user[16], str) else user[16]) or {},
+            "phone": user[17],
             "roles": roles,
         }
     )
