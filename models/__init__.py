@@ -8,6 +8,7 @@ from models.base import TenantScopedModel, database
 from models.event import Event, EventHead
 from models.idempotency import IdempotencyRecord
 from models.integration import IntegrationEvent, IntegrationProvider
+from models.job import Job, JobAttempt
 from models.session import RefreshToken, Session
 from models.tenant import Domain, Tenant
 from models.user import User
@@ -22,6 +23,8 @@ __all__ = [
     "IdempotencyRecord",
     "IntegrationEvent",
     "IntegrationProvider",
+    "Job",
+    "JobAttempt",
     "Permission",
     "Policy",
     "RefreshToken",

@@ -40,6 +40,9 @@ GLOBAL_INDEXES: dict[str, str] = {
     "api_key_previous_secret_hash": "so is a rotated key's previous secret, in its grace period",
     "mfa_recovery_code_hash": "recovery codes are unique platform-wide, found by their hash",
     "webhook_delivery_due": "the delivery worker serves every tenant: it finds due deliveries across them",
+    "job_due": "the job worker serves every tenant (and the platform): it finds due jobs across them",
+    "job_unique_active": "leads with the tenant as coalesce(tenant_id, ''), so platform jobs' keys are unique too",
+    "job_attempt_number": "a job's attempts are numbered by its globally unique id, platform jobs' too",
 }
 
 
