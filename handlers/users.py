@@ -13,8 +13,8 @@ from tenantry.access import user_view
 from tenantry.authz import acting_tenant, authorize, authorize_grant, current_access, target
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import Conflict, Detail, ValidationFailed
+from tenantry.paging import query_moment
 from tenantry.security import hash_password
-from tenantry.times import query_moment
 
 
 def _new_user(tenant_id: str, item: dict[str, Any], field: str = "metadata") -> User:

@@ -17,8 +17,9 @@ from typing import Any
 from peewee import BigIntegerField, BooleanField, CharField
 
 from models.base import BaseModel, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
-from tenantry.errors import NotFound, format_datetime
+from tenantry.errors import NotFound
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 
 def matches(patterns: list[str], event_type: str) -> bool:
@@ -46,6 +47,7 @@ class Event(TenantScopedModel):
     """One domain event: what changed, in which tenant and mode, and the changed object."""
 
     label = "event"
+    api_resource = "event"
     mode_scoped = True
 
     id = CharField(primary_key=True, max_length=30)

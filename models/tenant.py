@@ -7,8 +7,9 @@ from typing import Any
 from peewee import BooleanField, CharField, IntegerField, IntegrityError, fn
 
 from models.base import BaseModel, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
-from tenantry.errors import Conflict, Detail, NotFound, format_datetime
+from tenantry.errors import Conflict, Detail, NotFound
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 DEFAULT_SETTINGS = {"timezone": "UTC", "language": "en"}
 

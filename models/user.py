@@ -18,8 +18,9 @@ from peewee import (
 )
 
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
-from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
+from tenantry.errors import Conflict, Detail, ValidationFailed
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 ORDERINGS = {"created_at", "email", "last_name"}
 
@@ -61,6 +62,7 @@ class User(TenantScopedModel):
     """A person who logs in to one tenant; `tenant_id` is null only for the platform operator."""
 
     label = "user"
+    api_resource = "user"
     mode_scoped = True
 
     id = CharField(primary_key=True, max_length=30)
@@ -77,7 +79,7 @@ class User(TenantScopedModel):
     updated_at = UTCDateTimeField(default=utcnow)
     last_login_at = UTCDateTimeField(null=True)
     mfa_enabled = BooleanField(default=False)
-    mfa_secret = TextField(null=True)  # sealed (tenantry.security.SecretBox), never plaintext
+    mfa_secret = TextField(null=True)  # sealed (tenantry.crypto.SecretBox), never plaintext
     mfa_pending_secret = TextField(null=True)
     mfa_last_step = BigIntegerField(null=True)
     mfa_failures = IntegerField(default=0)
