@@ -132,7 +132,7 @@ def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
 def update_me(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Changes the caller's own profile: names and phone (email, role, status and metadata are an admin's)."""
     principal = current_principal()
-    principal.user.apply_changes(body)
+    accounts.change_user(principal.user, body)
     return one(user_view(principal.user, principal.access))
 
 
@@ -149,7 +149,7 @@ def change_password(body: dict[str, Any]) -> Response:
     user = principal.user
     if not verify_password(user.password_hash, body["current_password"]):
         raise ValidationFailed("The current password is incorrect.", [Detail("is incorrect", "current_password")])
-    user.apply_changes({}, hash_password(body["new_password"]), keep_session=principal.session_id)
+    accounts.change_user(user, {}, hash_password(body["new_password"]), keep_session=principal.session_id)
     return no_content()
 
 

@@ -105,7 +105,7 @@ def replace_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any]
 
 def delete_tenant(tenant_id: str) -> Response:
     """Deletes the tenant and everything in it (operator)."""
-    target().delete_everything()
+    accounts.delete_tenant(target())
     return no_content()
 
 

@@ -37,7 +37,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 
 def _ensure_operator(email: str, password: str) -> str:
-    from models import User, database
+    from models import User, accounts, database
     from tenantry.security import hash_password
 
     with database.connection_context():
@@ -50,7 +50,7 @@ def _ensure_operator(email: str, password: str) -> str:
             .first()
         )
         if existing:
-            existing.apply_changes({}, hash_password(password))
+            accounts.change_user(existing, {}, hash_password(password))
             return "updated"
         User.insert_many_checked(
             [
@@ -157,7 +157,7 @@ def _demo(settings: Settings, host: str, port: int) -> None:
             )
             owner = User.select().where(User.email_normalized == DEMO_EMAIL).first()
         else:
-            owner.apply_changes({"status": "active"}, hash_password(password))
+            accounts.change_user(owner, {"status": "active"}, hash_password(password))
         tenant = Tenant.get_by_id(owner.tenant_id)
     body = json.dumps({"email": DEMO_EMAIL, "password": password})
     print(

@@ -37,6 +37,7 @@ from cryptography.fernet import InvalidToken
 from flask import current_app, g, request
 from werkzeug.datastructures import Headers
 
+from models import accounts
 from models.audit import redact
 from models.base import database, use_livemode, utcnow
 from models.integration import IntegrationEvent, IntegrationProvider
@@ -266,7 +267,7 @@ def _upsert_user(tenant_id: str, data: Any) -> None:
         changes = {k: v for k, v in (("first_name", first), ("last_name", last)) if v and getattr(user, k) != v}
         if changes:
             previous = {k: getattr(user, k) for k in changes}
-            user.apply_changes(changes)
+            accounts.change_user(user, changes)
             # The tenant's own systems hear of the change like of any other (same transaction).
             events.emit(
                 tenant_id,
