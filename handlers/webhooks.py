@@ -8,6 +8,7 @@ from flask import Response
 
 from models.base import current_livemode
 from models.webhook import WebhookDelivery, WebhookEndpoint
+from services import webhooks
 from tenantry import events, outbound
 from tenantry.authz import acting_tenant, target
 from tenantry.context import settings
@@ -92,8 +93,8 @@ def test_webhook(webhook_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         "webhook.test",
         {"object": {"id": endpoint.id, "url": endpoint.url}},
         livemode=bool(endpoint.livemode),
-        only_endpoint=endpoint.id,
     )
+    webhooks.queue_test(endpoint, event)
     return one(WebhookDelivery.of_event(endpoint, event.id).as_dict([]), 202)
 
 

@@ -19,6 +19,14 @@ from tenantry.settings import Settings, SettingsError
 DEMO_EMAIL = "demo@tenantry.example.com"
 
 
+def _register_domains() -> None:
+    """Registers every domain plug-in (services.DOMAINS) with the core, as create_app does."""
+    from services import register_all
+    from tenantry.host import Host
+
+    register_all(Host())
+
+
 def _database(settings: Settings) -> None:
     from tenantry.db import init_database
 
@@ -121,13 +129,18 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
 
 def cmd_events_purge(args: argparse.Namespace) -> int:
     """Removes events and finished webhook deliveries older than --older-than."""
-    from models.event import Event
+    from models.base import database
+    from services import webhooks
+    from tenantry import events
 
     cutoff = _cutoff(args.older_than)
     if cutoff is None:
         return 2
-    removed = Event.purge(cutoff)
-    print(f"removed {removed['events']} event(s) and {removed['deliveries']} finished delivery(ies)")
+    _register_domains()
+    with database.atomic():
+        deliveries = webhooks.purge_finished(cutoff)  # first: an event only they needed can then go too
+        removed = events.purge(cutoff)
+    print(f"removed {removed} event(s) and {deliveries} finished delivery(ies)")
     return 0
 
 
@@ -473,6 +486,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tenantry.security import SecretBox, TokenService, install_token_service
     from tenantry.worker import DeliveryWorker, WorkerLocked
 
+    _register_domains()  # the events a worker emits reach the subscribers (webhook fan-out)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     init_database(settings.database_url, max(settings.db_pool_size, args.concurrency + 2), settings.db_role or None)
