@@ -253,6 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tenantry.db import upgrade
     from tenantry.logs import configure_logging
 
+    _register_domains()  # their settings sections are checked here too, before any worker starts
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     _database(settings)
