@@ -63,10 +63,11 @@ def create_tenant(
 def delete_tenant(tenant: Tenant) -> None:
     """Deletes the tenant and every row that belongs to it, in one transaction.
 
-    One mechanism: every table with a tenant's rows references `tenant (id) ON DELETE CASCADE`
-    (tests/test_row_security.py holds each new table to it), so deleting the tenant's row deletes
-    them all, and a table a new domain adds needs no line here. The audit chain, usage counters
-    and the event outbox keep no reference on purpose: they outlive the tenant.
+    One mechanism: every table with a tenant's rows reaches `tenant (id)` by ON DELETE CASCADE
+    references (tests/test_schema.py holds each new table to it), so deleting the tenant's row
+    deletes them all, and a table a new domain adds needs no line here. The audit trail, usage
+    counters, idempotency records and the event outbox keep no reference on purpose: they outlive
+    the tenant, as they always have.
     """
     with database.atomic():
         tenant.delete_instance()
