@@ -50,16 +50,27 @@ from tenantry.mutation import run_changing
 from tenantry.paging import paginated
 from tenantry.spec import RESERVED_PERMISSIONS, handler_name
 
-# Re-exported: handlers import the request's context from the enforcement point.
+# The request's context lives in tenantry.context; handlers keep importing it from here.
 __all__ = [
+    "LOADERS",
+    "EnforcingResolver",
     "Principal",
     "acting_tenant",
     "authorize",
+    "authorize_grant",
+    "authorize_handover",
     "caller_address",
+    "credential_checker",
     "current_access",
     "current_principal",
+    "decide",
+    "enforce",
+    "loader_for",
+    "principal_or_none",
+    "register_loader",
     "request_context",
     "target",
+    "visible_tenant",
 ]
 
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
