@@ -9,6 +9,7 @@ pull in Connexion (tenantry.security, the bearer check, does).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -162,6 +163,25 @@ def totp_step(secret: str, code: str, after_step: int | None) -> int | None:
         if hmac.compare_digest(totp.generate_otp(step), code):
             return step
     return None
+
+
+#: The Standard Webhooks marker of a base64 secret.
+_WHSEC_PREFIX = "whsec_"
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """Returns the HMAC key a Standard Webhooks secret signs with: a `whsec_` secret's decoded bytes
+    (padding optional), else the secret's UTF-8 bytes. The one decoder, for inbound checks and
+    outbound signing alike."""
+    if secret.startswith(_WHSEC_PREFIX):
+        encoded = secret[len(_WHSEC_PREFIX) :]
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if key:
+            return key
+    return secret.encode()
 
 
 _box: SecretBox | None = None

@@ -21,21 +21,7 @@ from collections.abc import Mapping
 
 from werkzeug.datastructures import Headers
 
-_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks marker of a base64 secret, not a secret
-
-
-def standard_webhooks_key(secret: str) -> bytes:
-    """Returns the HMAC key a Standard Webhooks secret signs with: a `whsec_` secret's decoded bytes,
-    else the secret's UTF-8 bytes."""
-    if secret.startswith(_SECRET_PREFIX):
-        encoded = secret[len(_SECRET_PREFIX) :]
-        try:
-            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if key:
-            return key
-    return secret.encode()
+from tenantry.crypto import standard_webhooks_key
 
 
 def _raw(value: str) -> bytes:
