@@ -8,7 +8,7 @@ from models.audit import AuditEntry
 from models.base import current_livemode
 from tenantry.authz import acting_tenant
 from tenantry.envelope import cursor_page, one
-from tenantry.times import query_bound
+from tenantry.paging import query_bound
 
 
 def list_audit_logs(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from models import Domain, Session, Tenant, User, accounts, mfa
 from tenantry import audit
 from tenantry.access import user_view
 from tenantry.aliases import check_confirmation, either, split_full_name
 from tenantry.authz import current_principal
+from tenantry.context import settings
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import (
     AuthenticationFailed,
@@ -49,14 +50,12 @@ def _check_active(user: User) -> None:
 
 def register(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Creates a tenant and its owner (201), unless self-signup is off (403)."""
-    if not current_app.extensions["tenantry"].settings.self_signup:
+    if not settings().self_signup:
         raise SignupDisabled()
     check_confirmation(body, "password", "password_confirm")
     first_name, last_name = split_full_name(body)
     owner = User.build(None, body["email"], hash_password(body["password"]), first_name, last_name, role="owner")
-    tenant, user = accounts.register(
-        body["tenant_name"], body.get("tenant_domain"), owner, current_app.extensions["tenantry"].settings.default_plan
-    )
+    tenant, user = accounts.register(body["tenant_name"], body.get("tenant_domain"), owner, settings().default_plan)
     return one({"user": user_view(user), "tenant": tenant.as_dict()}, 201)
 
 
@@ -101,7 +100,7 @@ def login(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     mfa.check_login(user, body.get("mfa_code"))
     session, refresh = Session.start(
         user,
-        current_app.extensions["tenantry"].settings.refresh_token_ttl,
+        settings().refresh_token_ttl,
         request.remote_addr,
         request.headers.get("User-Agent"),
     )
@@ -133,7 +132,7 @@ def get_me() -> tuple[dict[str, Any], int, dict[str, str]]:
 def update_me(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Changes the caller's own profile: names and phone (email, role, status and metadata are an admin's)."""
     principal = current_principal()
-    principal.user.apply_changes(body)
+    accounts.change_user(principal.user, body)
     return one(user_view(principal.user, principal.access))
 
 
@@ -150,7 +149,7 @@ def change_password(body: dict[str, Any]) -> Response:
     user = principal.user
     if not verify_password(user.password_hash, body["current_password"]):
         raise ValidationFailed("The current password is incorrect.", [Detail("is incorrect", "current_password")])
-    user.apply_changes({}, hash_password(body["new_password"]), keep_session=principal.session_id)
+    accounts.change_user(user, {}, hash_password(body["new_password"]), keep_session=principal.session_id)
     return no_content()
 
 

@@ -7,14 +7,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response, current_app, g, request
+from flask import Response, g, request
 
 from models.base import current_livemode
 from models.event import Event, matches
+from tenantry import context
 from tenantry.authz import acting_tenant, credential_checker, target
 from tenantry.db import scope_rows_to
 from tenantry.envelope import cursor_page, one
-from tenantry.times import query_moment
+from tenantry.paging import query_moment
+from tenantry.settings import StreamSettings
 
 #: How often an open stream checks that its credential is still good.
 RECHECK_S = 5.0
@@ -50,13 +52,13 @@ def stream_events(type: list[str] | None = None) -> Response:
     tenant_id, livemode = acting_tenant(), current_livemode()
     last_id = request.headers.get("Last-Event-ID")
     after = Event.sequence_of(tenant_id, livemode, last_id) if last_id else Event.last_sequence(tenant_id)
-    settings = current_app.extensions["tenantry"].settings
+    stream = context.settings().section(StreamSettings)
     expires, still_good = credential_checker()
-    ends = time.time() + settings.sse_max_seconds
+    ends = time.time() + stream.max_seconds
     if expires is not None:
         ends = min(ends, expires)
     body = _messages(
-        tenant_id, livemode, after, type or [], settings.sse_heartbeat, bool(g.get("rows_scoped")), ends, still_good
+        tenant_id, livemode, after, type or [], stream.heartbeat, bool(g.get("rows_scoped")), ends, still_good
     )
     return Response(
         body, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

@@ -8,10 +8,10 @@ from flask import Response
 
 from models import IntegrationEvent, IntegrationProvider
 from models.api_key import normalize_ranges
-from tenantry import integrations
+from services import integrations
 from tenantry.authz import acting_tenant, caller_address, current_principal, target
 from tenantry.envelope import cursor_page, no_content, one, page
-from tenantry.times import query_moment
+from tenantry.paging import query_moment
 
 
 def list_providers(limit: int = 20, offset: int = 0) -> dict[str, Any]:

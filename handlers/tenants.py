@@ -11,6 +11,7 @@ from models import Domain, Tenant, User, accounts
 from models.usage import UsageCounter
 from policies import Resource
 from tenantry.authz import authorize, target, visible_tenant
+from tenantry.context import settings
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import Detail, ValidationFailed
 from tenantry.security import hash_password
@@ -62,7 +63,7 @@ def create_tenant(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, 
         _first_owner(body),
         body.get("status", "active"),
         body.get("settings"),
-        body.get("plan", current_app.extensions["tenantry"].settings.default_plan),
+        body.get("plan", settings().default_plan),
         body.get("rate_limits"),
     )
     return one(_with_domains(tenant), 201, location=f"/v1/tenants/{tenant.id}")
@@ -104,7 +105,7 @@ def replace_tenant(tenant_id: str, body: dict[str, Any]) -> tuple[dict[str, Any]
 
 def delete_tenant(tenant_id: str) -> Response:
     """Deletes the tenant and everything in it (operator)."""
-    target().delete_everything()
+    accounts.delete_tenant(target())
     return no_content()
 
 

@@ -6,15 +6,15 @@ from typing import Any
 
 from flask import Response
 
-from models import Role, User, UserRole, mfa
+from models import Role, User, UserRole, accounts, mfa
 from models.user import checked_metadata
 from policies import Resource
 from tenantry.access import user_view
 from tenantry.authz import acting_tenant, authorize, authorize_grant, current_access, target
 from tenantry.envelope import no_content, one, page
 from tenantry.errors import Conflict, Detail, ValidationFailed
+from tenantry.paging import query_moment
 from tenantry.security import hash_password
-from tenantry.times import query_moment
 
 
 def _new_user(tenant_id: str, item: dict[str, Any], field: str = "metadata") -> User:
@@ -45,7 +45,7 @@ def _change(body: dict[str, Any], action: str) -> User:
     )
     checked_metadata(body.get("metadata"))
     password_hash = hash_password(body["password"]) if "password" in body else None
-    user.apply_changes({k: v for k, v in body.items() if k != "password"}, password_hash)
+    accounts.change_user(user, {k: v for k, v in body.items() if k != "password"}, password_hash)
     return user
 
 
@@ -126,7 +126,7 @@ def replace_user(user_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], in
 
 def delete_user(user_id: str) -> Response:
     """Deletes the user and ends their sessions (204)."""
-    target().delete_checked()
+    accounts.delete_user(target())
     return no_content()
 
 

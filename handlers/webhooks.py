@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response
 
 from models.base import current_livemode
 from models.webhook import WebhookDelivery, WebhookEndpoint
+from services import webhooks
 from tenantry import events, outbound
 from tenantry.authz import acting_tenant, target
+from tenantry.context import settings
 from tenantry.envelope import cursor_page, no_content, one, page
 from tenantry.errors import Conflict, Detail, ValidationFailed
 
 
 def _checked_url(url: str) -> str:
     """Returns `url` when outbound calls may go there; a private or reserved address is a 422."""
-    outbound.refuse_uncallable({"url": url}, ("url",), current_app.extensions["tenantry"].settings.outbound_networks)
+    outbound.refuse_uncallable({"url": url}, ("url",), settings().outbound_networks)
     return url
 
 
@@ -91,8 +93,8 @@ def test_webhook(webhook_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
         "webhook.test",
         {"object": {"id": endpoint.id, "url": endpoint.url}},
         livemode=bool(endpoint.livemode),
-        only_endpoint=endpoint.id,
     )
+    webhooks.queue_test(endpoint, event)
     return one(WebhookDelivery.of_event(endpoint, event.id).as_dict([]), 202)
 
 

@@ -14,8 +14,9 @@ from peewee import BooleanField, Case, CharField, IntegrityError
 from models.base import JSONField, OrderedJSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.tenant import Tenant
 from policies import BUILTIN_ROLES
-from tenantry.errors import Conflict, Detail, format_datetime
+from tenantry.errors import Conflict, Detail
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 BUILTIN_ROLE_ORDER = ("owner", "admin", "member")
 
@@ -91,6 +92,7 @@ class Role(TenantScopedModel):
     """A named set of permissions in a tenant; the built-in ones are seeded with every tenant."""
 
     label = "role"
+    api_resource = "role"
 
     id = CharField(primary_key=True, max_length=30)
     tenant_id = CharField(max_length=30)
@@ -262,6 +264,7 @@ class Policy(TenantScopedModel):
     """An attribute-based rule on one permission; its conditions are kept as written and compiled on load."""
 
     label = "policy"
+    api_resource = "policy"
 
     id = CharField(primary_key=True, max_length=30)
     tenant_id = CharField(max_length=30)

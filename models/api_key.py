@@ -14,9 +14,10 @@ from peewee import JOIN, CharField, fn
 from models.base import CompiledSelect, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.tenant import Tenant
 from models.user import User
-from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
+from tenantry.crypto import lookup_hash
+from tenantry.errors import Conflict, Detail, ValidationFailed
 from tenantry.ids import new_id
-from tenantry.security import lookup_hash
+from tenantry.times import format_datetime
 
 _ALPHABET = string.ascii_letters + string.digits
 SECRET_LENGTH = 40  # 40 characters of base 62: about 238 bits
@@ -88,6 +89,7 @@ class ApiKey(TenantScopedModel):
     """A tenant's API key: its scopes, address ranges, expiry and revocation."""
 
     label = "API key"
+    api_resource = "key"
 
     id = CharField(primary_key=True, max_length=30)
     tenant_id = CharField(max_length=30)

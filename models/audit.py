@@ -27,8 +27,9 @@ from models.base import (
     row_tuples,
     utcnow,
 )
-from tenantry.errors import NotFound, format_datetime
+from tenantry.errors import NotFound
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 GENESIS = "0" * 64
 PLATFORM = "-"  # the chain of what happens outside any tenant (a failed login for an unknown email)

@@ -13,6 +13,9 @@ from peewee import BooleanField, CharField, DatabaseProxy, DateTimeField, Field,
 
 from tenantry.errors import NotFound
 
+# utcnow is re-exported: models take the time the stored way from here (tenantry.times defines it).
+from tenantry.times import utcnow as utcnow
+
 #: Initialised by the app factory (tenantry.db.init_database), never at import.
 database = DatabaseProxy()
 
@@ -33,11 +36,6 @@ def use_livemode(livemode: bool) -> None:
 def row_tuples(query: ModelSelect[Any]) -> Iterable[tuple[Any, ...]]:
     """`query.tuples()`, typed as what it yields: peewee's stubs say `tuples()` returns the model query."""
     return cast(Iterable[tuple[Any, ...]], query.tuples())
-
-
-def utcnow() -> datetime:
-    """Returns the current time as a naive UTC datetime, the form stored in every timestamp column."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class UTCDateTimeField(DateTimeField):
@@ -143,6 +141,12 @@ class TenantScopedModel(BaseModel):
 
     #: The human name used in "No user with this id."; set by subclasses.
     label = "resource"
+    #: The permission resource whose operations target one of these rows by the path parameter
+    #: `<resource>_id` (`user` for `user:read` on /users/{user_id}); None for rows no operation targets.
+    #: Declaring it registers the model, so the enforcement point needs no list of tables.
+    api_resource: ClassVar[str | None] = None
+    #: Every tenant-scoped model that declares a `resource`, by that resource.
+    registry: ClassVar[dict[str, type[TenantScopedModel]]] = {}
     #: True for data that is live or test (a `livemode` column): then only the request's mode is seen.
     mode_scoped = False
     # Annotations only (peewee reads no annotations, so no column is added here): every subclass
@@ -151,6 +155,12 @@ class TenantScopedModel(BaseModel):
     livemode: BooleanField[bool]
     #: get_for_tenant's query, compiled once per model class.
     _by_id: ClassVar[CompiledSelect]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        resource = cls.__dict__.get("api_resource")
+        if isinstance(resource, str):
+            TenantScopedModel.registry[resource] = cls
 
     @classmethod
     def for_tenant(cls, tenant_id: str) -> ModelSelect[Self]:

@@ -4,8 +4,8 @@ An event is written in the transaction of the change it reports, so it exists ex
 change does. Each tenant's events are numbered (`sequence`) under a lock on the tenant's
 `EventHead` row, held until the transaction commits: a later sequence therefore never becomes
 visible before an earlier one, which is what lets a reader that remembers the last sequence it
-saw (the event stream, `Last-Event-ID`) miss nothing. The same transaction fans the event out
-to the tenant's matching webhook endpoints (models.webhook).
+saw (the event stream, `Last-Event-ID`) miss nothing. Who hears of an event is not this
+module's business: tenantry.events runs the subscribers plug-ins register, in the same transaction.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 from peewee import BigIntegerField, BooleanField, CharField
 
 from models.base import BaseModel, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
-from tenantry.errors import NotFound, format_datetime
+from tenantry.errors import NotFound
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 
 def matches(patterns: list[str], event_type: str) -> bool:
@@ -46,6 +47,7 @@ class Event(TenantScopedModel):
     """One domain event: what changed, in which tenant and mode, and the changed object."""
 
     label = "event"
+    api_resource = "event"
     mode_scoped = True
 
     id = CharField(primary_key=True, max_length=30)
@@ -68,16 +70,8 @@ class Event(TenantScopedModel):
         data: dict[str, Any],
         livemode: bool,
         request_id: str | None = None,
-        only_endpoint: str | None = None,
-        skip_endpoint: str | None = None,
     ) -> Event:
-        """Writes an event in the current transaction and queues its webhook deliveries.
-
-        `only_endpoint` delivers it to that endpoint alone (a test ping); `skip_endpoint` to every
-        matching endpoint but that one (an endpoint is not told about its own failures).
-        """
-        from models.webhook import WebhookDelivery, WebhookEndpoint
-
+        """Writes an event in the current transaction, numbered after the tenant's last one."""
         with database.atomic():
             EventHead.insert(tenant_id=tenant_id, last_sequence=0).on_conflict_ignore().execute()
             query = EventHead.select().where(EventHead.tenant_id == tenant_id)
@@ -95,8 +89,6 @@ class Event(TenantScopedModel):
                 created_at=utcnow(),
             )
             EventHead.update(last_sequence=event.sequence).where(EventHead.tenant_id == tenant_id).execute()
-            endpoints = WebhookEndpoint.subscribed(tenant_id, livemode, event_type, only_endpoint)
-            WebhookDelivery.queue(event, [e for e in endpoints if e.id != skip_endpoint])
         return event
 
     @classmethod
@@ -158,20 +150,14 @@ class Event(TenantScopedModel):
         return head.last_sequence if head is not None else 0
 
     @classmethod
-    def purge(cls, older_than: datetime) -> dict[str, int]:
-        """Removes events made before `older_than`, and finished deliveries (with their attempts) queued
-        before it; an event a pending delivery still needs is kept. Returns how many of each."""
-        from models.webhook import WebhookDelivery
-
+    def purge(cls, older_than: datetime, keep: list[Any] | None = None) -> int:
+        """Removes events made before `older_than`, but those whose ids a query in `keep` returns (a
+        consumer still needs them: tenantry.events.retain). Returns how many were removed."""
+        condition = cls.created_at < older_than
+        for still_needed in keep or ():
+            condition &= cls.id.not_in(still_needed)
         with database.atomic():
-            deliveries = (
-                WebhookDelivery.delete()
-                .where((WebhookDelivery.created_at < older_than) & (WebhookDelivery.status != "pending"))
-                .execute()
-            )
-            pending = WebhookDelivery.select(WebhookDelivery.event_id).where(WebhookDelivery.status == "pending")
-            events = cls.delete().where((cls.created_at < older_than) & cls.id.not_in(pending)).execute()
-        return {"events": events, "deliveries": deliveries}
+            return cls.delete().where(condition).execute()
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the event as the API, the stream and webhook deliveries show it."""

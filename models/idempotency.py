@@ -63,7 +63,7 @@ class IdempotencyRecord(BaseModel):
     locked_until = UTCDateTimeField()
     holder = BigIntegerField(null=True)  # the claiming connection's holder token (PostgreSQL); None on SQLite
     status_code = IntegerField(null=True)
-    response = TextField(null=True)  # sealed (tenantry.security.SecretBox): it may hold secrets shown once
+    response = TextField(null=True)  # sealed (tenantry.crypto.SecretBox): it may hold secrets shown once
     created_at = UTCDateTimeField(default=utcnow)
     expires_at = UTCDateTimeField()
 

@@ -9,9 +9,10 @@ from peewee import BooleanField, CharField, IntegerField, IntegrityError, TextFi
 
 from models.audit import redact
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
-from tenantry.errors import Conflict, Detail, NotFound, format_datetime
+from tenantry.crypto import secret_box
+from tenantry.errors import Conflict, Detail, NotFound
 from tenantry.ids import new_id
-from tenantry.security import secret_box
+from tenantry.times import format_datetime
 
 #: The fields a create or an update may set directly (the secret and the ranges have their own forms).
 _WRITABLE = ("name", "webhook_url", "api_base_url", "health_url", "auth_type", "signature_scheme", "is_active")
@@ -29,6 +30,7 @@ class IntegrationProvider(TenantScopedModel):
     """A provider that sends one tenant signed webhooks, and the result of its last health check."""
 
     label = "integration provider"
+    api_resource = "integration"
 
     id = CharField(primary_key=True, max_length=30)
     tenant_id = CharField(max_length=30)
@@ -38,7 +40,7 @@ class IntegrationProvider(TenantScopedModel):
     health_url = CharField(max_length=2048, null=True)  # null: api_base_url is checked
     auth_type = CharField(max_length=16)
     signature_scheme = CharField(max_length=32)
-    secret_sealed = TextField()  # tenantry.security.SecretBox: the provider's secret, never plaintext
+    secret_sealed = TextField()  # tenantry.crypto.SecretBox: the provider's secret, never plaintext
     is_active = BooleanField(default=True)
     allowed_ips = JSONField()
     created_by = CharField(max_length=30, null=True)

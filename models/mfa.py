@@ -12,9 +12,9 @@ from peewee import CharField
 
 from models.base import TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.user import User
+from tenantry.crypto import lookup_hash, secret_box, totp_step
 from tenantry.errors import ApiError, Conflict, MfaCodeRejected, MfaInvalidCode, MfaRequired, TooManyAttempts
 from tenantry.ids import new_id
-from tenantry.security import lookup_hash, secret_box, totp_step
 
 ISSUER = "Tenantry"
 MAX_FAILURES = 5

@@ -11,9 +11,10 @@ from peewee import JOIN, CharField, ModelSelect
 from models.base import CompiledSelect, TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.tenant import Tenant
 from models.user import User
-from tenantry.errors import NotFound, format_datetime
+from tenantry.crypto import lookup_hash
+from tenantry.errors import NotFound
 from tenantry.ids import new_id
-from tenantry.security import lookup_hash
+from tenantry.times import format_datetime
 
 
 class Session(TenantScopedModel):

@@ -7,8 +7,9 @@ from typing import Any
 from peewee import BooleanField, CharField, IntegerField, IntegrityError, fn
 
 from models.base import BaseModel, JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
-from tenantry.errors import Conflict, Detail, NotFound, format_datetime
+from tenantry.errors import Conflict, Detail, NotFound
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 DEFAULT_SETTINGS = {"timezone": "UTC", "language": "en"}
 
@@ -28,30 +29,6 @@ class Tenant(BaseModel):
 
     class Meta:
         table_name = "tenant"
-
-    @classmethod
-    def create_tenant(
-        cls,
-        name: str,
-        status: str = "active",
-        settings: dict[str, str] | None = None,
-        plan: str = "standard",
-        rate_limits: dict[str, int] | None = None,
-    ) -> Tenant:
-        """Returns a new tenant, with default settings filled in and its built-in roles, in one transaction."""
-        from models.access import Role
-
-        with database.atomic():
-            tenant = cls.create(
-                id=new_id("ten"),
-                name=name,
-                status=status,
-                plan=plan,
-                rate_limits=rate_limits,
-                settings={**DEFAULT_SETTINGS, **(settings or {})},
-            )
-            Role.seed_builtin(tenant.id)
-        return tenant
 
     @classmethod
     def get_by_id_or_404(cls, tenant_id: str) -> Tenant:
@@ -101,20 +78,6 @@ class Tenant(BaseModel):
             only=[Tenant.name, Tenant.status, Tenant.plan, Tenant.rate_limits, Tenant.settings, Tenant.updated_at]
         )
         return self
-
-    def delete_everything(self) -> None:
-        """Deletes the tenant and every row that belongs to it, in one transaction."""
-        from models.access import Permission, Policy, Role, UserRole
-        from models.api_key import ApiKey
-        from models.mfa import RecoveryCode
-        from models.session import RefreshToken, Session
-        from models.user import User
-
-        with database.atomic():
-            owned = (ApiKey, RecoveryCode, RefreshToken, Session, UserRole, Role, Permission, Policy, User, Domain)
-            for model in owned:
-                model.delete().where(model.tenant_id == self.id).execute()
-            self.delete_instance()
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the tenant as the API shows it."""

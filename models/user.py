@@ -18,8 +18,9 @@ from peewee import (
 )
 
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, current_livemode, database, utcnow
-from tenantry.errors import Conflict, Detail, ValidationFailed, format_datetime
+from tenantry.errors import Conflict, Detail, ValidationFailed
 from tenantry.ids import new_id
+from tenantry.times import format_datetime
 
 ORDERINGS = {"created_at", "email", "last_name"}
 
@@ -61,6 +62,7 @@ class User(TenantScopedModel):
     """A person who logs in to one tenant; `tenant_id` is null only for the platform operator."""
 
     label = "user"
+    api_resource = "user"
     mode_scoped = True
 
     id = CharField(primary_key=True, max_length=30)
@@ -77,7 +79,7 @@ class User(TenantScopedModel):
     updated_at = UTCDateTimeField(default=utcnow)
     last_login_at = UTCDateTimeField(null=True)
     mfa_enabled = BooleanField(default=False)
-    mfa_secret = TextField(null=True)  # sealed (tenantry.security.SecretBox), never plaintext
+    mfa_secret = TextField(null=True)  # sealed (tenantry.crypto.SecretBox), never plaintext
     mfa_pending_secret = TextField(null=True)
     mfa_last_step = BigIntegerField(null=True)
     mfa_failures = IntegerField(default=0)
@@ -260,18 +262,14 @@ class User(TenantScopedModel):
             query = query.where(cls.tenant_id == tenant_id)
         return list(query.limit(2))
 
-    def apply_changes(
-        self, changes: dict[str, Any], password_hash: str | None = None, keep_session: str | None = None
-    ) -> None:
+    def assign(self, changes: dict[str, Any], password_hash: str | None = None) -> bool:
         """Applies `changes` (email, names, role, status, external_id, metadata, phone) and an optional new
-        password hash.
+        password hash, and saves; returns True when the user's sessions must end (a new password, a
+        suspension). Use models.accounts.change_user, which ends them in the same transaction.
 
         Raises Conflict when it would leave the tenant without an active owner, or when the email
-        is taken. A new password or a suspension revokes the user's sessions in the same
-        transaction (all but `keep_session`, the caller's own when they change their own password).
+        is taken.
         """
-        from models.session import Session
-
         stays_owner = changes.get("role", self.role) == "owner" and changes.get("status", self.status) == "active"
         with database.atomic():
             if self.role == "owner" and self.status == "active" and not stays_owner:
@@ -283,25 +281,13 @@ class User(TenantScopedModel):
             if password_hash:
                 self.password_hash = password_hash
             self.save_checked()
-            if password_hash or self.status == "suspended":
-                Session.revoke_all_for_user(self.id, keep=None if self.status == "suspended" else keep_session)
+        return bool(password_hash) or self.status == "suspended"
 
-    def delete_checked(self) -> None:
-        """Deletes the user and their sessions; Conflict if they are the tenant's last active owner."""
-        from models.session import RefreshToken, Session
-
-        with database.atomic():
-            if self.role == "owner" and self.status == "active":
-                self._require_another_owner("deleted")
-            from models.access import UserRole
-            from models.mfa import RecoveryCode
-
-            UserRole.remove_user(self.tenant_id, self.id)
-            RecoveryCode.delete().where(RecoveryCode.user_id == self.id).execute()
-            sessions = Session.select(Session.id).where(Session.user_id == self.id)
-            RefreshToken.delete().where(RefreshToken.session_id.in_(sessions)).execute()
-            Session.delete().where(Session.user_id == self.id).execute()
-            self.delete_instance()
+    def check_deletable(self) -> None:
+        """Raises Conflict when the user is the tenant's last active owner (models.accounts.delete_user
+        deletes them with their sessions, roles and recovery codes)."""
+        if self.role == "owner" and self.status == "active":
+            self._require_another_owner("deleted")
 
     def _require_another_owner(self, what: str) -> None:
         # For the platform operator (tenant_id None) this is the rows with no tenant (IS NULL), as it always was.

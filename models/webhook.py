@@ -19,9 +19,10 @@ from peewee import BooleanField, CharField, IntegerField, TextField
 
 from models.base import JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
 from models.event import Event, matches
-from tenantry.errors import Conflict, NotFound, format_datetime
+from tenantry.crypto import secret_box
+from tenantry.errors import Conflict, NotFound
 from tenantry.ids import new_id
-from tenantry.security import secret_box
+from tenantry.times import format_datetime
 
 #: How long a rotated-out signing secret still signs deliveries (beside the new one).
 ROTATION_GRACE = timedelta(hours=24)
@@ -36,6 +37,7 @@ class WebhookEndpoint(TenantScopedModel):
     """Where a tenant wants its events sent, which ones, and the secret that signs them."""
 
     label = "webhook endpoint"
+    api_resource = "webhook"
     mode_scoped = True
 
     id = CharField(primary_key=True, max_length=30)
@@ -45,7 +47,7 @@ class WebhookEndpoint(TenantScopedModel):
     events = JSONField()
     enabled = BooleanField(default=True)
     livemode = BooleanField(default=True)
-    secret = TextField()  # sealed (tenantry.security.SecretBox): deliveries need the secret itself
+    secret = TextField()  # sealed (tenantry.crypto.SecretBox): deliveries need the secret itself
     previous_secret = TextField(null=True)
     previous_expires_at = UTCDateTimeField(null=True)
     disabled_reason = CharField(max_length=32, null=True)

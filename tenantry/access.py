@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models import Tenant, User
 from models.access import Permission, Policy, Role, load_access_rows
+from models.tenant import Tenant
+from models.user import User
 from policies import BUILTIN_ROLES, CompiledPolicy, ConditionError
 from tenantry.spec import builtin_permissions
 

@@ -30,6 +30,7 @@ from starlette.routing import Mount, Router
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from models.base import database
+from services import register_all
 from tenantry.authz import EnforcingResolver
 from tenantry.db import (
     bypasses_row_security,
@@ -52,6 +53,7 @@ from tenantry.errors import (
     error_response,
     is_contention,
 )
+from tenantry.host import Host
 from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
@@ -86,7 +88,9 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     the error envelope, the request-context middleware and the database lifecycle. It applies
     no migrations: `tenantry db upgrade` (or `tenantry serve` on SQLite) does.
     """
-    settings = settings or Settings.from_env()
+    # Every domain plug-in adds itself first: its settings section is then read and checked with the rest.
+    register_all(Host())
+    settings = (settings or Settings.from_env()).with_sections()
     configure_logging(settings.log_level)
     init_database(settings.database_url, settings.db_pool_size, settings.db_role or None)
     _warn_if_unbound_by_row_security()

@@ -17,6 +17,7 @@ from flask import Response, g, request
 
 from models.audit import PLATFORM, AuditEntry, redact
 from policies import Decision
+from tenantry.context import caller_address
 from tenantry.errors import PermissionDenied
 from tenantry.logs import request_id_var
 
@@ -54,8 +55,6 @@ def _actor(data: Any) -> tuple[str, str | None]:
 
 
 def _request_fields() -> dict[str, Any]:
-    from tenantry.authz import caller_address  # authz imports this module
-
     return {
         "ip_address": caller_address(),
         "user_agent": request.headers.get("User-Agent"),

@@ -15,31 +15,26 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 import connexion
 from connexion.resolver import Resolution, Resolver
-from flask import current_app, g, request
+from flask import g, request
 
-from models import (
-    ApiKey,
-    Domain,
-    Event,
-    IntegrationProvider,
-    Policy,
-    Role,
-    Session,
-    Tenant,
-    User,
-    WebhookEndpoint,
-)
-from models.base import use_livemode
-from policies import Decision, Resource, Subject, can_grant, evaluate, may_allow
+from models.api_key import ApiKey
+from models.base import TenantScopedModel, use_livemode
+from models.session import Session
+from models.tenant import Domain, Tenant
+from policies import Decision, Resource, can_grant, evaluate, may_allow
 from tenantry import audit
-from tenantry.access import TenantAccess, access_for
+from tenantry.context import (
+    Principal,
+    acting_tenant,
+    caller_address,
+    current_access,
+    current_principal,
+    request_context,
+)
 from tenantry.db import scope_rows_to
 from tenantry.errors import (
     ApiError,
@@ -48,137 +43,38 @@ from tenantry.errors import (
     NotFound,
     PermissionDenied,
     SessionRevoked,
-    TenantRequired,
     TenantSuspended,
     UserSuspended,
 )
 from tenantry.mutation import run_changing
-from tenantry.net import client_ip, parse_networks
 from tenantry.paging import paginated
 from tenantry.spec import RESERVED_PERMISSIONS, handler_name
 
+# The request's context lives in tenantry.context; handlers keep importing it from here.
+__all__ = [
+    "LOADERS",
+    "EnforcingResolver",
+    "Principal",
+    "acting_tenant",
+    "authorize",
+    "authorize_grant",
+    "authorize_handover",
+    "caller_address",
+    "credential_checker",
+    "current_access",
+    "current_principal",
+    "decide",
+    "enforce",
+    "loader_for",
+    "principal_or_none",
+    "register_loader",
+    "request_context",
+    "target",
+    "visible_tenant",
+]
+
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TENANT_ID_RE = re.compile(r"^ten_[0-9A-HJKMNP-TV-Z]{26}$")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller of this request: a user's session, or an API key."""
-
-    tenant_id: str | None  # the tenant acted in: the credential's own, or X-Tenant-ID for the operator
-    user: User | None = None
-    session_id: str | None = None
-    key: ApiKey | None = None
-    tenant: Tenant | None = None  # the row of the tenant acted in (None for the operator outside one)
-    #: For a key: the user it acts for (its maker, or its parent key's), None when none was recorded.
-    creator: User | None = None
-    #: For a key: True when another key made it.
-    delegated: bool = False
-
-    @property
-    def id(self) -> str:
-        """The id of the user or key behind the request."""
-        # A principal is a user's or a key's: `key` is set whenever `user` is None.
-        return self.user.id if self.user is not None else self.key.id  # type: ignore[union-attr]
-
-    @property
-    def home_tenant_id(self) -> str | None:
-        """The credential's own tenant (None for the platform operator)."""
-        # A principal is a user's or a key's: `key` is set whenever `user` is None.
-        return self.user.tenant_id if self.user is not None else self.key.tenant_id  # type: ignore[union-attr]
-
-    @property
-    def livemode(self) -> bool:
-        """False for a test key, whose requests work on test data; True for every other credential."""
-        return self.key is None or self.key.mode == "live"
-
-    @property
-    def is_operator(self) -> bool:
-        """True for the platform operator."""
-        return self.user is not None and bool(self.user.is_platform_operator)
-
-    @cached_property
-    def access(self) -> TenantAccess | None:
-        """The acting tenant's access snapshot (roles, grants, policies), or None outside a tenant."""
-        return access_for(self.tenant) if self.tenant is not None else None
-
-    @cached_property
-    def subject(self) -> Subject:
-        """The policy subject for this caller, with the tenant's grants and the caller's attributes.
-
-        A key's subject carries its creator's subject as they stand now: the key's permissions are
-        its scopes that the creator holds, its rank and the self-change rules are the creator's.
-        """
-        access = self.access
-        grants = access.role_grants if access is not None else {}
-        if self.key is not None:
-            creator = self._user_subject(self.creator) if self.creator is not None else None
-            return Subject(
-                id=self.key.id,
-                tenant_id=self.tenant_id,
-                scopes=frozenset(self.key.permissions),
-                role_grants=grants,
-                attributes={"mode": self.key.mode, "name": self.key.name},
-                creator=creator,
-                delegated=self.delegated,
-            )
-        assert self.user is not None
-        return self._user_subject(self.user)
-
-    def _user_subject(self, user: User) -> Subject:
-        """The policy subject of `user` in the acting tenant: their roles there, or the operator's standing."""
-        access = self.access
-        grants = access.role_grants if access is not None else {}
-        operator = bool(user.is_platform_operator)
-        roles = access.role_names(user) if access is not None and not operator else (user.role,)
-        return Subject(
-            id=user.id,
-            tenant_id=self.tenant_id,
-            roles=roles,
-            is_operator=operator,
-            role_grants=grants,
-            attributes={"email": user.email, "status": user.status, "mfa_enabled": bool(user.mfa_enabled)},
-        )
-
-
-def current_principal() -> Principal:
-    """Returns the authenticated caller; raises AuthenticationFailed on a public operation."""
-    principal = g.get("principal")
-    if principal is None:
-        raise AuthenticationFailed()
-    return principal
-
-
-def acting_tenant() -> str:
-    """Returns the id of the tenant this request acts in, or raises TenantRequired (operator without X-Tenant-ID)."""
-    tenant_id = current_principal().tenant_id
-    if tenant_id is None:
-        raise TenantRequired("Send X-Tenant-ID to act inside a tenant.")
-    return tenant_id
-
-
-def current_access() -> TenantAccess:
-    """Returns the acting tenant's access snapshot; raises TenantRequired outside a tenant."""
-    acting_tenant()
-    access = current_principal().access
-    assert access is not None  # a principal acting in a tenant always has its row
-    return access
-
-
-def caller_address() -> str | None:
-    """Returns the client's address: the socket's, or the first untrusted hop behind trusted proxies."""
-    settings = current_app.extensions["tenantry"].settings
-    return client_ip(
-        request.remote_addr, request.headers.get("X-Forwarded-For"), parse_networks(settings.trusted_proxies)
-    )
-
-
-def request_context() -> dict[str, Any]:
-    """Returns the context conditions see: `now`, the client `ip`, the credential's `mode`."""
-    principal = g.get("principal")
-    ip = caller_address()
-    mode = principal.key.mode if principal is not None and principal.key is not None else "live"
-    return {"now": datetime.now(UTC), "ip": ip, "mode": mode}
 
 
 def decide(action: str, resource: Resource | None = None) -> Decision:
@@ -212,22 +108,31 @@ def visible_tenant(tenant_id: str) -> Tenant:
     return Tenant.get_by_id_or_404(tenant_id)
 
 
-def _in_tenant(model: Any, param: str) -> Callable[[dict[str, Any]], Any]:
-    return lambda kwargs: model.get_for_tenant(acting_tenant(), kwargs[param])
-
-
-#: How the enforcement point loads the row an operation targets, by the permission's resource.
+#: Loaders the standard rule does not cover, by the permission's resource: `fn(kwargs) -> row`
+#: (the host's `loader(...)` adds a domain's).
 LOADERS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "user": _in_tenant(User, "user_id"),
-    "key": _in_tenant(ApiKey, "key_id"),
-    "integration": _in_tenant(IntegrationProvider, "integration_id"),
-    "role": _in_tenant(Role, "role_id"),
-    "policy": _in_tenant(Policy, "policy_id"),
-    "event": _in_tenant(Event, "event_id"),
-    "webhook": _in_tenant(WebhookEndpoint, "webhook_id"),
     "tenant": lambda kwargs: visible_tenant(kwargs["tenant_id"]),
     "domain": lambda kwargs: Domain.get_for_tenant(visible_tenant(kwargs["tenant_id"]).id, kwargs["domain_id"]),
 }
+
+
+def register_loader(resource: str, load: Callable[[dict[str, Any]], Any]) -> None:
+    """Makes the enforcement point load an operation's target of `resource` with `load(kwargs)`."""
+    LOADERS[resource] = load
+
+
+def loader_for(resource: str) -> Callable[[dict[str, Any]], Any] | None:
+    """Returns how the row an operation on `resource` targets is loaded: a registered loader, else the
+    tenant-scoped model that declares `resource` (by `<resource>_id`, in the acting tenant), else None."""
+    loader = LOADERS.get(resource)
+    if loader is not None:
+        return loader
+    model = TenantScopedModel.registry.get(resource)
+    if model is None:
+        return None
+    param = f"{resource}_id"
+    return lambda kwargs: model.get_for_tenant(acting_tenant(), kwargs[param])
+
 
 #: Request fields a decision never sees as resource attributes.
 _SECRET_FIELDS = frozenset({"password", "secret", "secret_key", "mfa_code", "code"})
@@ -236,7 +141,7 @@ _SECRET_FIELDS = frozenset({"password", "secret", "secret_key", "mfa_code", "cod
 def _operation_resource(permission: str, operation_id: str, kwargs: dict[str, Any]) -> Resource | None:
     """Returns the resource the operation acts on: the targeted row, a create's body, or None (a list)."""
     kind = permission.partition(":")[0]
-    loader = LOADERS.get(kind)
+    loader = loader_for(kind)
     if loader is not None and f"{kind}_id" in kwargs:
         row = loader(kwargs)
         g.target = row

@@ -19,6 +19,14 @@ from tenantry.settings import Settings, SettingsError
 DEMO_EMAIL = "demo@tenantry.example.com"
 
 
+def _register_domains() -> None:
+    """Registers every domain plug-in (services.DOMAINS) with the core, as create_app does."""
+    from services import register_all
+    from tenantry.host import Host
+
+    register_all(Host())
+
+
 def _database(settings: Settings) -> None:
     from tenantry.db import init_database
 
@@ -37,7 +45,7 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 
 def _ensure_operator(email: str, password: str) -> str:
-    from models import User, database
+    from models import User, accounts, database
     from tenantry.security import hash_password
 
     with database.connection_context():
@@ -50,7 +58,7 @@ def _ensure_operator(email: str, password: str) -> str:
             .first()
         )
         if existing:
-            existing.apply_changes({}, hash_password(password))
+            accounts.change_user(existing, {}, hash_password(password))
             return "updated"
         User.insert_many_checked(
             [
@@ -121,13 +129,18 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
 
 def cmd_events_purge(args: argparse.Namespace) -> int:
     """Removes events and finished webhook deliveries older than --older-than."""
-    from models.event import Event
+    from models.base import database
+    from services import webhooks
+    from tenantry import events
 
     cutoff = _cutoff(args.older_than)
     if cutoff is None:
         return 2
-    removed = Event.purge(cutoff)
-    print(f"removed {removed['events']} event(s) and {removed['deliveries']} finished delivery(ies)")
+    _register_domains()
+    with database.atomic():
+        deliveries = webhooks.purge_finished(cutoff)  # first: an event only they needed can then go too
+        removed = events.purge(cutoff)
+    print(f"removed {removed} event(s) and {deliveries} finished delivery(ies)")
     return 0
 
 
@@ -157,7 +170,7 @@ def _demo(settings: Settings, host: str, port: int) -> None:
             )
             owner = User.select().where(User.email_normalized == DEMO_EMAIL).first()
         else:
-            owner.apply_changes({"status": "active"}, hash_password(password))
+            accounts.change_user(owner, {"status": "active"}, hash_password(password))
         tenant = Tenant.get_by_id(owner.tenant_id)
     body = json.dumps({"email": DEMO_EMAIL, "password": password})
     print(
@@ -240,6 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tenantry.db import upgrade
     from tenantry.logs import configure_logging
 
+    _register_domains()  # their settings sections are checked here too, before any worker starts
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     _database(settings)
@@ -473,6 +487,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from tenantry.security import SecretBox, TokenService, install_token_service
     from tenantry.worker import DeliveryWorker, WorkerLocked
 
+    _register_domains()  # the events a worker emits reach the subscribers (webhook fan-out)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     init_database(settings.database_url, max(settings.db_pool_size, args.concurrency + 2), settings.db_role or None)

@@ -310,6 +310,28 @@ def upgrade() -> list[str]:
     return applied
 
 
+#: A row is visible, and may be written, when its tenant_id is the connection's `tenantry.tenant_id`
+#: setting, or when that setting is empty (unscoped: before the caller's tenant is known, the CLI).
+_VISIBLE = (
+    "(coalesce(current_setting('tenantry.tenant_id', true), '') = '' "
+    "OR tenant_id = current_setting('tenantry.tenant_id', true))"
+)
+
+
+def secure_tables(db: Any, tables: tuple[str, ...]) -> None:
+    """Binds each table to the tenant-isolation policy (PostgreSQL only; a no-op elsewhere).
+
+    A migration that adds a tenant-owned table calls it in its `after(db)`, and lists the table
+    in its TABLES (tests/test_row_security.py checks that every tenant table is bound).
+    """
+    if not isinstance(db, PooledPostgresqlDatabase):
+        return
+    for table in tables:
+        db.execute_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        db.execute_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        db.execute_sql(f"CREATE POLICY tenant_isolation ON {table} USING {_VISIBLE} WITH CHECK {_VISIBLE}")
+
+
 def row_secured_tables() -> set[str]:
     """Returns every table the migrations bind to the tenant policy (m0009's and later ones' SECURED_TABLES)."""
     tables: set[str] = set()

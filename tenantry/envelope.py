@@ -9,7 +9,7 @@ from typing import Any
 from connexion.jsonifier import Jsonifier
 from flask import Response, request
 
-from tenantry.errors import now_rfc3339
+from tenantry.times import now_rfc3339
 
 #: How every JSON body is written: compact, with Connexion's encoder (the app factory uses it too).
 JSONIFIER = Jsonifier(json, separators=(",", ":"))

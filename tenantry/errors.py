@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+# format_datetime is re-exported: it moved to tenantry.times, where code not yet moved still finds it here.
+from tenantry.times import format_datetime as format_datetime
+from tenantry.times import now_rfc3339
 
 
 @dataclass(frozen=True)
@@ -235,22 +238,6 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     503: ("SERVICE_UNAVAILABLE", "The service is unavailable."),
     504: ("GATEWAY_TIMEOUT", "The request took longer than its time limit."),
 }
-
-
-def now_rfc3339() -> str:
-    """Returns the current UTC time as RFC 3339 with milliseconds and a `Z`."""
-    return format_datetime(datetime.now(UTC))
-
-
-def format_datetime(value: datetime) -> str:
-    """Returns `value` (naive UTC or aware) as RFC 3339 UTC with milliseconds: `...T06:12:27.123Z`."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    # Not strftime: glibc writes year 148 as "148", which is not RFC 3339 (four digits always).
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
-        f"{value.second:02d}.{value.microsecond // 1000:03d}Z"
-    )
 
 
 def error_body(

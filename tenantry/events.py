@@ -5,17 +5,26 @@ Every changing operation's event type is declared in the spec: `x-event-type`, o
 login). The core writes the event in the request's own transaction (tenantry.mutation), so it
 exists exactly when the change does; handlers write no event code. Outside a request (the
 delivery worker), `emit` writes one in the caller's transaction.
+
+What happens next is the subscribers' business: a plug-in subscribes to a pattern of types
+(`host.subscribe("*", fan_out)`, services.webhooks) and `emit` calls it with the event inside
+the event's own transaction, so its work (a queued delivery, a job) exists exactly when the event
+does. The core knows no consumer. A consumer that still needs old events (a pending delivery)
+says so with `retain`, and `purge` keeps them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from flask import Response, g
 
 from models.audit import PLATFORM, redact
-from models.base import current_livemode
+from models.base import current_livemode, database
 from models.event import Event, matches
+from models.user import User
 from tenantry import audit
 from tenantry.logs import request_id_var
 
@@ -68,8 +77,7 @@ def _unanswered(event_type: str, before: dict[str, Any] | None, resource_id: str
     if row is not None and hasattr(row, "as_dict"):
         return row.as_dict()  # the enforcement point's row, changed in place by the handler (a revocation)
     if event_type.startswith("user.") and resource_id:
-        from models import User  # the caller's own account (MFA turned off): as it is now
-
+        # The caller's own account (MFA turned off): as it is now.
         user = User.get_or_none(User.id == resource_id)
         if user is not None:
             return user.as_dict()
@@ -102,21 +110,49 @@ def record(event_type: str, kwargs: dict[str, Any], response: Response, before: 
         emit(tenant_id, event_type, payload)
 
 
+#: (pattern, subscriber) pairs, in registration order (tenantry.host.Host.subscribe adds them).
+_subscribers: list[tuple[str, Callable[[Event], None]]] = []
+#: Each returns a query of the ids of events its consumer still needs (never purged).
+_retainers: list[Callable[[], Any]] = []
+
+
+def subscribe(pattern: str, subscriber: Callable[[Event], None]) -> None:
+    """Calls `subscriber(event)` for every event whose type matches `pattern` (`*`, `user.*`, an exact
+    type), in the event's transaction; an exception it raises rolls the change back. Subscribing
+    the same function to the same pattern again is a no-op."""
+    if (pattern, subscriber) not in _subscribers:
+        _subscribers.append((pattern, subscriber))
+
+
+def retain(still_needed: Callable[[], Any]) -> None:
+    """Makes `purge` keep the events whose ids `still_needed()` (a query of event ids) returns."""
+    if still_needed not in _retainers:
+        _retainers.append(still_needed)
+
+
 def emit(
     tenant_id: str,
     event_type: str,
     payload: dict[str, Any],
     livemode: bool | None = None,
-    only_endpoint: str | None = None,
-    skip_endpoint: str | None = None,
+    skip_endpoint: str
+    | None = None,  # removed at merge: ignored; tenantry/worker.py (the worker branch) still passes it
 ) -> Event:
-    """Writes one event for the tenant (in the current transaction) and queues its webhook deliveries."""
-    return Event.emit(
-        tenant_id,
-        event_type,
-        payload,
-        current_livemode() if livemode is None else livemode,
-        request_id=request_id_var.get(),
-        only_endpoint=only_endpoint,
-        skip_endpoint=skip_endpoint,
-    )
+    """Writes one event for the tenant in the current transaction and runs its subscribers in it."""
+    with database.atomic():
+        event = Event.emit(
+            tenant_id,
+            event_type,
+            payload,
+            current_livemode() if livemode is None else livemode,
+            request_id=request_id_var.get(),
+        )
+        for pattern, subscriber in _subscribers:
+            if matches([pattern], event_type):
+                subscriber(event)
+    return event
+
+
+def purge(older_than: datetime) -> int:
+    """Removes events made before `older_than` that no consumer still needs (`retain`); returns how many."""
+    return Event.purge(older_than, keep=[still_needed() for still_needed in _retainers])

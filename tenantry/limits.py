@@ -34,6 +34,7 @@ import connexion
 from flask import Flask, Response, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 
+from tenantry.context import caller_address
 from tenantry.counters import CounterStoreUnavailable
 from tenantry.errors import error_response
 from tenantry.settings import Settings
@@ -171,8 +172,6 @@ class RateLimits:
         return principal_or_none() if self._class() != "none" else None
 
     def _address(self) -> str:
-        from tenantry.authz import caller_address
-
         return caller_address() or "unknown"
 
     def _credential_key(self) -> str:

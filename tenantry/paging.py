@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
+from datetime import date, datetime, time
 from typing import Any
 
 from flask import request
 
 from tenantry.errors import Detail, ValidationFailed
+from tenantry.times import parse_rfc3339
 
 PAGE_PARAMETERS = ("page", "page_size", "size")
 DEFAULT_PAGE_SIZE = 20
@@ -70,3 +73,32 @@ def paginated(func: Callable[..., Any], operation: dict[str, Any]) -> Callable[.
     named = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name not in PAGE_PARAMETERS]
     wrapper.__signature__ = signature.replace(parameters=[*named, *extra, *rest])  # type: ignore[attr-defined]  # inspect reads it; typeshed does not declare it on functions
     return wrapper
+
+
+def query_moment(value: str | None, name: str) -> datetime | None:
+    """Returns a date-time query parameter as naive UTC (None when absent); raises a 400
+    ValidationFailed naming the parameter when it is not RFC 3339."""
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def query_bound(value: str | None, name: str, end: bool = False) -> datetime | None:
+    """Returns a date-time query parameter, or a date (`YYYY-MM-DD`) as its whole UTC day, as naive UTC.
+
+    A date is the day's first moment, or with `end` its last (an inclusive upper bound). None when
+    absent; a 400 ValidationFailed naming the parameter when it is neither.
+    """
+    if value is not None and _DAY.match(value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValidationFailed(details=[Detail("is not a date (YYYY-MM-DD) or RFC 3339 date-time", name)]) from None
+        return datetime.combine(day, time.max if end else time.min)
+    return query_moment(value, name)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from tenantry.net import Network, parse_networks
@@ -28,6 +30,32 @@ def _bool(name: str, default: bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+class Section(Protocol):
+    """A settings section a plug-in registers (host.settings_section): its own fields, read from the
+    environment and checked by `from_env`, which raises SettingsError naming the variable."""
+
+    @classmethod
+    def from_env(cls) -> Any:
+        """Returns the section read from the environment; raises SettingsError on a bad value."""
+
+
+S = TypeVar("S")
+
+#: The registered sections, in registration order (tenantry.host.Host.settings_section adds them).
+_sections: list[type] = []
+
+
+def register_section(cls: type) -> None:
+    """Makes every Settings read and check the section `cls` at start (registering it again is a no-op)."""
+    if cls not in _sections:
+        _sections.append(cls)
+
+
+def int_setting(name: str, default: int, minimum: int = 1) -> int:
+    """Reads an integer of at least `minimum` from the environment variable `name` (for sections)."""
+    return _int(name, default, minimum)
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -136,16 +164,27 @@ class Settings:
     webhook_timeout: int = 30
     webhook_lease: int = 60
     webhook_disable_after: int = 5 * 24 * 3600
-    sse_heartbeat: int = 15
-    sse_max_seconds: int = 900
-    integration_health_timeout: int = 5
-    inbound_tolerance: int = 300
     # Seconds an operation may take, by its spec class (x-timeout), from the request's arrival;
     # past it the answer is 504 GATEWAY_TIMEOUT and nothing it did commits (tenantry.deadline).
     # TENANTRY_REQUEST_TIMEOUT (standard), TENANTRY_BATCH_TIMEOUT, TENANTRY_UPLOAD_TIMEOUT.
     request_timeout: float = 30.0
     batch_timeout: float = 120.0
     upload_timeout: float = 300.0
+    #: The registered sections (host.settings_section), by class: each read and checked at start.
+    sections: Mapping[type, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    def section(self, cls: type[S]) -> S:
+        """Returns the section `cls` as read at start (or now, from the environment, when it was
+        registered after these settings were made)."""
+        found = self.sections.get(cls)
+        return found if found is not None else cls.from_env()  # type: ignore[attr-defined]  # a Section
+
+    def with_sections(self) -> Settings:
+        """Returns these settings with every registered section read and checked (raises SettingsError)."""
+        missing = [cls for cls in _sections if cls not in self.sections]
+        if not missing:
+            return self
+        return replace(self, sections={**self.sections, **{cls: cls.from_env() for cls in missing}})  # type: ignore[attr-defined]
 
     def timeout(self, timeout_class: str) -> float:
         """Returns the seconds an operation of `timeout_class` (standard, batch or upload) may take."""
@@ -206,10 +245,6 @@ class Settings:
             "webhook_timeout": _int("TENANTRY_WEBHOOK_TIMEOUT", 30),
             "webhook_lease": _int("TENANTRY_WEBHOOK_LEASE", 60),
             "webhook_disable_after": _int("TENANTRY_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600),
-            "sse_heartbeat": _int("TENANTRY_SSE_HEARTBEAT", 15),
-            "sse_max_seconds": _int("TENANTRY_SSE_MAX_SECONDS", 900),
-            "integration_health_timeout": _int("TENANTRY_INTEGRATION_HEALTH_TIMEOUT", 5),
-            "inbound_tolerance": _int("TENANTRY_INBOUND_TOLERANCE", 300),
             "request_timeout": _seconds("TENANTRY_REQUEST_TIMEOUT", 30.0),
             "batch_timeout": _seconds("TENANTRY_BATCH_TIMEOUT", 120.0),
             "upload_timeout": _seconds("TENANTRY_UPLOAD_TIMEOUT", 300.0),
@@ -248,7 +283,7 @@ class Settings:
             raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
         if len(str(values["secret_key"])) < 32:
             raise SettingsError("TENANTRY_SECRET_KEY must be at least 32 characters")
-        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type (parsed above)
+        return cls(**values).with_sections()  # type: ignore[arg-type]  # each value has its field's type (parsed above)
 
 
 def _instance_secret(instance: Path) -> str:
@@ -273,3 +308,21 @@ def _check_limit(name: str, value: str) -> None:
             raise ValueError(value)
     except ValueError:
         raise SettingsError(f"{name} must be a rate limit such as 30/minute, not {value!r}") from None
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The event stream's (server-sent events) settings: the core's own section."""
+
+    #: Seconds between heartbeats on an idle stream (TENANTRY_SSE_HEARTBEAT).
+    heartbeat: int = 15
+    #: Seconds a stream stays open before the server ends it (TENANTRY_SSE_MAX_SECONDS).
+    max_seconds: int = 900
+
+    @classmethod
+    def from_env(cls) -> StreamSettings:
+        """Returns the stream settings read from the environment; raises SettingsError on a bad value."""
+        return cls(heartbeat=_int("TENANTRY_SSE_HEARTBEAT", 15), max_seconds=_int("TENANTRY_SSE_MAX_SECONDS", 900))
+
+
+register_section(StreamSettings)

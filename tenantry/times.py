@@ -1,11 +1,13 @@
-"""RFC 3339 timestamps in, naive UTC datetimes out."""
+"""Time in one place: RFC 3339 in and out, naive UTC as stored. Imports nothing of the project.
+
+Query parameters that must be a date-time or else a 400 are parsed by tenantry.paging
+(`query_moment`, `query_bound`), which knows the error envelope.
+"""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
-
-from tenantry.errors import Detail, ValidationFailed
+from datetime import UTC, datetime, timedelta
 
 _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -36,35 +38,22 @@ def parse_rfc3339(value: str) -> datetime:
         return datetime.min if delta > timedelta() else datetime.max
 
 
-def now_utc() -> datetime:
-    """Returns the current time as naive UTC."""
+def utcnow() -> datetime:
+    """Returns the current time as a naive UTC datetime, the form stored in every timestamp column."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def query_moment(value: str | None, name: str) -> datetime | None:
-    """Returns a date-time query parameter as naive UTC (None when absent); raises a 400
-    ValidationFailed naming the parameter when it is not RFC 3339."""
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        raise ValidationFailed(details=[Detail("is not an RFC 3339 date-time", name)]) from None
+def format_datetime(value: datetime) -> str:
+    """Returns `value` (naive UTC or aware) as RFC 3339 UTC with milliseconds: `...T06:12:27.123Z`."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    # Not strftime: glibc writes year 148 as "148", which is not RFC 3339 (four digits always).
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
 
 
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def query_bound(value: str | None, name: str, end: bool = False) -> datetime | None:
-    """Returns a date-time query parameter, or a date (`YYYY-MM-DD`) as its whole UTC day, as naive UTC.
-
-    A date is the day's first moment, or with `end` its last (an inclusive upper bound). None when
-    absent; a 400 ValidationFailed naming the parameter when it is neither.
-    """
-    if value is not None and _DAY.match(value):
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            raise ValidationFailed(details=[Detail("is not a date (YYYY-MM-DD) or RFC 3339 date-time", name)]) from None
-        return datetime.combine(day, time.max if end else time.min)
-    return query_moment(value, name)
+def now_rfc3339() -> str:
+    """Returns the current UTC time as RFC 3339 with milliseconds and a `Z`."""
+    return format_datetime(datetime.now(UTC))

@@ -74,3 +74,60 @@ def test_every_index_on_a_tenant_owned_table_leads_with_tenant_id(server):
     assert offenders == []
     # Every exception still exists: the list does not outlive the index it excuses.
     assert set(GLOBAL_INDEXES) <= set(indexes(server))
+
+
+#: Tables of a tenant that outlive it on purpose: they keep no reference to the tenant's row.
+OUTLIVE_THE_TENANT = {"audit_chain", "audit_entry", "usage_counter", "idempotency_record", "event", "event_head"}
+
+
+def tenant_tables_and_cascades(server) -> tuple[set[str], dict[str, set[str]]]:
+    """Returns (the tables with a tenant_id column, {table: the tables it references ON DELETE CASCADE})."""
+    url = server.env["DATABASE_URL"]
+    cascades: dict[str, set[str]] = {}
+    if backend() == "postgres":
+        import psycopg2
+
+        conn = psycopg2.connect(url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT table_name FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND column_name = 'tenant_id'"
+                )
+                owned = {row[0] for row in cur.fetchall()}
+                cur.execute("""
+                    SELECT t.relname, r.relname FROM pg_constraint c
+                    JOIN pg_class t ON t.oid = c.conrelid JOIN pg_class r ON r.oid = c.confrelid
+                    WHERE c.contype = 'f' AND c.confdeltype = 'c'""")
+                for table, referenced in cur.fetchall():
+                    cascades.setdefault(table, set()).add(referenced)
+        finally:
+            conn.close()
+        return owned, cascades
+    import sqlite3
+
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        owned = {t for t in tables if any(row[1] == "tenant_id" for row in conn.execute(f'PRAGMA table_info("{t}")'))}
+        for table in tables:
+            for row in conn.execute(f'PRAGMA foreign_key_list("{table}")'):
+                if row[6] == "CASCADE":
+                    cascades.setdefault(table, set()).add(row[2])
+    finally:
+        conn.close()
+    return owned, cascades
+
+
+def test_deleting_a_tenant_deletes_every_table_of_its_rows_by_cascade(server):
+    """models.accounts.delete_tenant deletes the tenant's row and nothing else: every tenant-owned table
+    reaches `tenant` through ON DELETE CASCADE references, but those that outlive it on purpose."""
+    owned, cascades = tenant_tables_and_cascades(server)
+
+    def goes_with_the_tenant(table: str, seen: frozenset[str] = frozenset()) -> bool:
+        parents = cascades.get(table, set())
+        return "tenant" in parents or any(goes_with_the_tenant(p, seen | {table}) for p in parents - seen)
+
+    assert owned - {"tenant"} > OUTLIVE_THE_TENANT
+    assert sorted(t for t in owned - {"tenant"} - OUTLIVE_THE_TENANT if not goes_with_the_tenant(t)) == []
+    assert sorted(t for t in OUTLIVE_THE_TENANT if "tenant" in cascades.get(t, set())) == []

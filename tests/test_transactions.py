@@ -240,7 +240,7 @@ def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, 
     """Every password hash and verification of signup, user creation (one, a batch), a password
     change and logins (right, wrong, unknown email) happens before the transaction begins."""
     from models.base import database
-    from tenantry import security
+    from tenantry import crypto
 
     calls: list[tuple[str, bool]] = []
 
@@ -259,7 +259,7 @@ def test_argon2_never_runs_while_the_request_holds_its_transaction(server, api, 
         def check_needs_rehash(self, stored: str) -> bool:
             return self.hasher.check_needs_rehash(stored)
 
-    monkeypatch.setattr(security, "_hasher", Recording(security._hasher))
+    monkeypatch.setattr(crypto, "_hasher", Recording(crypto._hasher))
     with in_process(server, monkeypatch) as client:
         email = unique_email("owner")
         signup = {

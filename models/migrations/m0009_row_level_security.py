@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tenantry.db import secure_tables as db_secure_tables
+
 STATEMENTS: list[str] = []
 
 #: Every table with a tenant_id column (tests/test_schema.py checks that none is missing).
@@ -33,11 +35,6 @@ TABLES = (
     "usage_counter",
 )
 
-_VISIBLE = (
-    "(coalesce(current_setting('tenantry.tenant_id', true), '') = '' "
-    "OR tenant_id = current_setting('tenantry.tenant_id', true))"
-)
-
 
 def after(db: Any) -> None:
     """Creates the server's role (once per cluster) and the policies (PostgreSQL only)."""
@@ -54,12 +51,6 @@ def after(db: Any) -> None:
 
 
 def secure_tables(db: Any, tables: tuple[str, ...]) -> None:
-    """Binds each table to the tenant policy (PostgreSQL only); later migrations call it for their tables."""
-    from playhouse.pool import PooledPostgresqlDatabase
-
-    if not isinstance(db, PooledPostgresqlDatabase):
-        return
-    for table in tables:
-        db.execute_sql(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        db.execute_sql(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-        db.execute_sql(f"CREATE POLICY tenant_isolation ON {table} USING {_VISIBLE} WITH CHECK {_VISIBLE}")
+    """Binds each table to the tenant policy (PostgreSQL only). It moved to tenantry.db.secure_tables,
+    which does exactly what this did when it was applied; kept here for the migrations that call it."""
+    db_secure_tables(db, tables)

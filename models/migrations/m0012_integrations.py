@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.migrations.m0009_row_level_security import secure_tables
+from tenantry.db import secure_tables
 
 STATEMENTS = [
     """CREATE TABLE integration_provider (
