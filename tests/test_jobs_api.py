@@ -23,7 +23,6 @@ KIND = "test.echo"
 def queue(server):
     """The live server's database bound to the models in this process, with a test kind registered."""
     from tenantry.db import init_database
-
     from tenantry.periodic import PURGE_KINDS
 
     database = init_database(server.database.url, pool_size=4)
