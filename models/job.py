@@ -85,7 +85,8 @@ class Job(TenantScopedModel):
             "attempt": self.attempt,
             "max_attempts": self.max_attempts,
             "cancel_requested": bool(self.cancel_requested),
-            "result": self.result,
+            # A kind may return any JSON value; the API shows an object (a bare value as {"value": ...}).
+            "result": self.result if self.result is None or isinstance(self.result, dict) else {"value": self.result},
             "last_error": self.last_error,
             "resource": {"type": self.resource_type, "id": self.resource_id} if self.resource_type else None,
             "run_at": moment(self.run_at),

@@ -6,7 +6,8 @@ cron expression's latest match) and, when that slot is later than the one last e
 (`job_schedule`, m0016), moves `last_slot` to it with a compare-and-set and enqueues the slot's
 platform job in the same transaction. Two workers racing on one slot: one moves `last_slot` and
 enqueues, the other's compare-and-set matches nothing. A worker down for a day finds only the
-latest slot due, so missed slots run once, not once each. The job also carries the unique key
+latest slot due, so missed slots run once, not once each; the first tick after a periodic work
+is registered enqueues its latest slot, so new periodic work runs at once. The job also carries the unique key
 `<name>:<slot>`, so even a slot enqueued twice by hand would run once while it is active.
 
 The core's own periodic work is registered by `register_core(settings)`: the audit, event and

@@ -92,6 +92,15 @@ def test_get_shows_state_resource_and_every_attempt_with_its_error(api, owner, q
     assert job["created_at"].endswith("Z") and job["run_at"].endswith("Z")
 
 
+def test_a_result_is_shown_as_an_object(api, owner, queue):
+    tenant = owner.tenant["id"]
+    counts = enqueue(tenant, status="succeeded", progress=100, result={"events": 3})
+    bare = enqueue(tenant, status="succeeded", progress=100, result=[1, 2])
+    assert get(api, owner, counts).json()["data"]["result"] == {"events": 3}
+    assert get(api, owner, bare).json()["data"]["result"] == {"value": [1, 2]}
+    assert get(api, owner, enqueue(tenant)).json()["data"]["result"] is None
+
+
 def test_another_tenants_job_a_platform_job_and_another_modes_job_are_404(api, owner, queue):
     other = register(api, "Globex")
     theirs = enqueue(other.tenant["id"])
