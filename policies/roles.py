@@ -36,6 +36,8 @@ _TENANT_ADMIN = frozenset(
         "audit:read",
         "usage:read",
         "event:read",
+        "job:read",
+        "job:manage",
         "webhook:read",
         "webhook:create",
         "webhook:update",

@@ -29,7 +29,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Router
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
-from models.base import database
+from models.base import database, utcnow
+from models.job import queue_snapshot
 from services import register_all
 from tenantry.authz import EnforcingResolver
 from tenantry.db import (
@@ -58,6 +59,7 @@ from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
 from tenantry.middleware import CompressionMiddleware, FlaskBridge, RequestContextMiddleware
+from tenantry.periodic import register_core
 from tenantry.security import SECURITY_MAP, SecretBox, TokenService, install_token_service
 from tenantry.settings import Settings
 from tenantry.spec import bundle, operations, published, timeout_class
@@ -93,13 +95,16 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     settings = (settings or Settings.from_env()).with_sections()
     configure_logging(settings.log_level)
     init_database(settings.database_url, settings.db_pool_size, settings.db_role or None)
+    # The kinds the API shows and retries (a retry grants the kind's attempt budget) and the periodic
+    # work the workers schedule; idempotent, so every app and CLI command may call it.
+    register_core(settings)
     _warn_if_unbound_by_row_security()
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
     spec = bundle(settings.spec_path)
     public = published(spec, settings.public_url)  # what /openapi.json and /openapi.yaml serve
     state = Tenantry(
         settings=settings,
-        metrics=Metrics(),
+        metrics=Metrics(queue=lambda: queue_snapshot(utcnow())),
         usage=UsageRecorder(),
         spec=spec,
         spec_json=json.dumps(public, indent=2),

@@ -85,6 +85,20 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+_RETENTION_UNITS = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def _retention(name: str, default: int) -> int:
+    """Reads how long to keep something: `90d`, `12h`, `30m`, `45s` or plain seconds; `0` keeps it forever."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _RETENTION_UNITS else (raw, "s")
+    if not number.isdigit():
+        raise SettingsError(f"{name} must be a duration such as 90d, 12h, 30m or 45s (0 keeps forever), not {raw!r}")
+    return int(number) * _RETENTION_UNITS[unit]
+
+
 def _schedule(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     """Reads delays in seconds separated by commas (`5,300,1800`): one per retry after the first attempt."""
     raw = os.environ.get(name, "")
@@ -170,6 +184,11 @@ class Settings:
     request_timeout: float = 30.0
     batch_timeout: float = 120.0
     upload_timeout: float = 300.0
+    # How long the periodic purges (tenantry/periodic.py) keep audit entries and events, in seconds;
+    # 0 keeps them forever: the spec promises events are kept like the audit trail, and the audit
+    # trail is evidence, so either is removed only when the operator says so.
+    audit_retention: int = 0
+    event_retention: int = 0
     #: The registered sections (host.settings_section), by class: each read and checked at start.
     sections: Mapping[type, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
@@ -248,6 +267,8 @@ class Settings:
             "request_timeout": _seconds("TENANTRY_REQUEST_TIMEOUT", 30.0),
             "batch_timeout": _seconds("TENANTRY_BATCH_TIMEOUT", 120.0),
             "upload_timeout": _seconds("TENANTRY_UPLOAD_TIMEOUT", 300.0),
+            "audit_retention": _retention("TENANTRY_AUDIT_RETENTION", 0),
+            "event_retention": _retention("TENANTRY_EVENT_RETENTION", 0),
         }
         values.update(overrides)
         if not values["database_url"]:

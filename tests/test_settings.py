@@ -73,3 +73,15 @@ def test_public_url_is_an_absolute_http_url(clean_env, monkeypatch):
         monkeypatch.setenv("TENANTRY_PUBLIC_URL", bad)
         with pytest.raises(SettingsError, match="TENANTRY_PUBLIC_URL"):
             Settings.from_env()
+
+
+def test_purge_retention_is_a_duration_and_zero_keeps_forever(clean_env, monkeypatch):
+    defaults = Settings.from_env()
+    assert (defaults.audit_retention, defaults.event_retention) == (0, 0)  # nothing is purged unless asked
+    monkeypatch.setenv("TENANTRY_AUDIT_RETENTION", "365d")
+    monkeypatch.setenv("TENANTRY_EVENT_RETENTION", "3600")
+    assert (Settings.from_env().audit_retention, Settings.from_env().event_retention) == (365 * 86_400, 3600)
+    for bad in ("-1", "1y", "soon", "d"):
+        monkeypatch.setenv("TENANTRY_EVENT_RETENTION", bad)
+        with pytest.raises(SettingsError, match="TENANTRY_EVENT_RETENTION"):
+            Settings.from_env()
