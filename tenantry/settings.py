@@ -139,6 +139,10 @@ class Settings:
     sse_heartbeat: int = 15
     sse_max_seconds: int = 900
     integration_health_timeout: int = 5
+    # `tenantry worker`: seconds between claims when no wake-up comes (LISTEN/NOTIFY, Redis), and
+    # the seconds running jobs get to finish after SIGTERM before their leases are released.
+    worker_poll_interval: float = 1.0
+    worker_grace: float = 10.0
     inbound_tolerance: int = 300
     # Seconds an operation may take, by its spec class (x-timeout), from the request's arrival;
     # past it the answer is 504 GATEWAY_TIMEOUT and nothing it did commits (tenantry.deadline).
@@ -209,6 +213,8 @@ class Settings:
             "sse_heartbeat": _int("TENANTRY_SSE_HEARTBEAT", 15),
             "sse_max_seconds": _int("TENANTRY_SSE_MAX_SECONDS", 900),
             "integration_health_timeout": _int("TENANTRY_INTEGRATION_HEALTH_TIMEOUT", 5),
+            "worker_poll_interval": _seconds("TENANTRY_WORKER_POLL_INTERVAL", 1.0),
+            "worker_grace": _seconds("TENANTRY_WORKER_GRACE", 10.0),
             "inbound_tolerance": _int("TENANTRY_INBOUND_TOLERANCE", 300),
             "request_timeout": _seconds("TENANTRY_REQUEST_TIMEOUT", 30.0),
             "batch_timeout": _seconds("TENANTRY_BATCH_TIMEOUT", 120.0),
