@@ -200,14 +200,14 @@ class WebhookDelivery(TenantScopedModel):
         ]
         if rows:
             cls.insert_many(rows).execute()
-        for row in rows:
+        for delivery_id in (str(row["id"]) for row in rows):
             jobs.enqueue(
                 DELIVERY_JOB,
-                {"delivery_id": row["id"]},
+                {"delivery_id": delivery_id},
                 tenant_id=event.tenant_id,
                 livemode=bool(event.livemode),
-                resource=("webhook_delivery", row["id"]),
-                unique_key=row["id"],
+                resource=("webhook_delivery", delivery_id),
+                unique_key=delivery_id,
             )
 
     @classmethod

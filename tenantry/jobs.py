@@ -271,7 +271,7 @@ def enqueue(
         return None
     job = Job(**row)
     job._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
-    if row["run_at"] <= now:
+    if (run_at or now) <= now:
         _announce()
     return job
 
@@ -289,7 +289,7 @@ _redis_down_until = 0.0
 
 def configure_wakeup(settings: Settings) -> None:
     """Tells enqueue how to wake workers in this process: Redis pub/sub on SQLite when REDIS_URL is set."""
-    global _redis_url, _redis_client  # noqa: PLW0603 (process configuration, set once at start like the token service)
+    global _redis_url, _redis_client  # process configuration, set once at start like the token service
     _redis_url = settings.redis_url if settings.is_sqlite and settings.redis_url else None
     _redis_client = None
 
@@ -302,8 +302,8 @@ def _announce() -> None:
 
 
 def _publish() -> None:
-    global _redis_client, _redis_down_until  # noqa: PLW0603 (one client per process, reused)
-    if time.monotonic() < _redis_down_until:
+    global _redis_client, _redis_down_until  # one client per process, reused
+    if _redis_url is None or time.monotonic() < _redis_down_until:
         return
     try:
         if _redis_client is None:
@@ -389,10 +389,7 @@ class Worker:
         with database.atomic():
             self._rescue(now, served, tenant_id)
             due = (
-                Job.status.in_(("queued", "failed"))
-                & (Job.run_at <= now)
-                & Job.kind.in_(names)
-                & ~Job.cancel_requested
+                Job.status.in_(("queued", "failed")) & (Job.run_at <= now) & Job.kind.in_(names) & ~Job.cancel_requested
             )
             if tenant_id is not None:
                 due &= Job.tenant_id == tenant_id
@@ -443,9 +440,7 @@ class Worker:
 
     def _rescue(self, now: datetime, served: dict[str, JobKind], tenant_id: str | None) -> None:
         """Settles the running jobs whose lease lapsed: attempt lost, job retried or dead (never left running)."""
-        lapsed = Job.select().where(
-            (Job.status == "running") & (Job.lease_until < now) & Job.kind.in_(list(served))
-        )
+        lapsed = Job.select().where((Job.status == "running") & (Job.lease_until < now) & Job.kind.in_(list(served)))
         if tenant_id is not None:
             lapsed = lapsed.where(Job.tenant_id == tenant_id)
         if database.for_update:
@@ -459,7 +454,12 @@ class Worker:
             self._settle(row, served[row.kind], now, outcome, attempt_outcome="lost")
 
     def _settle(
-        self, row: Job, spec: JobKind, now: datetime, outcome: _Outcome, duration_ms: int | None = None,
+        self,
+        row: Job,
+        spec: JobKind,
+        now: datetime,
+        outcome: _Outcome,
+        duration_ms: int | None = None,
         attempt_outcome: str | None = None,
     ) -> None:
         """Writes an attempt's end and the job's next state (inside the caller's transaction)."""
@@ -721,12 +721,16 @@ class Worker:
         import redis
 
         client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         try:
             pubsub.subscribe(CHANNEL)
-            self.listening.set()
             while not self.stopping.is_set():
-                if pubsub.get_message(timeout=0.5) is not None:
+                message = pubsub.get_message(timeout=0.5)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    self.listening.set()  # Redis has confirmed: every later publish reaches us
+                elif message["type"] == "message":
                     self.wake.set()
         finally:
             pubsub.close()

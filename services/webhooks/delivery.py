@@ -238,7 +238,7 @@ def rescheduled(job: Job) -> None:
 
 
 def disable(endpoint: WebhookEndpoint, reason: str) -> None:
-    """Disables the endpoint (`gone`: it answered 410; `failing`: it failed for too long) and emits `webhook.disabled`."""
+    """Disables the endpoint (`gone`: it answered 410; `failing`: failing too long); emits `webhook.disabled`."""
     endpoint.disable(reason)
     events.emit(
         endpoint.tenant_id,
