@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from peewee import fn
+from peewee import Case, fn
 
-from models.base import current_livemode, database, use_livemode, utcnow
+from models.base import current_livemode, database, row_tuples, use_livemode, utcnow
 from models.job import ACTIVE, Job, JobAttempt
 from tenantry.db import drop_connection, scope_rows_to
 from tenantry.ids import new_id
@@ -402,17 +402,31 @@ class Worker:
             )
             if exclude:
                 due &= Job.id.not_in(list(exclude))
-            ranked = Job.select(Job.id.alias("ranked_id"), rank.alias("turn")).where(due).alias("ranked")
-            query = (
-                Job.select()
-                .join(ranked, on=(Job.id == ranked.c.ranked_id))
+            # Each tenant's first due job comes before any tenant's second (the window's turn). The
+            # candidates are read first, a few more than wanted (another worker may hold some), and
+            # then locked by id in their turn's order: a join of the window with the table makes
+            # the planner loop over every due row for each (measured: 22 s at 5,000 queued).
+            ranked = (
+                Job.select(Job.id.alias("ranked_id"), rank.alias("turn"), Job.priority, Job.run_at)
                 .where(due)
-                .order_by(ranked.c.turn, Job.priority.desc(), Job.run_at, Job.id)
-                .limit(count)
+                .alias("ranked")
             )
+            candidates = [
+                row[0]
+                for row in row_tuples(
+                    Job.select(ranked.c.ranked_id)
+                    .from_(ranked)
+                    .order_by(ranked.c.turn, ranked.c.priority.desc(), ranked.c.run_at, ranked.c.ranked_id)
+                    .limit(count * 4 + 4)
+                )
+            ]
+            if not candidates:
+                return []
+            turn = Case(Job.id, [(job_id, n) for n, job_id in enumerate(candidates)])
+            query = Job.select().where(due & Job.id.in_(candidates)).order_by(turn).limit(count)
             if database.for_update:
                 # Two workers never take one job; each skips the rows the other has just locked.
-                query = query.for_update(of=Job, skip_locked=True)
+                query = query.for_update(skip_locked=True)
             rows = list(query)
             for row in rows:
                 lease = served[row.kind].lease
