@@ -476,3 +476,52 @@ def test_a_worker_killed_mid_job_loses_nothing_the_next_one_finishes_it(db, tmp_
         (1, "lost", jobs.LOST),
         (2, "succeeded", None),
     ]
+
+
+# -- the upgrade ----------------------------------------------------------------------------------
+
+
+def test_the_upgrade_gives_each_pending_delivery_its_job_once(db):
+    from models.event import Event
+    from models.migrations import m0017_webhook_delivery_jobs as m0017
+    from models.webhook import WebhookDelivery, WebhookEndpoint
+
+    kind("webhook.deliver", succeed, retry=(1,) * 7)
+    owner = tenant()
+    endpoint = WebhookEndpoint.create(
+        id=new_id("we"), tenant_id=owner, url="https://hooks.example.com/x", events=["*"], livemode=False, secret="s"
+    )
+    event = Event.create(
+        id=new_id("evt"), tenant_id=owner, sequence=1, type="user.created", livemode=False, data={}, created_at=T0
+    )
+    rows = {
+        name: WebhookDelivery.create(
+            id=new_id("msg"),
+            tenant_id=owner,
+            endpoint_id=endpoint.id,
+            event_id=event.id,
+            event_type="user.created",
+            status=status,
+            attempt_count=count,
+            final_attempt=final,
+            next_attempt_at=at(5),
+            lease_owner="old-worker",
+            lease_until=at(60),
+        )
+        for name, status, count, final in (
+            ("fresh", "pending", 0, False),
+            ("retrying", "pending", 3, False),
+            ("manual", "pending", 4, True),
+            ("done", "succeeded", 1, False),
+        )
+    }
+    with database.atomic():
+        m0017.after(database.obj)
+        m0017.after(database.obj)  # once only
+    made = {j.resource_id: j for j in Job.select().where(Job.kind == "webhook.deliver")}
+    assert set(made) == {rows["fresh"].id, rows["retrying"].id, rows["manual"].id}
+    assert [made[rows[n].id].max_attempts for n in ("fresh", "retrying", "manual")] == [8, 5, 1]
+    fresh = made[rows["fresh"].id]
+    assert fresh.status == "queued" and fresh.run_at == at(5) and fresh.livemode is False
+    assert fresh.payload == {"delivery_id": rows["fresh"].id} and fresh.tenant_id == owner
+    assert WebhookDelivery.select().where(WebhookDelivery.lease_owner.is_null(False)).count() == 0
