@@ -364,6 +364,7 @@ class Worker:
         self.ran: Counter[str] = Counter()
         self._in_flight: dict[str, Job] = {}
         self._guard = threading.Lock()
+        self._maybe_more = False
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -420,6 +421,7 @@ class Worker:
                     .limit(count * 4 + 4)
                 )
             ]
+            self._maybe_more = False
             if not candidates:
                 return []
             turn = Case(Job.id, [(job_id, n) for n, job_id in enumerate(candidates)])
@@ -428,6 +430,8 @@ class Worker:
                 # Two workers never take one job; each skips the rows the other has just locked.
                 query = query.for_update(skip_locked=True)
             rows = list(query)
+            # Fewer taken than were due: another worker held some, and more may be due behind them.
+            self._maybe_more = len(rows) < min(count, len(candidates))
             for row in rows:
                 lease = served[row.kind].lease
                 row.status, row.attempt, row.lease_owner = "running", row.attempt + 1, self.owner
@@ -636,8 +640,9 @@ class Worker:
                 with self._guard:
                     self._in_flight[job.id] = job
                 work.put(job)
-            if len(claimed) < free or free <= 0:
-                self.wake.wait(self.poll_interval)
+            if free <= 0 or len(claimed) < free:
+                # Another worker holding due rows: a short pause, not a poll interval, before trying again.
+                self.wake.wait(min(0.05, self.poll_interval) if free > 0 and self._maybe_more else self.poll_interval)
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline:
             with self._guard:
