@@ -525,3 +525,36 @@ def test_the_upgrade_gives_each_pending_delivery_its_job_once(db):
     assert fresh.status == "queued" and fresh.run_at == at(5) and fresh.livemode is False
     assert fresh.payload == {"delivery_id": rows["fresh"].id} and fresh.tenant_id == owner
     assert WebhookDelivery.select().where(WebhookDelivery.lease_owner.is_null(False)).count() == 0
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def test_tenantry_worker_runs_the_kinds_asked_for_and_stops_cleanly_on_sigterm(db, tmp_path: Path):
+    import os
+    import signal
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": db.url,
+        "TENANTRY_SECRET_KEY": "x" * 40,
+        "TENANTRY_INSTANCE_PATH": str(tmp_path),
+        "TENANTRY_ENV": "test",
+    }
+    command = [sys.executable, "-m", "tenantry.cli", "worker"]
+    none = subprocess.run([*command, "--kinds", "nothing.*"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert none.returncode == 2 and "no registered job kind matches nothing.*" in none.stderr
+    log = tmp_path / "worker.log"
+    with log.open("wb") as handle:
+        worker = subprocess.Popen(
+            [*command, "--kinds", "webhook.*"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
+        )
+    try:
+        eventually(lambda: "running webhook.deliver" in log.read_text(), timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+        assert '"msg": "worker stopped"' in log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
