@@ -294,10 +294,21 @@ def configure_wakeup(settings: Settings) -> None:
     _redis_client = None
 
 
+_announced = threading.local()
+
+
 def _announce() -> None:
-    if database.for_update:  # PostgreSQL
+    if not database.for_update and not _redis_url:
+        return  # SQLite without Redis: the worker polls
+    # Once per transaction: an event fanned out to ten endpoints enqueues ten jobs, and one
+    # wake-up serves them all (PostgreSQL folds repeated NOTIFYs anyway; this saves round trips).
+    top = database.top_transaction() if database.in_transaction() else None
+    if top is not None and getattr(_announced, "transaction", None) is top:
+        return
+    _announced.transaction = top
+    if database.for_update:  # PostgreSQL: delivered at commit, dropped on rollback
         database.execute_sql(f"NOTIFY {CHANNEL}")
-    elif _redis_url:
+    else:
         database.after_commit(_publish)
 
 
