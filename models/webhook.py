@@ -1,11 +1,9 @@
 """Webhook endpoints, their deliveries and each delivery's attempts.
 
 A delivery is one event on its way to one endpoint; it is queued in the event's own transaction
-(models.event) and taken by `tenantry worker`. A worker leases the deliveries it takes
-(`lease_until`): a worker that dies mid-batch leaves leases that lapse, and the deliveries are
-taken again (at least once, never lost). On PostgreSQL the claim skips rows another worker has
-locked (FOR UPDATE SKIP LOCKED), so two workers never hold the same delivery at once; a result
-is written only by the worker still holding the lease.
+(models.event), with the job (kind `webhook.deliver`, services.webhooks.delivery) that attempts
+it: leases, retries and the dead letter are the job layer's (tenantry.jobs). The delivery stays
+the API's record of it. Its `lease_until`/`lease_owner` columns are no longer used.
 """
 
 from __future__ import annotations
@@ -23,6 +21,9 @@ from tenantry.crypto import secret_box
 from tenantry.errors import Conflict, NotFound
 from tenantry.ids import new_id
 from tenantry.times import format_datetime
+
+#: The job kind that attempts a delivery (services.webhooks.delivery registers it).
+DELIVERY_JOB = "webhook.deliver"
 
 #: How long a rotated-out signing secret still signs deliveries (beside the new one).
 ROTATION_GRACE = timedelta(hours=24)
@@ -177,7 +178,12 @@ class WebhookDelivery(TenantScopedModel):
 
     @classmethod
     def queue(cls, event: Event, endpoints: list[WebhookEndpoint]) -> None:
-        """Queues the event for each endpoint, due now (in the caller's transaction)."""
+        """Queues the event for each endpoint, due now, each with the job that delivers it (in the
+        caller's transaction: a rolled-back change sends nothing)."""
+        # The job layer sits above the models; this call moves to the webhooks plug-in's event
+        # subscriber, which removes the upward import.
+        from tenantry import jobs
+
         now = utcnow()
         rows = [
             {
@@ -196,6 +202,15 @@ class WebhookDelivery(TenantScopedModel):
         ]
         if rows:
             cls.insert_many(rows).execute()
+        for delivery_id in (str(row["id"]) for row in rows):
+            jobs.enqueue(
+                DELIVERY_JOB,
+                {"delivery_id": delivery_id},
+                tenant_id=event.tenant_id,
+                livemode=bool(event.livemode),
+                resource=("webhook_delivery", delivery_id),
+                unique_key=delivery_id,
+            )
 
     @classmethod
     def of_endpoint(cls, endpoint: WebhookEndpoint, delivery_id: str) -> WebhookDelivery:
@@ -231,60 +246,53 @@ class WebhookDelivery(TenantScopedModel):
         rows = list(query.order_by(cls.id.desc()).limit(limit + 1))
         return rows[:limit], len(rows) > limit
 
-    @classmethod
-    def claim(
-        cls, owner: str, count: int, lease_seconds: int, exclude: set[str] | None = None
-    ) -> list[WebhookDelivery]:
-        """Leases up to `count` due deliveries to `owner` (one transaction); returns them.
-
-        Due: pending, its next attempt time reached, and not leased, or leased by a worker whose
-        lease has lapsed (it died, or hung past the lease).
-        """
-        now = utcnow()
-        with database.atomic():
-            query = (
-                cls.select()
-                .where(
-                    (cls.status == "pending")
-                    & (cls.next_attempt_at <= now)
-                    & (cls.lease_until.is_null() | (cls.lease_until < now))
-                )
-                .order_by(cls.next_attempt_at)
-                .limit(count)
-            )
-            if exclude:
-                query = query.where(cls.id.not_in(list(exclude)))
-            if database.for_update:
-                query = query.for_update(skip_locked=True)
-            rows = list(query)
-            if rows:
-                until = now + timedelta(seconds=lease_seconds)
-                cls.update(lease_until=until, lease_owner=owner).where(cls.id.in_([r.id for r in rows])).execute()
-                for row in rows:
-                    row.lease_until, row.lease_owner = until, owner
-        return rows
-
     def retry_now(self) -> None:
         """Schedules an attempt now; a delivery that had finished gets exactly one more attempt.
 
-        One conditional update: if a worker took or finished the delivery since it was read, the
-        row no longer matches and the retry is a 409, never a stale copy written over its result.
+        The delivery's job is locked first (the order the worker takes them in): a job running
+        now is a 409; one waiting for its retry is made due now; a finished delivery gets a new
+        job of one attempt. The delivery changes by one conditional update: if a worker recorded
+        an attempt since it was read, the row no longer matches and the retry is a 409, never a
+        stale copy written over its result.
         """
+        from models.job import ACTIVE, Job
+        from tenantry import jobs
+
         now = utcnow()
         cls = type(self)
-        final = self.final_attempt or self.status != "pending"
-        changed = (
-            cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final)
-            .where(
-                (cls.id == self.id)
-                & (cls.status == self.status)
-                & (cls.attempt_count == self.attempt_count)
-                & (cls.lease_until.is_null() | (cls.lease_until < now))
+        with database.atomic():
+            query = Job.select().where(
+                (Job.tenant_id == self.tenant_id)
+                & (Job.resource_type == "webhook_delivery")
+                & (Job.resource_id == self.id)
+                & (Job.kind == DELIVERY_JOB)
+                & Job.status.in_(ACTIVE)
             )
-            .execute()
-        )
-        if not changed:
-            raise Conflict("The delivery is being attempted right now; retry when it has finished.")
+            job = (query.for_update() if database.for_update else query).first()
+            if job is not None and job.status == "running":
+                raise Conflict("The delivery is being attempted right now; retry when it has finished.")
+            final = self.final_attempt or self.status != "pending"
+            changed = (
+                cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final)
+                .where((cls.id == self.id) & (cls.status == self.status) & (cls.attempt_count == self.attempt_count))
+                .execute()
+            )
+            if not changed:
+                raise Conflict("The delivery is being attempted right now; retry when it has finished.")
+            if job is not None:
+                Job.update(run_at=now, updated_at=now).where(Job.id == job.id).execute()
+            elif (
+                jobs.enqueue(
+                    DELIVERY_JOB,
+                    {"delivery_id": self.id},
+                    tenant_id=self.tenant_id,
+                    resource=("webhook_delivery", self.id),
+                    unique_key=self.id,
+                    max_attempts=1 if self.status != "pending" else None,
+                )
+                is None
+            ):
+                raise Conflict("The delivery is being attempted right now; retry when it has finished.")
         self.status, self.next_attempt_at, self.completed_at, self.final_attempt = "pending", now, None, final
 
     def attempts(self) -> list[WebhookAttempt]:

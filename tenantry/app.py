@@ -83,6 +83,18 @@ class Tenantry:
     spec_yaml: str
 
 
+def _register_job_kinds(settings: Settings) -> None:
+    """Registers the job kinds requests enqueue, and how enqueue wakes the workers.
+
+    # wired by the host: the plug-in host (services.<domain>.register(host)) replaces this call.
+    """
+    from services.webhooks import delivery
+    from tenantry import jobs
+
+    jobs.configure_wakeup(settings)
+    delivery.register(settings)
+
+
 def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     """Returns the Connexion FlaskApp for `settings` (default: from the environment).
 
@@ -100,6 +112,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     register_core(settings)
     _warn_if_unbound_by_row_security()
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
+    _register_job_kinds(settings)
     spec = bundle(settings.spec_path)
     public = published(spec, settings.public_url)  # what /openapi.json and /openapi.yaml serve
     state = Tenantry(

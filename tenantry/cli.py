@@ -479,32 +479,44 @@ def cmd_spec_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Delivers webhooks until SIGTERM or SIGINT (then finishes the deliveries in flight)."""
+    """Runs jobs (webhook deliveries among them) until SIGTERM or SIGINT; then lets the running ones
+    finish within TENANTRY_WORKER_GRACE and hands back any still running."""
     import signal
 
+    from services.webhooks import delivery
+    from tenantry import jobs
     from tenantry.db import init_database
     from tenantry.logs import configure_logging
     from tenantry.security import SecretBox, TokenService, install_token_service
-    from tenantry.worker import DeliveryWorker, WorkerLocked
 
     _register_domains()  # the events a worker emits reach the subscribers (webhook fan-out)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     init_database(settings.database_url, max(settings.db_pool_size, args.concurrency + 2), settings.db_role or None)
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
-    worker = DeliveryWorker(settings, concurrency=args.concurrency)
+    # wired by the host: the plug-in host (services.<domain>.register(host)) replaces these calls.
+    jobs.configure_wakeup(settings)
+    delivery.register(settings)
+    worker = jobs.Worker(settings, kinds=args.kinds or None, concurrency=args.concurrency)
+    if not worker.served():
+        print(f"error: no registered job kind matches {' '.join(args.kinds)}", file=sys.stderr)
+        return 2
     try:
         worker.hold_sqlite_lock()
-    except WorkerLocked as exc:
+    except jobs.WorkerLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.once:
-        print(f"attempted {worker.run_once()} deliveries")
+        ran = worker.run_due()
+        print(f"ran {ran} jobs; attempted {worker.ran.get(delivery.DELIVERY_JOB, 0)} deliveries")
         return 0
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: worker.stopping.set())
+        signal.signal(signum, lambda *_: worker.stop())
     where = "SQLite: this is the only worker for this database" if settings.is_sqlite else "PostgreSQL"
-    print(f"tenantry worker {worker.owner}: delivering webhooks ({where})", flush=True)
+    print(
+        f"tenantry worker {worker.owner}: running {', '.join(sorted(worker.served()))} ({where})",
+        flush=True,
+    )
     worker.run()
     return 0
 
@@ -552,9 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     events_purge.add_argument("--older-than", required=True, help="an age such as 30d or 12h")
     events_purge.set_defaults(func=cmd_events_purge)
 
-    worker = sub.add_parser("worker", help="deliver webhooks (signed, retried with backoff) until stopped")
-    worker.add_argument("--concurrency", type=int, default=8, help="deliveries sent at once (default 8)")
-    worker.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    worker = sub.add_parser("worker", help="run background jobs (webhook deliveries among them) until stopped")
+    worker.add_argument(
+        "--kinds", nargs="+", metavar="PATTERN", help="run only the job kinds matching these globs (webhook.*)"
+    )
+    worker.add_argument("--concurrency", type=int, default=8, help="jobs run at once (default 8)")
+    worker.add_argument("--once", action="store_true", help="run what is due now, then exit")
     worker.set_defaults(func=cmd_worker)
 
     spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)

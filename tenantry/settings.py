@@ -178,6 +178,10 @@ class Settings:
     webhook_timeout: int = 30
     webhook_lease: int = 60
     webhook_disable_after: int = 5 * 24 * 3600
+    # `tenantry worker`: seconds between claims when no wake-up comes (LISTEN/NOTIFY, Redis), and
+    # the seconds running jobs get to finish after SIGTERM before their leases are released.
+    worker_poll_interval: float = 1.0
+    worker_grace: float = 10.0
     # Seconds an operation may take, by its spec class (x-timeout), from the request's arrival;
     # past it the answer is 504 GATEWAY_TIMEOUT and nothing it did commits (tenantry.deadline).
     # TENANTRY_REQUEST_TIMEOUT (standard), TENANTRY_BATCH_TIMEOUT, TENANTRY_UPLOAD_TIMEOUT.
@@ -264,6 +268,8 @@ class Settings:
             "webhook_timeout": _int("TENANTRY_WEBHOOK_TIMEOUT", 30),
             "webhook_lease": _int("TENANTRY_WEBHOOK_LEASE", 60),
             "webhook_disable_after": _int("TENANTRY_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600),
+            "worker_poll_interval": _seconds("TENANTRY_WORKER_POLL_INTERVAL", 1.0),
+            "worker_grace": _seconds("TENANTRY_WORKER_GRACE", 10.0),
             "request_timeout": _seconds("TENANTRY_REQUEST_TIMEOUT", 30.0),
             "batch_timeout": _seconds("TENANTRY_BATCH_TIMEOUT", 120.0),
             "upload_timeout": _seconds("TENANTRY_UPLOAD_TIMEOUT", 300.0),

@@ -1,13 +1,15 @@
 """Outbound webhooks, end to end: a real receiver on 127.0.0.1 and real `tenantry worker` processes.
 
-Signatures are checked with the `standardwebhooks` library unchanged, as a partner would.
+Signatures are checked with the `standardwebhooks` library unchanged, as a partner would. The
+retry schedule is checked on a driven clock (`driven`): a job worker in this process, on the live
+server's database, runs what is due at the time the test says, so no test waits out a retry.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
+from datetime import timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -29,6 +31,55 @@ def worker(server):
     worker = Worker(server)
     yield worker
     worker.stop()
+
+
+class DrivenWorker:
+    """A job worker of the webhook kinds in this process, running one tenant's due jobs at a driven time.
+
+    The clock starts an hour ahead of the wall clock, so whatever the server enqueues during the
+    test (at its wall-clock time) is due at once.
+    """
+
+    def __init__(self, worker, tenant_id):
+        from models.base import utcnow
+
+        self.worker, self.tenant_id = worker, tenant_id
+        self.now = utcnow() + timedelta(hours=1)
+
+    def run(self, seconds=0.0):
+        """Moves the clock on by `seconds`, runs every job of the tenant due then; returns how many ran."""
+        self.now += timedelta(seconds=seconds)
+        return self.worker.run_due(now=self.now, tenant_id=self.tenant_id)
+
+
+@pytest.fixture
+def driven(server, monkeypatch):
+    """Returns `make(owner, **settings)`: a DrivenWorker for the owner's tenant, with these settings."""
+    from models.base import database
+    from services.webhooks import delivery
+    from tenantry import jobs
+    from tenantry.db import init_database
+    from tenantry.security import SecretBox, TokenService, install_token_service
+    from tenantry.settings import Settings
+
+    for name, value in server.env.items():
+        if name.startswith("TENANTRY_") or name in ("DATABASE_URL", "REDIS_URL"):
+            monkeypatch.setenv(name, value)
+
+    def make(owner, **overrides):
+        settings = Settings.from_env(**overrides)
+        init_database(settings.database_url, 4, settings.db_role or None)
+        install_token_service(
+            TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key)
+        )
+        delivery.register(settings)
+        return DrivenWorker(jobs.Worker(settings, kinds=["webhook.*"]), owner.tenant["id"])
+
+    yield make
+    if hasattr(database.obj, "close_all"):
+        database.obj.close_all()
+    else:
+        database.close()
 
 
 def make_webhook(api, owner, url, events=("user.*",), **extra):
@@ -83,37 +134,48 @@ def test_creating_a_user_delivers_a_signed_user_created_that_standardwebhooks_ve
     assert listed[0]["attempts"][0]["duration_ms"] >= 0 and listed[0]["event_type"] == "user.created"
 
 
-def test_a_receiver_failing_three_times_gets_it_on_the_fourth_attempt_with_the_same_id(api, owner, worker):
+def test_a_receiver_failing_three_times_gets_it_on_the_fourth_attempt_with_the_same_id(api, owner, driven):
     receiver = Receiver(statuses=[500, 503, 502, 200])
+    clock = driven(owner)
     try:
         created = make_webhook(api, owner, receiver.url)
         new_user(api, owner)
-        got = receiver.wait_for(4, timeout=30)
+        assert clock.run() == 1
+        # The compressed schedule: each retry 1 s (+ up to 20% jitter) after the failure, never sooner.
+        for _ in range(3):
+            assert clock.run(0.99) == 0
+            assert clock.run(0.21) == 1
+        got = receiver.wait_for(4)
         assert len({r.headers["webhook-id"] for r in got}) == 1
         for attempt in got:
             assert verify(created["secret"], attempt)["type"] == "user.created"
-        gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(got)]
-        assert all(gap >= 0.9 for gap in gaps), gaps  # the compressed schedule: 1 s (+ jitter) each
         (delivery,) = eventually(
             lambda: [d for d in deliveries(api, owner, created["webhook"]["id"]) if d["status"] == "succeeded"]
         )
         assert [a["status_code"] for a in delivery["attempts"]] == [500, 503, 502, 200]
         assert [a["status"] for a in delivery["attempts"]] == ["failed", "failed", "failed", "succeeded"]
         assert delivery["attempt_count"] == 4 and delivery["attempts"][0]["error"]
-        time.sleep(1.5)
+        assert clock.run(3600) == 0
         assert len(receiver.received) == 4  # nothing more once it succeeded
     finally:
         receiver.close()
 
 
-def test_after_the_last_retry_the_delivery_fails_and_an_event_says_so(api, owner, worker):
+def test_after_the_last_retry_the_delivery_fails_and_an_event_says_so(api, owner, driven):
     receiver, watcher = Receiver(statuses=[500]), Receiver()
+    clock = driven(owner)
     try:
         failing = make_webhook(api, owner, receiver.url)["webhook"]
         make_webhook(api, owner, watcher.url, events=["webhook.delivery_failed"])
         new_user(api, owner)
-        receiver.wait_for(4, timeout=30)  # the first attempt and three retries
-        (note,) = watcher.wait_for(1, timeout=20)
+        clock.run()
+        pending = deliveries(api, owner, failing["id"])[0]
+        assert pending["status"] == "pending" and pending["attempt_count"] == 1
+        assert pending["next_attempt_at"] is not None  # the retry's time, as the job layer scheduled it
+        for _ in range(3):
+            clock.run(1.2)
+        receiver.wait_for(4)  # the first attempt and three retries
+        (note,) = watcher.wait_for(1)
         payload = json.loads(note.body)
         assert payload["type"] == "webhook.delivery_failed"
         assert payload["data"]["object"]["endpoint_id"] == failing["id"]
@@ -122,12 +184,13 @@ def test_after_the_last_retry_the_delivery_fails_and_an_event_says_so(api, owner
         assert delivery["attempt_count"] == 4 and delivery["next_attempt_at"] is None
         after = api.get(f"/v1/webhooks/{failing['id']}", headers=owner.headers).json()["data"]
         assert after["failing_since"] is not None and after["enabled"]
-        time.sleep(1.5)
+        assert clock.run(3600) == 0
         assert len(receiver.received) == 4
         # A manual retry makes exactly one more attempt, with the same webhook-id.
         receiver.statuses[:] = [200]
         retried = api.post(f"/v1/webhooks/{failing['id']}/deliveries/{delivery['id']}/retry", headers=owner.headers)
         assert retried.status_code == 202, retried.text
+        assert clock.run() == 1
         fifth = receiver.wait_for(5)[4]
         assert fifth.headers["webhook-id"] == delivery["id"]
         eventually(lambda: deliveries(api, owner, failing["id"], status="succeeded"))
@@ -136,6 +199,27 @@ def test_after_the_last_retry_the_delivery_fails_and_an_event_says_so(api, owner
     finally:
         receiver.close()
         watcher.close()
+
+
+def test_a_manual_retry_of_a_finished_delivery_gets_exactly_one_attempt(api, owner, driven):
+    receiver = Receiver(statuses=[500])
+    clock = driven(owner)
+    try:
+        hook = make_webhook(api, owner, receiver.url)["webhook"]
+        new_user(api, owner)
+        for step in (0, 1.2, 1.2, 1.2):
+            clock.run(step)
+        (delivery,) = deliveries(api, owner, hook["id"], status="failed")
+        retried = api.post(f"/v1/webhooks/{hook['id']}/deliveries/{delivery['id']}/retry", headers=owner.headers)
+        assert retried.status_code == 202, retried.text
+        assert clock.run() == 1
+        # It failed again: no retry follows, however long the clock runs.
+        assert clock.run(3600) == 0
+        assert len(receiver.received) == 5
+        (again,) = deliveries(api, owner, hook["id"], status="failed")
+        assert again["attempt_count"] == 5
+    finally:
+        receiver.close()
 
 
 def test_410_disables_the_endpoint(api, owner, worker):
@@ -359,19 +443,18 @@ def test_sqlite_runs_one_worker_and_says_so(server, worker):
     assert "one worker runs per database" in second.log()
 
 
-def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, server):
+def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, driven):
     receiver = Receiver(statuses=[500])
-    impatient = Worker(server, TENANTRY_WEBHOOK_DISABLE_AFTER="1")  # "days", compressed to a second
+    clock = driven(owner, webhook_disable_after=1)  # "days", compressed to a second
     try:
         webhook = make_webhook(api, owner, receiver.url)["webhook"]
         new_user(api, owner)
         # The first failure starts the streak; the delivery's last retry, past the limit, ends it.
-        receiver.wait_for(4, timeout=30)
-        disabled = eventually(
-            lambda: (lambda w: w if not w["enabled"] else None)(
-                api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]
-            )
-        )
+        for step in (0, 1.2, 1.2, 1.2):
+            clock.run(step)
+        receiver.wait_for(4)
+        disabled = api.get(f"/v1/webhooks/{webhook['id']}", headers=owner.headers).json()["data"]
+        assert not disabled["enabled"]
         assert disabled["disabled_reason"] == "failing" and disabled["failing_since"] is not None
         event = events_of(api, owner, "webhook.disabled")[0]
         assert event["data"]["object"]["id"] == webhook["id"]
@@ -379,7 +462,6 @@ def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, s
         enabled = api.patch(f"/v1/webhooks/{webhook['id']}", json={"enabled": True}, headers=owner.headers)
         assert enabled.json()["data"]["failing_since"] is None and enabled.json()["data"]["disabled_reason"] is None
     finally:
-        impatient.stop()
         receiver.close()
 
 
