@@ -114,5 +114,5 @@ def get_delivery(webhook_id: str, delivery_id: str) -> tuple[dict[str, Any], int
 def retry_delivery(webhook_id: str, delivery_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Makes the delivery's next attempt now (202)."""
     delivery = WebhookDelivery.of_endpoint(target(), delivery_id)
-    delivery.retry_now()
+    webhooks.retry(delivery)
     return one(delivery.as_dict(), 202)

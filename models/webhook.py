@@ -15,10 +15,10 @@ from typing import Any
 
 from peewee import BooleanField, CharField, IntegerField, TextField
 
-from models.base import JSONField, TenantScopedModel, UTCDateTimeField, database, utcnow
+from models.base import JSONField, TenantScopedModel, UTCDateTimeField, utcnow
 from models.event import Event, matches
 from tenantry.crypto import secret_box
-from tenantry.errors import Conflict, NotFound
+from tenantry.errors import NotFound
 from tenantry.ids import new_id
 from tenantry.times import format_datetime
 
@@ -177,13 +177,9 @@ class WebhookDelivery(TenantScopedModel):
         only_save_dirty = True
 
     @classmethod
-    def queue(cls, event: Event, endpoints: list[WebhookEndpoint]) -> None:
-        """Queues the event for each endpoint, due now, each with the job that delivers it (in the
-        caller's transaction: a rolled-back change sends nothing)."""
-        # The job layer sits above the models; this call moves to the webhooks plug-in's event
-        # subscriber, which removes the upward import.
-        from tenantry import jobs
-
+    def queue(cls, event: Event, endpoints: list[WebhookEndpoint]) -> list[str]:
+        """Writes a pending delivery of the event for each endpoint (in the caller's transaction);
+        returns their ids. The webhooks plug-in enqueues the job that delivers each."""
         now = utcnow()
         rows = [
             {
@@ -202,15 +198,7 @@ class WebhookDelivery(TenantScopedModel):
         ]
         if rows:
             cls.insert_many(rows).execute()
-        for delivery_id in (str(row["id"]) for row in rows):
-            jobs.enqueue(
-                DELIVERY_JOB,
-                {"delivery_id": delivery_id},
-                tenant_id=event.tenant_id,
-                livemode=bool(event.livemode),
-                resource=("webhook_delivery", delivery_id),
-                unique_key=delivery_id,
-            )
+        return [str(row["id"]) for row in rows]
 
     @classmethod
     def of_endpoint(cls, endpoint: WebhookEndpoint, delivery_id: str) -> WebhookDelivery:
@@ -246,54 +234,19 @@ class WebhookDelivery(TenantScopedModel):
         rows = list(query.order_by(cls.id.desc()).limit(limit + 1))
         return rows[:limit], len(rows) > limit
 
-    def retry_now(self) -> None:
-        """Schedules an attempt now; a delivery that had finished gets exactly one more attempt.
-
-        The delivery's job is locked first (the order the worker takes them in): a job running
-        now is a 409; one waiting for its retry is made due now; a finished delivery gets a new
-        job of one attempt. The delivery changes by one conditional update: if a worker recorded
-        an attempt since it was read, the row no longer matches and the retry is a 409, never a
-        stale copy written over its result.
-        """
-        from models.job import ACTIVE, Job
-        from tenantry import jobs
-
-        now = utcnow()
+    def reopen(self, now: datetime) -> bool:
+        """Makes the delivery pending again, due now (a finished one for exactly one more attempt);
+        returns False when a worker recorded an attempt since it was read (nothing written)."""
         cls = type(self)
-        with database.atomic():
-            query = Job.select().where(
-                (Job.tenant_id == self.tenant_id)
-                & (Job.resource_type == "webhook_delivery")
-                & (Job.resource_id == self.id)
-                & (Job.kind == DELIVERY_JOB)
-                & Job.status.in_(ACTIVE)
-            )
-            job = (query.for_update() if database.for_update else query).first()
-            if job is not None and job.status == "running":
-                raise Conflict("The delivery is being attempted right now; retry when it has finished.")
-            final = self.final_attempt or self.status != "pending"
-            changed = (
-                cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final)
-                .where((cls.id == self.id) & (cls.status == self.status) & (cls.attempt_count == self.attempt_count))
-                .execute()
-            )
-            if not changed:
-                raise Conflict("The delivery is being attempted right now; retry when it has finished.")
-            if job is not None:
-                Job.update(run_at=now, updated_at=now).where(Job.id == job.id).execute()
-            elif (
-                jobs.enqueue(
-                    DELIVERY_JOB,
-                    {"delivery_id": self.id},
-                    tenant_id=self.tenant_id,
-                    resource=("webhook_delivery", self.id),
-                    unique_key=self.id,
-                    max_attempts=1 if self.status != "pending" else None,
-                )
-                is None
-            ):
-                raise Conflict("The delivery is being attempted right now; retry when it has finished.")
-        self.status, self.next_attempt_at, self.completed_at, self.final_attempt = "pending", now, None, final
+        final = self.final_attempt or self.status != "pending"
+        changed = (
+            cls.update(status="pending", next_attempt_at=now, completed_at=None, final_attempt=final)
+            .where((cls.id == self.id) & (cls.status == self.status) & (cls.attempt_count == self.attempt_count))
+            .execute()
+        )
+        if changed:
+            self.status, self.next_attempt_at, self.completed_at, self.final_attempt = "pending", now, None, final
+        return bool(changed)
 
     def attempts(self) -> list[WebhookAttempt]:
         """Returns this delivery's attempts, first first."""

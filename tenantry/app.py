@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 from models.base import database, utcnow
 from models.job import queue_snapshot
 from services import register_all
+from tenantry import jobs
 from tenantry.authz import EnforcingResolver
 from tenantry.db import (
     bypasses_row_security,
@@ -55,6 +56,7 @@ from tenantry.errors import (
     is_contention,
 )
 from tenantry.host import Host
+from tenantry.host import configure as configure_plugins
 from tenantry.limits import RateLimits
 from tenantry.logs import configure_logging, request_id_var
 from tenantry.metrics import Metrics
@@ -83,18 +85,6 @@ class Tenantry:
     spec_yaml: str
 
 
-def _register_job_kinds(settings: Settings) -> None:
-    """Registers the job kinds requests enqueue, and how enqueue wakes the workers.
-
-    # wired by the host: the plug-in host (services.<domain>.register(host)) replaces this call.
-    """
-    from services.webhooks import delivery
-    from tenantry import jobs
-
-    jobs.configure_wakeup(settings)
-    delivery.register(settings)
-
-
 def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     """Returns the Connexion FlaskApp for `settings` (default: from the environment).
 
@@ -110,9 +100,10 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
     # The kinds the API shows and retries (a retry grants the kind's attempt budget) and the periodic
     # work the workers schedule; idempotent, so every app and CLI command may call it.
     register_core(settings)
+    configure_plugins(settings)  # the plug-ins' jobs that depend on the settings (webhook delivery's schedule)
+    jobs.configure_wakeup(settings)  # how enqueue wakes the workers
     _warn_if_unbound_by_row_security()
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
-    _register_job_kinds(settings)
     spec = bundle(settings.spec_path)
     public = published(spec, settings.public_url)  # what /openapi.json and /openapi.yaml serve
     state = Tenantry(

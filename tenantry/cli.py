@@ -483,9 +483,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finish within TENANTRY_WORKER_GRACE and hands back any still running."""
     import signal
 
-    from services.webhooks import delivery
-    from tenantry import jobs
+    from tenantry import jobs, periodic
     from tenantry.db import init_database
+    from tenantry.host import configure as configure_plugins
     from tenantry.logs import configure_logging
     from tenantry.security import SecretBox, TokenService, install_token_service
 
@@ -494,10 +494,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     init_database(settings.database_url, max(settings.db_pool_size, args.concurrency + 2), settings.db_role or None)
     install_token_service(TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key))
-    # wired by the host: the plug-in host (services.<domain>.register(host)) replaces these calls.
+    settings = settings.with_sections()
+    periodic.register_core(settings)
+    configure_plugins(settings)
     jobs.configure_wakeup(settings)
-    delivery.register(settings)
-    worker = jobs.Worker(settings, kinds=args.kinds or None, concurrency=args.concurrency)
+    worker = jobs.Worker(
+        settings, kinds=args.kinds or None, concurrency=args.concurrency, scheduler=periodic.schedule_due
+    )
     if not worker.served():
         print(f"error: no registered job kind matches {' '.join(args.kinds)}", file=sys.stderr)
         return 2
@@ -508,8 +511,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 1
     if args.once:
         ran = worker.run_due()
-        print(f"ran {ran} jobs; attempted {worker.ran.get(delivery.DELIVERY_JOB, 0)} deliveries")
+        print(f"ran {ran} jobs; attempted {worker.ran.get('webhook.deliver', 0)} deliveries")
         return 0
+    if args.metrics_port:
+        from tenantry.metrics import serve_job_metrics
+
+        serve_job_metrics(args.metrics_port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
     where = "SQLite: this is the only worker for this database" if settings.is_sqlite else "PostgreSQL"
@@ -570,6 +577,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--concurrency", type=int, default=8, help="jobs run at once (default 8)")
     worker.add_argument("--once", action="store_true", help="run what is due now, then exit")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve this worker's job metrics (durations, failures) for Prometheus on 127.0.0.1:PORT",
+    )
     worker.set_defaults(func=cmd_worker)
 
     spec = sub.add_parser("spec", help="contract commands").add_subparsers(dest="spec_command", required=True)

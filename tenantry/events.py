@@ -135,8 +135,6 @@ def emit(
     event_type: str,
     payload: dict[str, Any],
     livemode: bool | None = None,
-    skip_endpoint: str
-    | None = None,  # removed at merge: ignored; tenantry/worker.py (the worker branch) still passes it
 ) -> Event:
     """Writes one event for the tenant in the current transaction and runs its subscribers in it."""
     with database.atomic():

@@ -13,6 +13,7 @@ from typing import Any
 
 from models.event import Event
 from tenantry import authz, events, jobs, settings
+from tenantry.settings import Settings
 
 
 class Host:
@@ -44,3 +45,24 @@ class Host:
     def periodic(self, periodic: jobs.Periodic) -> None:
         """Registers periodic work (tenantry.jobs.register_periodic)."""
         jobs.register_periodic(periodic)
+
+    def with_settings(self, declare: Callable[[Settings], list[jobs.JobKind | jobs.Periodic]]) -> None:
+        """Registers the jobs and periodic work that depend on the settings (a retry schedule, a
+        retention): `declare(settings)` is called with the settings read at start (`configure`),
+        and again if a process starts with other settings (the last ones win)."""
+        if declare not in _declarers:
+            _declarers.append(declare)
+
+
+_declarers: list[Callable[[Settings], list[jobs.JobKind | jobs.Periodic]]] = []
+
+
+def configure(settings: Settings) -> None:
+    """Registers every plug-in's settings-dependent jobs and periodic work for `settings` (create_app
+    and the CLI call it once the settings are read and checked)."""
+    for declare in _declarers:
+        for item in declare(settings):
+            if isinstance(item, jobs.JobKind):
+                jobs.register_kind(item, replace=True)
+            else:
+                jobs.register_periodic(item)

@@ -40,6 +40,7 @@ from models.job import ACTIVE, Job, JobAttempt
 from tenantry.db import drop_connection, scope_rows_to
 from tenantry.ids import new_id
 from tenantry.logs import request_id_var
+from tenantry.metrics import observe_job
 
 if TYPE_CHECKING:
     from tenantry.settings import Settings
@@ -52,6 +53,8 @@ CHANNEL = "tenantry_jobs"
 LOST = "the worker stopped before the job finished (lease expired)"
 #: The error of an attempt still running when its worker was stopped and its grace period ended.
 RELEASED = "the worker stopped before the job finished (released at shutdown; it does not count)"
+#: The outcome metrics record for an attempt whose lease was lost before its result was written.
+LOST_OUTCOME = "lost"
 
 
 class JobError(Exception):
@@ -357,6 +360,7 @@ class Worker:
         clock: Callable[[], datetime] = utcnow,
         poll_interval: float | None = None,
         grace: float | None = None,
+        scheduler: Callable[[datetime], int] | None = None,
     ) -> None:
         self.settings = settings
         self.patterns = list(kinds) if kinds else None
@@ -364,6 +368,9 @@ class Worker:
         self.clock = clock
         self.poll_interval = settings.worker_poll_interval if poll_interval is None else poll_interval
         self.grace = settings.worker_grace if grace is None else grace
+        #: Enqueues the periodic work due at a moment, each slot once across workers (tenantry.periodic);
+        #: called before each claim.
+        self.scheduler = scheduler
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:64]
         self.stopping = threading.Event()
         #: Set by a notification, a finished job or stop(): the loop claims again at once.
@@ -556,6 +563,7 @@ class Worker:
             if ctx.saw_cancel:  # it saw the request and stopped
                 outcome.cancelled = True
             status = self._record(job, spec, now or self.clock(), outcome, int(elapsed * 1000))
+            observe_job(job.kind, status or LOST_OUTCOME, elapsed)
             log.info(
                 "job attempt",
                 extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt, "status": status or "lease lost"},
@@ -581,6 +589,10 @@ class Worker:
             self._settle(row, spec, now, outcome, duration_ms)
             return str(row.status)
 
+    def _schedule(self, now: datetime) -> None:
+        if self.scheduler is not None:
+            self.scheduler(now)
+
     # -- the synchronous driver (tests, `tenantry worker --once`) ------------------------------
 
     def run_due(self, now: datetime | None = None, tenant_id: str | None = None) -> int:
@@ -591,6 +603,7 @@ class Worker:
         """
         now = now or self.clock()
         ran = 0
+        self._schedule(now)
         for _ in range(10_000):  # a kind retrying with no delay cannot hold the caller forever
             claimed = self.claim(now, self.concurrency, tenant_id=tenant_id)
             if not claimed:
@@ -642,6 +655,7 @@ class Worker:
             claimed: list[Job] = []
             if free > 0:
                 try:
+                    self._schedule(self.clock())
                     # Never a job this process still has in hand, even if its lease lapsed.
                     claimed = self.claim(self.clock(), free, exclude=busy)
                 except Exception:

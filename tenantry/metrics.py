@@ -76,6 +76,17 @@ def job_metrics() -> JobMetrics:
     return _jobs
 
 
+def serve_job_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serves this process's job metrics (attempt durations, failures by kind) for Prometheus on
+    host:port (`tenantry worker --metrics-port`): a worker runs its jobs apart from the API's
+    processes, whose `/metrics` shows the queue (depth, oldest wait) read from the database."""
+    from prometheus_client import start_http_server
+
+    job_metrics()
+    assert _jobs_registry is not None  # made by job_metrics()
+    start_http_server(port, addr=host, registry=_jobs_registry)
+
+
 def observe_job(kind: str, outcome: str, seconds: float) -> None:
     """Records one finished job attempt: its kind, outcome (`succeeded`, `failed`, `lost`, `cancelled`, ...)
     and how long it ran. Called by the worker."""

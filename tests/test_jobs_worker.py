@@ -568,6 +568,7 @@ def test_a_delivery_retry_moves_its_waiting_job_refuses_a_running_one_and_gives_
 ):
     from models.event import Event
     from models.webhook import WebhookDelivery, WebhookEndpoint
+    from services.webhooks import delivery as deliveries
     from tenantry.errors import Conflict
 
     kind("webhook.deliver", succeed, retry=(60, 60), timeout=5, lease=10)
@@ -579,23 +580,23 @@ def test_a_delivery_retry_moves_its_waiting_job_refuses_a_running_one_and_gives_
         id=new_id("evt"), tenant_id=owner, sequence=1, type="user.created", livemode=True, data={}, created_at=T0
     )
     with database.atomic():
-        WebhookDelivery.queue(event, [endpoint])
+        deliveries.queue(event, [endpoint])
     delivery = WebhookDelivery.get(WebhookDelivery.endpoint_id == endpoint.id)
     (queued,) = Job.select().where(Job.resource_id == delivery.id)
     assert queued.kind == "webhook.deliver" and queued.payload == {"delivery_id": delivery.id}
     assert queued.max_attempts == 3 and queued.unique_key == delivery.id and queued.tenant_id == owner
     # Waiting for a retry an hour away: a retry makes that job due now (no second job).
     Job.update(status="failed", attempt=1, run_at=utcnow() + timedelta(hours=1)).where(Job.id == queued.id).execute()
-    delivery.retry_now()
+    deliveries.retry(delivery)
     assert job(queued.id).run_at <= utcnow() and Job.select().count() == 1
     # Being attempted: 409.
     (running,) = Worker(settings, kinds=["webhook.*"]).claim(utcnow(), 1)
     with pytest.raises(Conflict):
-        WebhookDelivery.get_by_id(delivery.id).retry_now()
+        deliveries.retry(WebhookDelivery.get_by_id(delivery.id))
     Job.update(status="dead", lease_owner=None).where(Job.id == running.id).execute()
     WebhookDelivery.update(status="failed", attempt_count=3).where(WebhookDelivery.id == delivery.id).execute()
     # Finished: exactly one more attempt, by a new job.
-    WebhookDelivery.get_by_id(delivery.id).retry_now()
+    deliveries.retry(WebhookDelivery.get_by_id(delivery.id))
     (again,) = Job.select().where((Job.resource_id == delivery.id) & (Job.status == "queued"))
     assert again.id != queued.id and again.max_attempts == 1
     assert WebhookDelivery.get_by_id(delivery.id).status == "pending"

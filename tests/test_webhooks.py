@@ -56,9 +56,10 @@ class DrivenWorker:
 def driven(server, monkeypatch):
     """Returns `make(owner, **settings)`: a DrivenWorker for the owner's tenant, with these settings."""
     from models.base import database
-    from services.webhooks import delivery
+    from services import register_all
     from tenantry import jobs
     from tenantry.db import init_database
+    from tenantry.host import Host, configure
     from tenantry.security import SecretBox, TokenService, install_token_service
     from tenantry.settings import Settings
 
@@ -72,7 +73,8 @@ def driven(server, monkeypatch):
         install_token_service(
             TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key)
         )
-        delivery.register(settings)
+        register_all(Host())
+        configure(settings)  # the plug-ins' settings-dependent jobs: webhook.deliver with this schedule
         return DrivenWorker(jobs.Worker(settings, kinds=["webhook.*"]), owner.tenant["id"])
 
     yield make

@@ -9,13 +9,15 @@ test ping (`webhook.test`) goes to the one endpoint pinged, through `queue_test`
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
-from models.base import database
 from models.event import Event
 from models.webhook import WebhookDelivery, WebhookEndpoint
+from services.webhooks import delivery
 from tenantry.host import Host
+from tenantry.jobs import JobKind, Periodic
+from tenantry.settings import Settings
 
 #: The event type of a test ping: delivered by `queue_test` alone.
 TEST_EVENT = "webhook.test"
@@ -39,12 +41,12 @@ def fan_out(event: Event) -> None:
         return
     own = _own_endpoint(event)
     endpoints = WebhookEndpoint.subscribed(event.tenant_id, bool(event.livemode), event.type)
-    WebhookDelivery.queue(event, [endpoint for endpoint in endpoints if endpoint.id != own])
+    delivery.queue(event, [endpoint for endpoint in endpoints if endpoint.id != own])
 
 
 def queue_test(endpoint: WebhookEndpoint, event: Event) -> None:
     """Queues the test ping `event` for `endpoint` alone, whatever its patterns (in the caller's transaction)."""
-    WebhookDelivery.queue(event, [endpoint])
+    delivery.queue(event, [endpoint])
 
 
 def pending_event_ids() -> Any:
@@ -52,18 +54,30 @@ def pending_event_ids() -> Any:
     return WebhookDelivery.select(WebhookDelivery.event_id).where(WebhookDelivery.status == "pending")
 
 
-def purge_finished(older_than: datetime) -> int:
-    """Removes finished deliveries (succeeded or failed, with their attempts) queued before `older_than`;
-    returns how many."""
-    with database.atomic():
-        return (
-            WebhookDelivery.delete()
-            .where((WebhookDelivery.created_at < older_than) & (WebhookDelivery.status != "pending"))
-            .execute()
+#: Removes finished deliveries queued before a moment (`tenantry events purge`, the periodic purge).
+purge_finished = delivery.purge_finished
+retry = delivery.retry
+
+
+def _configure(settings: Settings) -> list[JobKind | Periodic]:
+    """The jobs that depend on the settings read at start: delivery (its retry schedule, timeout and
+    lease) and, when events are purged (TENANTRY_EVENT_RETENTION), the purge of finished deliveries."""
+    out: list[JobKind | Periodic] = [delivery.delivery_kind(settings), delivery.PURGE_KIND]
+    if settings.event_retention > 0:
+        out.append(
+            Periodic(
+                "webhook.purge",
+                delivery.PURGE_KIND.name,
+                every=timedelta(hours=1),
+                payload={"older_than_seconds": settings.event_retention},
+            )
         )
+    return out
 
 
 def register(host: Host) -> None:
-    """Adds webhooks to the core: the fan-out subscriber, and the events its pending deliveries still need."""
+    """Adds webhooks to the core: the fan-out subscriber, the events its pending deliveries still
+    need, the delivery job and the purge of finished deliveries."""
     host.subscribe("*", fan_out)
     host.retain_events(pending_event_ids)
+    host.with_settings(_configure)

@@ -26,14 +26,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from models.base import database, utcnow
 from models.event import Event
-from models.job import Job
+from models.job import ACTIVE, Job
 from models.webhook import DELIVERY_JOB, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tenantry import events, jobs, outbound
+from tenantry.crypto import standard_webhooks_key
+from tenantry.errors import Conflict
 from tenantry.ids import new_id
 from tenantry.jobs import JobContext, JobError, JobKind
 from tenantry.settings import Settings
@@ -44,9 +46,9 @@ log = logging.getLogger("tenantry.webhooks")
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """Returns a Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`.
 
-    `secret` is `whsec_` + base64 of the key bytes, as the standardwebhooks library reads it.
+    `secret` is `whsec_` + base64 of the key bytes, read by the one decoder inbound checks use too.
     """
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    key = standard_webhooks_key(secret)
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
@@ -224,7 +226,6 @@ class Exhausted:
             "webhook.delivery_failed",
             {"object": WebhookDelivery.get_by_id(delivery.id).as_dict()},
             livemode=bool(endpoint.livemode),
-            skip_endpoint=endpoint.id,
         )
 
 
@@ -245,7 +246,6 @@ def disable(endpoint: WebhookEndpoint, reason: str) -> None:
         "webhook.disabled",
         {"object": endpoint.as_dict()},
         livemode=bool(endpoint.livemode),
-        skip_endpoint=endpoint.id,
     )
     log.warning("webhook endpoint disabled", extra={"endpoint_id": endpoint.id, "reason": reason})
 
@@ -267,6 +267,77 @@ def delivery_kind(settings: Settings) -> JobKind:
     )
 
 
-def register(settings: Settings) -> None:
-    """Registers the `webhook.deliver` kind (the settings given last win: one process, one configuration)."""
-    jobs.register_kind(delivery_kind(settings), replace=True)
+def queue(event: Event, endpoints: list[WebhookEndpoint]) -> None:
+    """Queues the event for each endpoint, due now, each with the job that delivers it (in the
+    caller's transaction: a rolled-back change sends nothing)."""
+    for delivery_id in WebhookDelivery.queue(event, endpoints):
+        jobs.enqueue(
+            DELIVERY_JOB,
+            {"delivery_id": delivery_id},
+            tenant_id=event.tenant_id,
+            livemode=bool(event.livemode),
+            resource=("webhook_delivery", delivery_id),
+            unique_key=delivery_id,
+        )
+
+
+def retry(delivery: WebhookDelivery) -> None:
+    """Schedules an attempt now; a delivery that had finished gets exactly one more attempt.
+
+    The delivery's job is locked first (the order the worker takes them in): a job running now is
+    a 409; one waiting for its retry is made due now; a finished delivery gets a new job of one
+    attempt. The delivery changes by one conditional update: if a worker recorded an attempt since
+    it was read, the row no longer matches and the retry is a 409, never a stale copy written over
+    its result.
+    """
+    busy = "The delivery is being attempted right now; retry when it has finished."
+    now = utcnow()
+    finished = delivery.status != "pending"
+    with database.atomic():
+        job = _locked(
+            Job.select().where(
+                (Job.tenant_id == delivery.tenant_id)
+                & (Job.resource_type == "webhook_delivery")
+                & (Job.resource_id == delivery.id)
+                & (Job.kind == DELIVERY_JOB)
+                & Job.status.in_(ACTIVE)
+            )
+        ).first()
+        if job is not None and job.status == "running":
+            raise Conflict(busy)
+        if not delivery.reopen(now):
+            raise Conflict(busy)
+        if job is not None:
+            Job.update(run_at=now, updated_at=now).where(Job.id == job.id).execute()
+        elif (
+            jobs.enqueue(
+                DELIVERY_JOB,
+                {"delivery_id": delivery.id},
+                tenant_id=delivery.tenant_id,
+                resource=("webhook_delivery", delivery.id),
+                unique_key=delivery.id,
+                max_attempts=1 if finished else None,
+            )
+            is None
+        ):
+            raise Conflict(busy)
+
+
+def purge_finished(older_than: datetime) -> int:
+    """Removes finished deliveries (succeeded or failed, with their attempts) queued before `older_than`;
+    returns how many."""
+    with database.atomic():
+        return int(
+            WebhookDelivery.delete()
+            .where((WebhookDelivery.created_at < older_than) & (WebhookDelivery.status != "pending"))
+            .execute()
+        )
+
+
+def purge_job(ctx: JobContext) -> dict[str, Any]:
+    """The `webhook.purge` job: removes finished deliveries older than the payload's `older_than_seconds`."""
+    return {"deliveries": purge_finished(ctx.now - timedelta(seconds=ctx.payload["older_than_seconds"]))}
+
+
+#: Finished deliveries go with the events they carried (TENANTRY_EVENT_RETENTION; 0 keeps both).
+PURGE_KIND = JobKind("webhook.purge", purge_job, retry=jobs.backoff(60, retries=3), timeout=600.0, lease=900.0)
