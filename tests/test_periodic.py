@@ -192,3 +192,25 @@ def test_retention_zero_keeps_forever_and_registers_no_purge_of_it(monkeypatch):
     register_core(Settings())
     assert set(jobs.periodics()) == {"idempotency.purge"}
     assert {"audit.purge", "event.purge", "idempotency.purge"} <= set(jobs.kinds())
+
+
+def test_two_workers_run_a_periodic_job_once_per_slot(db, monkeypatch):
+    """Through the workers themselves: each schedules before it claims; a slot runs once whichever worker runs."""
+    from tenantry.jobs import Worker
+    from tenantry.periodic import schedule_due
+    from tenantry.settings import Settings
+
+    monkeypatch.setattr(jobs, "_kinds", {})
+    monkeypatch.setattr(jobs, "_periodic", {})
+    ran: list[str] = []
+    jobs.register_kind(JobKind("test.tick", lambda ctx: ran.append(ctx.payload["slot"])))
+    jobs.register_periodic(Periodic("tick", "test.tick", every=timedelta(minutes=1)))
+    settings = Settings(database_url="sqlite://", secret_key="x" * 40)
+    first, second = (Worker(settings, kinds=["test.*"], scheduler=schedule_due) for _ in range(2))
+    for minute in range(3):
+        now = T0 + timedelta(minutes=minute, seconds=30)
+        first.run_due(now)
+        second.run_due(now)
+        second.run_due(now + timedelta(seconds=10))  # the same slot, later in it
+    assert ran == ["2026-12-01T10:00:00Z", "2026-12-01T10:01:00Z", "2026-12-01T10:02:00Z"]
+    assert first.ran["test.tick"] + second.ran["test.tick"] == 3
