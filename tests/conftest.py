@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,46 @@ def pytest_report_header() -> str:
     return f"tenantry database: {backend()}"
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[LiveServer]:
-    """One live server for the session, on a fresh database."""
+def _require_database() -> None:
+    """Skips (or, on CI, fails) the test when its PostgreSQL is not reachable."""
     if backend() == "postgres" and not postgres_reachable():
         message = "PostgreSQL is not reachable: the PostgreSQL environment is skipped"
         if postgres_required():
             pytest.fail(message.replace("is skipped", "is required (CI)"), pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LiveServer]:
+    """One live server for the session, on a fresh database."""
+    _require_database()
     live = start_server()
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_server() -> Iterator[Callable[..., LiveServer]]:
+    """Returns `start(workers=1, **env)`: a live server with these settings (`start_server`'s
+    arguments), started on first use and shared with every later test that asks for exactly the
+    same ones, until the session ends.
+
+    For tests that need a setting the session's server lacks but not a database of their own:
+    each keeps to its own tenants, accounts and (behind a trusted proxy) client addresses. A test
+    that needs a fresh database or server state (a breaker, a queue) starts its own.
+    """
+    servers: dict[tuple[int, tuple[tuple[str, str], ...]], LiveServer] = {}
+
+    def start(workers: int = 1, **env: str) -> LiveServer:
+        _require_database()
+        key = (workers, tuple(sorted(env.items())))
+        if key not in servers:
+            servers[key] = start_server(workers=workers, **env)
+        return servers[key]
+
+    yield start
+    for live in servers.values():
+        live.stop()
 
 
 @pytest.fixture

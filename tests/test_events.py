@@ -235,9 +235,7 @@ def test_purge_removes_old_events_but_keeps_those_a_pending_delivery_needs(serve
     command = [sys.executable, "-m", "tenantry.cli", "events", "purge"]
     bad = subprocess.run([*command, "--older-than", "soon"], env=server.env, cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "duration" in bad.stderr
-    done = subprocess.run(
-        [*command, "--older-than", "3600s"], env=server.env, cwd=ROOT, capture_output=True, text=True
-    )
+    done = subprocess.run([*command, "--older-than", "3600s"], env=server.env, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     left = events(api, owner.headers)["data"]
     assert [e["type"] for e in left] == ["user.created"]
