@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -82,7 +83,14 @@ class Tenantry:
     usage: UsageRecorder
     spec: dict[str, Any]
     spec_json: str
-    spec_yaml: str
+    #: The published document (`spec_json` is it as JSON).
+    published: dict[str, Any]
+
+    @functools.cached_property
+    def spec_yaml(self) -> str:
+        """The published spec as YAML, made when first asked for: PyYAML's dump takes about as long
+        as the rest of `create_app`, which every server process paid at start for a rare request."""
+        return yaml.safe_dump(self.published, sort_keys=False)
 
 
 def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
@@ -112,7 +120,7 @@ def create_app(settings: Settings | None = None) -> connexion.FlaskApp:
         usage=UsageRecorder(),
         spec=spec,
         spec_json=json.dumps(public, indent=2),
-        spec_yaml=yaml.safe_dump(public, sort_keys=False),
+        published=public,
     )
 
     app = connexion.FlaskApp(

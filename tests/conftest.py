@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,46 @@ def pytest_report_header() -> str:
     return f"tenantry database: {backend()}"
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[LiveServer]:
-    """One live server for the session, on a fresh database."""
+def _require_database() -> None:
+    """Skips (or, on CI, fails) the test when its PostgreSQL is not reachable."""
     if backend() == "postgres" and not postgres_reachable():
         message = "PostgreSQL is not reachable: the PostgreSQL environment is skipped"
         if postgres_required():
             pytest.fail(message.replace("is skipped", "is required (CI)"), pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LiveServer]:
+    """One live server for the session, on a fresh database."""
+    _require_database()
     live = start_server()
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_server() -> Iterator[Callable[..., LiveServer]]:
+    """Returns `start(workers=1, **env)`: a live server with these settings (`start_server`'s
+    arguments), started on first use and shared with every later test that asks for exactly the
+    same ones, until the session ends.
+
+    For tests that need a setting the session's server lacks but not a database of their own:
+    each keeps to its own tenants, accounts and (behind a trusted proxy) client addresses. A test
+    that needs a fresh database or server state (a breaker, a queue) starts its own.
+    """
+    servers: dict[tuple[int, tuple[tuple[str, str], ...]], LiveServer] = {}
+
+    def start(workers: int = 1, **env: str) -> LiveServer:
+        _require_database()
+        key = (workers, tuple(sorted(env.items())))
+        if key not in servers:
+            servers[key] = start_server(workers=workers, **env)
+        return servers[key]
+
+    yield start
+    for live in servers.values():
+        live.stop()
 
 
 @pytest.fixture
@@ -127,3 +156,45 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["error"]["code"] == code, body
     assert body["meta"]["request_id"] == response.headers["x-request-id"]
     return body["error"]
+
+
+# -- The split into unit and API tests (issue 14) ------------------------------------------------
+
+#: Files whose tests all run in-process: no live server, no database. Their tests are marked
+#: `unit` (they do not depend on TENANTRY_TEST_DB, so `scripts/on-both-databases` runs them once,
+#: with SQLite); every other test is marked `api`. These files are to move to tests/unit/ (and the
+#: rest to tests/api/); a file under tests/unit/ is `unit` by its place.
+UNIT_FILES = frozenset(
+    {
+        "tests/policies/test_conditions.py",
+        "tests/policies/test_evaluator.py",
+        "tests/test_counters.py",
+        "tests/test_outbound.py",
+        "tests/test_settings.py",
+        "tests/test_spec.py",
+        "tests/test_specdiff.py",
+    }
+)
+#: In-process tests inside files that are otherwise API tests (to move to tests/unit/ with the split).
+UNIT_TESTS = frozenset(
+    {
+        "tests/test_auth.py::test_a_remembered_access_token_still_expires_and_a_changed_one_is_checked_again",
+        "tests/test_bodies.py::test_the_depth_scan_is_linear_on_unterminated_strings",
+        "tests/test_formats.py::test_every_declared_format_has_a_checker",
+        "tests/test_formats.py::test_what_input_accepts_the_output_check_accepts",
+    }
+)
+#: The fixtures that reach a live server: a unit test that asks for one is a mistake in the split.
+LIVE_FIXTURES = frozenset({"server", "shared_server", "api", "owner", "operator"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test `unit` or `api` (see UNIT_FILES); refuses a unit test that uses a live server."""
+    root = config.rootpath
+    for item in items:
+        path = item.path.relative_to(root).as_posix()
+        name = getattr(item, "originalname", item.name)
+        unit = path in UNIT_FILES or path.startswith("tests/unit/") or f"{path}::{name}" in UNIT_TESTS
+        if unit and LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid} is listed as a unit test but uses a live server fixture")
+        item.add_marker(pytest.mark.unit if unit else pytest.mark.api)

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import add_user, assert_error, register
-from tests.livesrv import eventually, start_server
+from tests.livesrv import eventually
 from tests.test_mfa import enable
 
 SEED_POLICY = {
@@ -403,13 +403,14 @@ def test_a_tenant_can_require_mfa_of_its_owners_and_admins(api, owner):
     assert api.get("/v1/users", headers=admin.headers).status_code == 200
 
 
-def test_role_and_policy_changes_reach_every_server_process(server):
+def test_role_and_policy_changes_reach_every_server_process(shared_server):
     """Two worker processes on one database: a change through one is enforced by both at once.
 
     Each request goes on a fresh connection (one keep-alive connection stays on one worker), and
-    the access log's `pid` tells which worker answered: both must have, before and after.
+    the access log's `pid` tells which worker answered: both must have, before and after. The
+    two-worker server is shared (its tenant here is this test's own).
     """
-    live = start_server(workers=2)
+    live = shared_server(workers=2)
 
     def ask(headers: dict[str, str]) -> tuple[int, int]:
         """One request on a new connection; returns its status and the pid of the worker that answered."""
@@ -438,21 +439,18 @@ def test_role_and_policy_changes_reach_every_server_process(server):
                 break
         return seen
 
-    try:
-        with live.client(headers={"Connection": "close"}) as api:
-            owner = register(api)
-            member = add_user(api, owner, role="member")
-        before = until_both_answered(member.headers)  # and so both workers cached this tenant's grants
-        assert len(before) == 2 and {s for statuses in before.values() for s in statuses} == {200}, before
-        with live.client(headers={"Connection": "close"}) as api:
-            make_policy(
-                api,
-                owner,
-                name="NoReading",
-                target={"resource": "user", "action": "read"},
-                rules={"effect": "deny", "conditions": ["subject.role == 'member'"]},
-            )
-        after = until_both_answered(member.headers)
-        assert set(after) == set(before) and {s for statuses in after.values() for s in statuses} == {403}, after
-    finally:
-        live.stop()
+    with live.client(headers={"Connection": "close"}) as api:
+        owner = register(api)
+        member = add_user(api, owner, role="member")
+    before = until_both_answered(member.headers)  # and so both workers cached this tenant's grants
+    assert len(before) == 2 and {s for statuses in before.values() for s in statuses} == {200}, before
+    with live.client(headers={"Connection": "close"}) as api:
+        make_policy(
+            api,
+            owner,
+            name="NoReading",
+            target={"resource": "user", "action": "read"},
+            rules={"effect": "deny", "conditions": ["subject.role == 'member'"]},
+        )
+    after = until_both_answered(member.headers)
+    assert set(after) == set(before) and {s for statuses in after.values() for s in statuses} == {403}, after

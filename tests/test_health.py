@@ -160,18 +160,17 @@ def test_responses_are_gzipped_for_clients_that_accept_it(server):
         )
 
 
-def test_published_servers_name_the_public_url():
-    from tests.livesrv import start_server
+#: A server published at a public URL and answering one browser origin: what the two tests below
+#: check does not depend on the other setting, so they share it (tests/conftest.py `shared_server`).
+PUBLISHED = {"TENANTRY_PUBLIC_URL": "https://api.example.com/", "TENANTRY_CORS_ORIGINS": "https://app.example.com"}
 
-    server = start_server(TENANTRY_PUBLIC_URL="https://api.example.com/")
-    try:
-        with server.client() as client:
-            assert client.get("/openapi.json").json()["servers"] == [
-                {"url": "https://api.example.com", "description": "This API"}
-            ]
-            assert yaml.safe_load(client.get("/openapi.yaml").text)["servers"][0]["url"] == "https://api.example.com"
-    finally:
-        server.stop()
+
+def test_published_servers_name_the_public_url(shared_server):
+    with shared_server(**PUBLISHED).client() as client:
+        assert client.get("/openapi.json").json()["servers"] == [
+            {"url": "https://api.example.com", "description": "This API"}
+        ]
+        assert yaml.safe_load(client.get("/openapi.yaml").text)["servers"][0]["url"] == "https://api.example.com"
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(api):
@@ -284,27 +283,22 @@ def test_database_down_is_503_in_the_envelope_and_liveness_stays_up():
         process.wait(timeout=10)
 
 
-def test_cors_allows_exactly_the_configured_origins():
-    from tests.livesrv import start_server
-
-    server = start_server(TENANTRY_CORS_ORIGINS="https://app.example.com")
-    try:
-        with server.client() as client:
-            preflight = client.options(
-                "/v1/users",
-                headers={
-                    "Origin": "https://app.example.com",
-                    "Access-Control-Request-Method": "GET",
-                    "Access-Control-Request-Headers": "Authorization",
-                },
-            )
-            assert preflight.status_code == 200
-            assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
-            assert preflight.headers["x-request-id"]
-            simple = client.get("/health", headers={"Origin": "https://app.example.com"})
-            assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
-            assert "X-Request-Id" in simple.headers["access-control-expose-headers"]
-            other = client.get("/health", headers={"Origin": "https://evil.example.com"})
-            assert "access-control-allow-origin" not in other.headers
-    finally:
-        server.stop()
+def test_cors_allows_exactly_the_configured_origins(shared_server):
+    server = shared_server(**PUBLISHED)
+    with server.client() as client:
+        preflight = client.options(
+            "/v1/users",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "Authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert preflight.headers["x-request-id"]
+        simple = client.get("/health", headers={"Origin": "https://app.example.com"})
+        assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "X-Request-Id" in simple.headers["access-control-expose-headers"]
+        other = client.get("/health", headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in other.headers

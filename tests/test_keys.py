@@ -126,18 +126,20 @@ def test_a_key_from_outside_its_ranges_is_403_and_a_spoofed_forwarded_for_does_n
     assert api.get("/v1/users", headers=inside).status_code == 200
 
 
-def test_behind_a_trusted_proxy_the_forwarded_client_address_counts():
-    server = start_server(TENANTRY_TRUSTED_PROXIES="127.0.0.1/32")
-    try:
-        with server.client() as client:
-            owner = register(client)
-            key = {"X-API-Key": make_key(client, owner, allowed_ips=["203.0.113.0/24"])["secret"]}
-            assert client.get("/v1/users", headers={**key, "X-Forwarded-For": "203.0.113.7"}).status_code == 200
-            # The client's own prefix cannot smuggle an address past the real one.
-            smuggled = {**key, "X-Forwarded-For": "203.0.113.7, 198.51.100.1"}
-            assert_error(client.get("/v1/users", headers=smuggled), 403, "PERMISSION_DENIED")
-    finally:
-        server.stop()
+def test_behind_a_trusted_proxy_the_forwarded_client_address_counts(shared_server):
+    from tests.test_limits import STRICT, from_address
+
+    # The rate-limit tests' server, which trusts the tests' client (127.0.0.1) as its proxy; the
+    # account is made from an address of this test's own, so no other test's budget is spent.
+    server = shared_server(**STRICT)
+    with from_address(server, "198.51.100.60") as home:
+        owner = register(home)
+        key = {"X-API-Key": make_key(home, owner, allowed_ips=["203.0.113.0/24"])["secret"]}
+    with server.client() as client:
+        assert client.get("/v1/users", headers={**key, "X-Forwarded-For": "203.0.113.7"}).status_code == 200
+        # The client's own prefix cannot smuggle an address past the real one.
+        smuggled = {**key, "X-Forwarded-For": "203.0.113.7, 198.51.100.1"}
+        assert_error(client.get("/v1/users", headers=smuggled), 403, "PERMISSION_DENIED")
 
 
 def test_rotation_with_and_without_grace(api, owner):

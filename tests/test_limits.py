@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,13 +32,17 @@ DEFAULTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def strict() -> Iterator[LiveServer]:
-    # The tests' client is a trusted proxy, so a test names the client address it speaks for in
-    # X-Forwarded-For and gets a budget per address of its own; without the header it is 127.0.0.1.
-    live = start_server(TENANTRY_TRUSTED_PROXIES="127.0.0.1/32", **DEFAULTS)
-    yield live
-    live.stop()
+#: The defaults behind a trusted proxy: the tests' client is the proxy, so a test names the client
+#: address it speaks for in X-Forwarded-For and gets a budget per address of its own; without the
+#: header it is 127.0.0.1. Shared (tests/conftest.py `shared_server`), with tests/test_keys.py too.
+STRICT = {"TENANTRY_TRUSTED_PROXIES": "127.0.0.1/32", **DEFAULTS}
+#: Two workers sharing their budgets in Redis, under a prefix of this module's own.
+SHARED_REDIS = {"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}", **DEFAULTS}
+
+
+@pytest.fixture
+def strict(shared_server) -> LiveServer:
+    return shared_server(**STRICT)
 
 
 def limited(response: httpx.Response) -> tuple[int, int, int]:
@@ -188,83 +191,71 @@ def test_mfa_is_limited_per_address(strict):
         assert setup(other, users[3]).status_code == 200
 
 
-def test_login_is_limited_per_account_and_per_address():
-    live = start_server(**DEFAULTS)
-    try:
-        with live.client() as api:
-            owner = register(api)  # a signup and a login: two of the address's 30
-            wrong = {"email": owner.email, "password": "wrong-password!", "tenant_id": owner.tenant["id"]}
-            answers = [api.post("/v1/auth/login", json=wrong).status_code for _ in range(20)]
-            # The account's 10 a minute, its signup and first login included: exactly, since the
-            # account's window starts at its first request (the signup) and the run is shorter.
-            assert answers == [401] * 8 + [429] * 12, answers
-            error = assert_error(
-                api.post("/v1/auth/login", json={**wrong, "password": PASSWORD}), 429, "RATE_LIMIT_EXCEEDED"
-            )
-            assert "minute" in error["message"]
-            # Other accounts from the same address are still answered, until the address's 30 are
-            # spent; the signup, its login and the attempts above took about half of them.
-            others = [
-                api.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code
-                for _ in range(40)
-            ]
-            first_refusal = others.index(429)
-            assert 1 <= first_refusal <= 25 and set(others[:first_refusal]) == {401}
-    finally:
-        live.stop()
+def test_login_is_limited_per_account_and_per_address(strict):
+    # An address of this test's own: its budget starts with this test.
+    with from_address(strict, "203.0.113.40") as api:
+        owner = register(api)  # a signup and a login: two of the address's 30
+        wrong = {"email": owner.email, "password": "wrong-password!", "tenant_id": owner.tenant["id"]}
+        answers = [api.post("/v1/auth/login", json=wrong).status_code for _ in range(20)]
+        # The account's 10 a minute, its signup and first login included: exactly, since the
+        # account's window starts at its first request (the signup) and the run is shorter.
+        assert answers == [401] * 8 + [429] * 12, answers
+        error = assert_error(
+            api.post("/v1/auth/login", json={**wrong, "password": PASSWORD}), 429, "RATE_LIMIT_EXCEEDED"
+        )
+        assert "minute" in error["message"]
+        # Other accounts from the same address are still answered, until the address's 30 are
+        # spent; the signup, its login and the attempts above took about half of them.
+        others = [
+            api.post("/v1/auth/login", json={"email": unique_email(), "password": PASSWORD}).status_code
+            for _ in range(40)
+        ]
+        first_refusal = others.index(429)
+        assert 1 <= first_refusal <= 25 and set(others[:first_refusal]) == {401}
 
 
-def test_a_login_by_username_spends_the_same_account_budget_as_by_email():
+def test_a_login_by_username_spends_the_same_account_budget_as_by_email(strict):
     # Issue 13: seed 004's `username` alias must not be a way around the per-account limit.
-    live = start_server(**DEFAULTS)
-    try:
-        with live.client() as api:
-            owner = register(api)  # a signup and a login: two of the account's 10
-            wrong = {"password": "wrong-password!", "tenant_id": owner.tenant["id"]}
-            answers = [
-                api.post("/v1/auth/login", json={**wrong, name: owner.email}).status_code
-                for name in ["email", "username"] * 5
-            ]
-            assert answers == [401] * 8 + [429] * 2, answers
-            # A refresh token as `refresh`, in a form, counts for that token like `refresh_token` in JSON.
-            token = {"refresh_token": f"rt_{uuid.uuid4().hex}"}
-            tries = [
-                api.post("/v1/auth/token", json=token),
-                api.post("/v1/auth/token", data=token),
-                api.post("/v1/auth/token", json={"refresh": token["refresh_token"]}),
-            ]
-            assert [limited(r)[1] for r in tries] == [9, 8, 7], [r.headers for r in tries]
-    finally:
-        live.stop()
+    with from_address(strict, "203.0.113.50") as api:
+        owner = register(api)  # a signup and a login: two of the account's 10
+        wrong = {"password": "wrong-password!", "tenant_id": owner.tenant["id"]}
+        answers = [
+            api.post("/v1/auth/login", json={**wrong, name: owner.email}).status_code
+            for name in ["email", "username"] * 5
+        ]
+        assert answers == [401] * 8 + [429] * 2, answers
+        # A refresh token as `refresh`, in a form, counts for that token like `refresh_token` in JSON.
+        token = {"refresh_token": f"rt_{uuid.uuid4().hex}"}
+        tries = [
+            api.post("/v1/auth/token", json=token),
+            api.post("/v1/auth/token", data=token),
+            api.post("/v1/auth/token", json={"refresh": token["refresh_token"]}),
+        ]
+        assert [limited(r)[1] for r in tries] == [9, 8, 7], [r.headers for r in tries]
 
 
-def test_two_processes_on_one_redis_share_one_budget():
-    live = start_server(
-        workers=2, REDIS_URL=REDIS_URL, TENANTRY_RATE_LIMIT_PREFIX=f"test-{uuid.uuid4().hex[:12]}", **DEFAULTS
-    )
-    try:
-        with live.client() as api:
-            owner = register(api)
-            operator = {"Authorization": f"Bearer {login(api, OPERATOR_EMAIL, live.operator_password)['access_token']}"}
-            body = {
-                "name": "Acme",
-                "status": "active",
-                "settings": {},
-                "plan": "enterprise",
-                "rate_limits": {"requests_per_minute": 20, "burst_per_10_seconds": 20},
-            }
-            assert api.put(f"/v1/tenants/{owner.tenant['id']}", json=body, headers=operator).status_code == 200
-        statuses = []
-        for _ in range(30):
-            # A new connection each time: the kernel spreads connections over both workers.
-            with live.client(headers={"Connection": "close"}) as client:
-                response = client.get("/v1/auth/me", headers=owner.headers)
-                statuses.append(response.status_code)
-        # Twenty in any 10 seconds for both processes together (two budgets of their own would
-        # have passed all 30); a window boundary may let a few more through (see the burst test).
-        assert statuses[:20] == [200] * 20 and 20 <= statuses.count(200) <= 26, statuses
-    finally:
-        live.stop()
+def test_two_processes_on_one_redis_share_one_budget(shared_server):
+    live = shared_server(workers=2, **SHARED_REDIS)
+    with live.client() as api:
+        owner = register(api)
+        operator = {"Authorization": f"Bearer {login(api, OPERATOR_EMAIL, live.operator_password)['access_token']}"}
+        body = {
+            "name": "Acme",
+            "status": "active",
+            "settings": {},
+            "plan": "enterprise",
+            "rate_limits": {"requests_per_minute": 20, "burst_per_10_seconds": 20},
+        }
+        assert api.put(f"/v1/tenants/{owner.tenant['id']}", json=body, headers=operator).status_code == 200
+    statuses = []
+    for _ in range(30):
+        # A new connection each time: the kernel spreads connections over both workers.
+        with live.client(headers={"Connection": "close"}) as client:
+            response = client.get("/v1/auth/me", headers=owner.headers)
+            statuses.append(response.status_code)
+    # Twenty in any 10 seconds for both processes together (two budgets of their own would
+    # have passed all 30); a window boundary may let a few more through (see the burst test).
+    assert statuses[:20] == [200] * 20 and 20 <= statuses.count(200) <= 26, statuses
 
 
 def test_an_unreachable_redis_fails_open_with_one_warning():
@@ -355,15 +346,12 @@ def answered_by(live: LiveServer, responses: list[httpx.Response]) -> set[int]:
 
 
 @pytest.mark.parametrize("redis", [False, True], ids=["shared-memory", "redis"])
-def test_limits_hold_exactly_across_two_workers(redis):
+def test_limits_hold_exactly_across_two_workers(redis, shared_server):
     # The README offers `tenantry serve --workers N` without Redis on SQLite and on PostgreSQL:
-    # the documented limits must hold exactly there too, whichever worker answers.
-    counters = (
-        {"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
-        if redis
-        else {"REDIS_URL": ""}
-    )
-    live = start_server(workers=2, **counters, **DEFAULTS)
+    # the documented limits must hold exactly there too, whichever worker answers. With Redis, the
+    # server is the one the test above shares (its own tenant and account here); without, it is
+    # stopped below to see the workers' shared-memory table removed.
+    live = shared_server(workers=2, **SHARED_REDIS) if redis else start_server(workers=2, REDIS_URL="", **DEFAULTS)
     try:
         with live.client() as api:
             owner = register(api)
@@ -397,5 +385,6 @@ def test_limits_hold_exactly_across_two_workers(redis):
         tables = list(SHM.glob(f"tenantry-ratelimits-{live.process.pid}-*")) if SHM.is_dir() else []
         assert len(tables) == (0 if redis or not SHM.is_dir() else 1)
     finally:
-        live.stop()
+        if not redis:
+            live.stop()
     assert not any(table.exists() for table in tables)  # the serve parent removes its table when it stops
