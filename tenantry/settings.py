@@ -58,6 +58,11 @@ def int_setting(name: str, default: int, minimum: int = 1) -> int:
     return _int(name, default, minimum)
 
 
+def schedule_setting(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """Reads delays in seconds separated by commas from the environment variable `name` (for sections)."""
+    return _schedule(name, default)
+
+
 def _int(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -174,10 +179,6 @@ class Settings:
     redis_retry_after: int = 5
     default_plan: str = "standard"
     outbound_allowlist: tuple[str, ...] = ()
-    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
-    webhook_timeout: int = 30
-    webhook_lease: int = 60
-    webhook_disable_after: int = 5 * 24 * 3600
     # `tenantry worker`: seconds between claims when no wake-up comes (LISTEN/NOTIFY, Redis), and
     # the seconds running jobs get to finish after SIGTERM before their leases are released.
     worker_poll_interval: float = 1.0
@@ -262,12 +263,6 @@ class Settings:
             "redis_retry_after": _int("TENANTRY_REDIS_RETRY_AFTER", 5),
             "default_plan": os.environ.get("TENANTRY_DEFAULT_PLAN", "standard"),
             "outbound_allowlist": _list("TENANTRY_OUTBOUND_ALLOWLIST"),
-            "webhook_retry_schedule": _schedule(
-                "TENANTRY_WEBHOOK_RETRY_SCHEDULE", (5, 300, 1800, 7200, 18000, 36000, 36000)
-            ),
-            "webhook_timeout": _int("TENANTRY_WEBHOOK_TIMEOUT", 30),
-            "webhook_lease": _int("TENANTRY_WEBHOOK_LEASE", 60),
-            "webhook_disable_after": _int("TENANTRY_WEBHOOK_DISABLE_AFTER", 5 * 24 * 3600),
             "worker_poll_interval": _seconds("TENANTRY_WORKER_POLL_INTERVAL", 1.0),
             "worker_grace": _seconds("TENANTRY_WORKER_GRACE", 10.0),
             "request_timeout": _seconds("TENANTRY_REQUEST_TIMEOUT", 30.0),
@@ -299,11 +294,6 @@ class Settings:
             _check_limit(name, str(values[key]))
         if values["db_role"] and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", str(values["db_role"])):
             raise SettingsError("TENANTRY_DB_ROLE must be a PostgreSQL role name (a-z, 0-9, _)")
-        # A delivery's attempt (the timeout, which covers resolving too) must end inside its lease,
-        # or another worker could take it while it is still being sent.
-        # values is dict[str, object]: both were read as numbers above.
-        if int(values["webhook_lease"]) < int(values["webhook_timeout"]) + 2:  # type: ignore[call-overload]
-            raise SettingsError("TENANTRY_WEBHOOK_LEASE must exceed TENANTRY_WEBHOOK_TIMEOUT by 2 seconds or more")
         if values["default_plan"] not in ("standard", "professional", "enterprise"):
             raise SettingsError("TENANTRY_DEFAULT_PLAN must be standard, professional or enterprise")
         if values["redis_url"] and not str(values["redis_url"]).startswith(("redis://", "rediss://")):

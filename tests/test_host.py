@@ -87,3 +87,25 @@ def test_the_enforcement_point_loads_targets_by_the_model_registry():
         assert loader_for(resource) is not None
     assert loader_for("tenant") is not None and loader_for("domain") is not None
     assert loader_for("usage") is None
+
+
+def test_the_webhooks_section_is_read_and_checked_with_the_settings(monkeypatch):
+    """The webhook settings are the plug-in's section: same variables, same messages, checked at start."""
+    from services import register_all
+    from services.webhooks.settings import WebhookSettings
+    from tenantry.host import Host
+    from tenantry.settings import Settings, SettingsError
+
+    register_all(Host())
+    monkeypatch.setenv("TENANTRY_WEBHOOK_RETRY_SCHEDULE", "1,2,3")
+    monkeypatch.setenv("TENANTRY_WEBHOOK_TIMEOUT", "5")
+    monkeypatch.setenv("TENANTRY_WEBHOOK_LEASE", "7")
+    section = Settings.from_env().section(WebhookSettings)
+    assert (section.retry_schedule, section.timeout, section.lease) == ((1, 2, 3), 5, 7)
+    monkeypatch.setenv("TENANTRY_WEBHOOK_LEASE", "6")
+    with pytest.raises(SettingsError, match="TENANTRY_WEBHOOK_LEASE must exceed TENANTRY_WEBHOOK_TIMEOUT"):
+        Settings.from_env()
+    monkeypatch.setenv("TENANTRY_WEBHOOK_LEASE", "60")
+    monkeypatch.setenv("TENANTRY_WEBHOOK_RETRY_SCHEDULE", "5,soon")
+    with pytest.raises(SettingsError, match="TENANTRY_WEBHOOK_RETRY_SCHEDULE must be seconds"):
+        Settings.from_env()

@@ -54,7 +54,8 @@ class DrivenWorker:
 
 @pytest.fixture
 def driven(server, monkeypatch):
-    """Returns `make(owner, **settings)`: a DrivenWorker for the owner's tenant, with these settings."""
+    """Returns `make(owner, **env)`: a DrivenWorker for the owner's tenant, with the server's settings and
+    these environment variables (a plug-in's section is read from the environment, as at start)."""
     from models.base import database
     from services import register_all
     from tenantry import jobs
@@ -67,13 +68,15 @@ def driven(server, monkeypatch):
         if name.startswith("TENANTRY_") or name in ("DATABASE_URL", "REDIS_URL"):
             monkeypatch.setenv(name, value)
 
-    def make(owner, **overrides):
-        settings = Settings.from_env(**overrides)
+    def make(owner, **env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        register_all(Host())  # first: its sections are read with the settings
+        settings = Settings.from_env()
         init_database(settings.database_url, 4, settings.db_role or None)
         install_token_service(
             TokenService(settings.secret_key, settings.access_token_ttl), SecretBox(settings.secret_key)
         )
-        register_all(Host())
         configure(settings)  # the plug-ins' settings-dependent jobs: webhook.deliver with this schedule
         return DrivenWorker(jobs.Worker(settings, kinds=["webhook.*"]), owner.tenant["id"])
 
@@ -447,7 +450,7 @@ def test_sqlite_runs_one_worker_and_says_so(server, worker):
 
 def test_an_endpoint_failing_for_longer_than_the_limit_is_disabled(api, owner, driven):
     receiver = Receiver(statuses=[500])
-    clock = driven(owner, webhook_disable_after=1)  # "days", compressed to a second
+    clock = driven(owner, TENANTRY_WEBHOOK_DISABLE_AFTER="1")  # "days", compressed to a second
     try:
         webhook = make_webhook(api, owner, receiver.url)["webhook"]
         new_user(api, owner)

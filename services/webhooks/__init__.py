@@ -15,6 +15,7 @@ from typing import Any
 from models.event import Event
 from models.webhook import WebhookDelivery, WebhookEndpoint
 from services.webhooks import delivery
+from services.webhooks.settings import WebhookSettings
 from tenantry.host import Host
 from tenantry.jobs import JobKind, Periodic
 from tenantry.settings import Settings
@@ -78,6 +79,7 @@ def _configure(settings: Settings) -> list[JobKind | Periodic]:
 def register(host: Host) -> None:
     """Adds webhooks to the core: the fan-out subscriber, the events its pending deliveries still
     need, the delivery job and the purge of finished deliveries."""
+    host.settings_section(WebhookSettings)
     host.subscribe("*", fan_out)
     host.retain_events(pending_event_ids)
     host.with_settings(_configure)

@@ -33,6 +33,7 @@ from models.base import database, utcnow
 from models.event import Event
 from models.job import ACTIVE, Job
 from models.webhook import DELIVERY_JOB, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from services.webhooks.settings import WebhookSettings
 from tenantry import events, jobs, outbound
 from tenantry.crypto import standard_webhooks_key
 from tenantry.errors import Conflict
@@ -101,7 +102,7 @@ class Deliver:
                 endpoint.url,
                 body=body,
                 headers=headers,
-                timeout=self.settings.webhook_timeout,
+                timeout=self.settings.section(WebhookSettings).timeout,
                 allow=self.settings.outbound_networks,
             )
             status_code, answer = response.status, response.body[:1024].decode("utf-8", "replace")
@@ -218,7 +219,7 @@ class Exhausted:
         if (
             endpoint.enabled
             and endpoint.failing_since is not None
-            and (now - endpoint.failing_since).total_seconds() >= self.settings.webhook_disable_after
+            and (now - endpoint.failing_since).total_seconds() >= self.settings.section(WebhookSettings).disable_after
         ):
             disable(endpoint, "failing")
         events.emit(
@@ -256,12 +257,13 @@ def delivery_kind(settings: Settings) -> JobKind:
     The job's timeout is the HTTP timeout and a second for signing and recording; settings hold
     the lease at least two seconds above the HTTP timeout, so the lease still exceeds it.
     """
+    section = settings.section(WebhookSettings)
     return JobKind(
         DELIVERY_JOB,
         Deliver(settings),
-        retry=tuple(float(s) for s in settings.webhook_retry_schedule),
-        timeout=settings.webhook_timeout + 1,
-        lease=float(max(settings.webhook_lease, settings.webhook_timeout + 2)),
+        retry=tuple(float(s) for s in section.retry_schedule),
+        timeout=section.timeout + 1,
+        lease=float(max(section.lease, section.timeout + 2)),
         on_exhausted=Exhausted(settings),
         on_retry=rescheduled,
     )
