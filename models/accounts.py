@@ -64,7 +64,7 @@ def delete_tenant(tenant: Tenant) -> None:
     """Deletes the tenant and every row that belongs to it, in one transaction.
 
     One mechanism: every table with a tenant's rows reaches `tenant (id)` by ON DELETE CASCADE
-    references (tests/test_schema.py holds each new table to it), so deleting the tenant's row
+    references (tests/api/test_schema.py holds each new table to it), so deleting the tenant's row
     deletes them all, and a table a new domain adds needs no line here. The audit trail, usage
     counters, idempotency records and the event outbox keep no reference on purpose: they outlive
     the tenant, as they always have.

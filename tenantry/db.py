@@ -30,7 +30,7 @@ log = logging.getLogger("tenantry.db")
 _MIGRATION_LOCK = 7_243_811  # advisory lock key: one migrator at a time on PostgreSQL
 
 #: Indexes on tenant-owned tables that do not lead with tenant_id, each because the lookup it
-#: serves happens before the tenant is known (tests/test_schema.py holds every other index to it).
+#: serves happens before the tenant is known (tests/api/test_schema.py holds every other index to it).
 GLOBAL_INDEXES: dict[str, str] = {
     "domain_domain": "a login on a tenant's host name finds the tenant by its domain",
     "user_account_email": "a login without a tenant finds the email's accounts in every tenant",
@@ -322,7 +322,7 @@ def secure_tables(db: Any, tables: tuple[str, ...]) -> None:
     """Binds each table to the tenant-isolation policy (PostgreSQL only; a no-op elsewhere).
 
     A migration that adds a tenant-owned table calls it in its `after(db)`, and lists the table
-    in its TABLES (tests/test_row_security.py checks that every tenant table is bound).
+    in its TABLES (tests/api/test_row_security.py checks that every tenant table is bound).
     """
     if not isinstance(db, PooledPostgresqlDatabase):
         return

@@ -6,7 +6,7 @@ be installed. So a request could store what a response then could not carry (a w
 `https://A<P`, an email with a 70-character local part), and a client or Schemathesis reading
 it back saw a response break its own schema. Here every declared format has one checker, used for
 request bodies and parameters (tenantry.validation) and for the server's own response
-validation, with the meaning the usual validators give them (tests/test_formats.py checks the
+validation, with the meaning the usual validators give them (tests/api/test_formats.py checks the
 samples against jsonschema-rs, which Schemathesis uses on responses):
 
 - `uri`: an absolute URI per RFC 3986 (`rfc3986-validator`); `uri-reference`: a URI or a
@@ -32,7 +32,7 @@ from rfc3986_validator import validate_rfc3986
 FORMAT_CHECKER = FormatChecker(formats=())
 
 #: The formats FORMAT_CHECKER gives a meaning to; every other declared format must be a hint
-#: that restricts nothing (tests/test_formats.py checks the spec declares no other).
+#: that restricts nothing (tests/api/test_formats.py checks the spec declares no other).
 HINT_ONLY_FORMATS = frozenset({"password"})
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

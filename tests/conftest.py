@@ -160,41 +160,34 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 # -- The split into unit and API tests (issue 14) ------------------------------------------------
 
-#: Files whose tests all run in-process: no live server, no database. Their tests are marked
-#: `unit` (they do not depend on TENANTRY_TEST_DB, so `scripts/on-both-databases` runs them once,
-#: with SQLite); every other test is marked `api`. These files are to move to tests/unit/ (and the
-#: rest to tests/api/); a file under tests/unit/ is `unit` by its place.
-UNIT_FILES = frozenset(
-    {
-        "tests/policies/test_conditions.py",
-        "tests/policies/test_evaluator.py",
-        "tests/test_counters.py",
-        "tests/test_outbound.py",
-        "tests/test_settings.py",
-        "tests/test_spec.py",
-        "tests/test_specdiff.py",
-    }
-)
-#: In-process tests inside files that are otherwise API tests (to move to tests/unit/ with the split).
+#: In-process tests still inside API files (they share helpers with the live-server tests there).
 UNIT_TESTS = frozenset(
     {
-        "tests/test_auth.py::test_a_remembered_access_token_still_expires_and_a_changed_one_is_checked_again",
-        "tests/test_bodies.py::test_the_depth_scan_is_linear_on_unterminated_strings",
-        "tests/test_formats.py::test_every_declared_format_has_a_checker",
-        "tests/test_formats.py::test_what_input_accepts_the_output_check_accepts",
+        "tests/api/test_auth.py::test_a_remembered_access_token_still_expires_and_a_changed_one_is_checked_again",
+        "tests/api/test_bodies.py::test_the_depth_scan_is_linear_on_unterminated_strings",
+        "tests/api/test_formats.py::test_every_declared_format_has_a_checker",
+        "tests/api/test_formats.py::test_what_input_accepts_the_output_check_accepts",
     }
 )
 #: The fixtures that reach a live server: a unit test that asks for one is a mistake in the split.
 LIVE_FIXTURES = frozenset({"server", "shared_server", "api", "owner", "operator"})
+#: The fixture an in-process test takes a fresh database of TENANTRY_TEST_DB's kind through.
+DATABASE_FIXTURES = frozenset({"db"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks each test `unit` or `api` (see UNIT_FILES); refuses a unit test that uses a live server."""
+    """Marks each test `unit` (under tests/unit/: in-process, no live server) or `api` (the live-server
+    tests under tests/api/); a unit test on a database is also `database`, so it runs on both
+    databases while the other unit tests run once (scripts/on-both-databases). Refuses a unit test
+    that uses a live server."""
     root = config.rootpath
     for item in items:
         path = item.path.relative_to(root).as_posix()
         name = getattr(item, "originalname", item.name)
-        unit = path in UNIT_FILES or path.startswith("tests/unit/") or f"{path}::{name}" in UNIT_TESTS
-        if unit and LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
-            raise pytest.UsageError(f"{item.nodeid} is listed as a unit test but uses a live server fixture")
+        fixtures = set(getattr(item, "fixturenames", ()))
+        unit = path.startswith("tests/unit/") or f"{path}::{name}" in UNIT_TESTS
+        if unit and LIVE_FIXTURES & fixtures:
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses a live server fixture")
         item.add_marker(pytest.mark.unit if unit else pytest.mark.api)
+        if unit and DATABASE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.database)

@@ -1,4 +1,4 @@
-"""A job worker process for tests/test_jobs_worker.py: the test kinds, then `Worker.run()` until SIGTERM.
+"""A job worker process for tests/unit/tenantry/test_jobs_worker.py: the test kinds, then `Worker.run()` until SIGTERM.
 
 Run as `python -m tests.jobproc` with DATABASE_URL set; TEST_JOB_LEASE is the kinds' lease in seconds.
 """

@@ -234,7 +234,7 @@ def start_server(
         "TENANTRY_VALIDATE_RESPONSES": "true",
         "TENANTRY_LOG_LEVEL": "INFO",
         # The suite makes thousands of requests from one address and a few accounts: the limits
-        # are raised here, and tests/test_limits.py starts servers with the real defaults.
+        # are raised here, and tests/api/test_limits.py starts servers with the real defaults.
         "TENANTRY_DEFAULT_PLAN": "enterprise",
         "TENANTRY_RATE_LIMIT_IP": "1000000/minute",
         "TENANTRY_RATE_LIMIT_AUTH_IP": "1000000/minute",

@@ -62,7 +62,7 @@ STATEMENTS = [
     "CREATE UNIQUE INDEX job_attempt_number ON job_attempt (job_id, number)",
 ]
 
-#: The tenant-owned tables this migration adds; each gets m0009's policy (tests/test_row_security.py).
+#: The tenant-owned tables this migration adds; each gets m0009's policy (tests/api/test_row_security.py).
 TABLES = ("job", "job_attempt")
 
 

@@ -108,7 +108,7 @@ def _disarm_deny_policy(case: schemathesis.Case, response: object) -> None:
     rest of the run: every later case of those operations would be a 403 that proves nothing,
     and whether that happens depends on the seed. The call itself is left as it was made and
     answered; only the tenant's state after it is put back. Deny policies are tested in
-    tests/test_access.py and tests/policies/.
+    tests/api/test_access.py and tests/unit/policies/.
     """
     if not case.operation.path.startswith("/v1/policies") or case.method.upper() not in {"POST", "PUT", "PATCH"}:
         return
@@ -224,7 +224,7 @@ def _profile(user: dict) -> dict:
     The generator repeats its values (the example's email, `"0"` as every external_id) and makes keys
     of any length: left as they are, nearly every create after the first would be a 409 or a 400, by design
     (the uniqueness and the key bound, which OpenAPI 3.0 cannot state, are tested in
-    tests/test_selfservice.py).
+    tests/api/test_selfservice.py).
     """
     out = dict(user)
     email = out.get("email")
@@ -341,7 +341,7 @@ def before_call(ctx: schemathesis.HookContext, case: schemathesis.Case, **kwargs
     same key with another request is a 422 IDEMPOTENCY_KEY_REUSED by design, or a replay of the
     first answer: left as generated, most POSTs of the run would test the key instead of the
     operation. A valid key stays valid (its first 200 characters and a suffix: at most 255); an
-    invalid one is left as it is, to be refused. Reuse and replay are tested in tests/test_idempotency.py.
+    invalid one is left as it is, to be refused. Reuse and replay are tested in tests/api/test_idempotency.py.
     """
     body = case.body if isinstance(case.body, dict) else None
     if (

@@ -150,7 +150,7 @@ def test_docs_render_offline_under_their_csp(server, tmp_path):
     if chromium is None:
         message = (
             "Chromium is not installed (apt-get install chromium; ./scripts/test installs it when run as "
-            "root); /docs is checked without a browser in tests/test_health.py"
+            "root); /docs is checked without a browser in tests/api/test_health.py"
         )
         if os.environ.get("CI", "").lower() in {"1", "true"}:
             pytest.fail(f"{message}, but CI must render it in a browser", pytrace=False)

@@ -29,15 +29,15 @@ DISABLED = {"stream_events"}
 
 #: Operations whose success no run here can reach, and why (each is tested in tests/ instead).
 UNREACHABLE_FOR_ANY_RUN = {
-    "POST /v1/auth/mfa/verify": "needs the TOTP code of the secret setup returned (tests/test_mfa.py)",
-    "DELETE /v1/auth/mfa": "needs a current TOTP code of an enabled MFA (tests/test_mfa.py)",
+    "POST /v1/auth/mfa/verify": "needs the TOTP code of the secret setup returned (tests/api/test_mfa.py)",
+    "DELETE /v1/auth/mfa": "needs a current TOTP code of an enabled MFA (tests/api/test_mfa.py)",
     "POST /v1/integrations/webhooks/{integration_id}": "the credential is an HMAC signature over the body "
-    "with the provider's secret (tests/test_integrations.py)",
+    "with the provider's secret (tests/api/test_integrations.py)",
     "GET /v1/integrations/events/{integration_event_id}": "an integration event exists only once a signed "
     "inbound call (above) stored it",
     # Schemathesis 4.32 leaves the document it was loaded from out of an unfiltered run (it
     # reports 79 operations of the spec's 80, and never calls this one); selected alone with
-    # `--include-path /openapi.json` it answers 200. tests/test_health.py checks the document.
+    # `--include-path /openapi.json` it answers 200. tests/api/test_health.py checks the document.
     "GET /openapi.json": "the run's own schema document, which Schemathesis does not call",
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("tenantry", "models", "policies", "handlers", "services")
 
 #: L0 kernel: core modules that import no project module but each other (stdlib and third-party only).

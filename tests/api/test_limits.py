@@ -34,7 +34,7 @@ DEFAULTS = {
 
 #: The defaults behind a trusted proxy: the tests' client is the proxy, so a test names the client
 #: address it speaks for in X-Forwarded-For and gets a budget per address of its own; without the
-#: header it is 127.0.0.1. Shared (tests/conftest.py `shared_server`), with tests/test_keys.py too.
+#: header it is 127.0.0.1. Shared (tests/conftest.py `shared_server`), with tests/api/test_keys.py too.
 STRICT = {"TENANTRY_TRUSTED_PROXIES": "127.0.0.1/32", **DEFAULTS}
 #: Two workers sharing their budgets in Redis, under a prefix of this module's own.
 SHARED_REDIS = {"REDIS_URL": REDIS_URL, "TENANTRY_RATE_LIMIT_PREFIX": f"test-{uuid.uuid4().hex[:12]}", **DEFAULTS}

@@ -8,9 +8,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tests.api.test_mfa import code_at
 from tests.conftest import PASSWORD, add_user, assert_error, login, register, unique_email
 from tests.livesrv import ROOT, backend
-from tests.test_mfa import code_at
 
 
 def entries(api, account, **params: Any) -> list[dict[str, Any]]:

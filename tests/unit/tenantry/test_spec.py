@@ -13,7 +13,7 @@ import pytest
 from tenantry.formats import FORMAT_CHECKER
 from tenantry.spec import SpecError, bundle, check, operations
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = bundle(ROOT / "openapi" / "openapi.yaml")
 
 

@@ -3,7 +3,7 @@
 Issue 13, "The seeds' own examples". The seeds disagree on paths (`/api/auth/token/`,
 `/api/v1/auth/login`, `/auth/login`); each example is sent to the /v1 operation it means, with the
 body, query and headers as the seed writes them. The table of examples and the mapping is in
-tests/seed_examples/README.md. Refusals that keep a guarantee are tested at the end.
+tests/api/seed_examples/README.md. Refusals that keep a guarantee are tested at the end.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ reset, and external_id, metadata, phone with the user list's new filters."""
 
 from __future__ import annotations
 
+from tests.api.test_audit import entries
+from tests.api.test_mfa import enable, password_login
 from tests.conftest import PASSWORD, Account, add_user, assert_error, login, register, unique_email
-from tests.test_audit import entries
-from tests.test_mfa import enable, password_login
 
 NEW_PASSWORD = "battery-staple-correct-horse"
 

@@ -9,9 +9,9 @@ import jsonschema_rs
 import pytest
 
 from tenantry.formats import FORMAT_CHECKER, HINT_ONLY_FORMATS
+from tests.api.test_integrations import make_provider, new_secret
 from tests.conftest import PASSWORD, assert_error, unique_email
 from tests.livesrv import ROOT
-from tests.test_integrations import make_provider, new_secret
 
 #: (format, value): samples at the edges of each format. What the server accepts must be what
 #: jsonschema-rs (Schemathesis's response check) accepts; the server may only be stricter.
@@ -188,7 +188,7 @@ def test_a_query_date_that_is_no_day_is_400(api, owner):
 
 def test_a_provider_event_with_an_email_past_rfc_5321_sizes_fails_and_makes_no_user(api, owner):
     """Inbound provider events create users without passing request validation: the same email rule holds."""
-    from tests.test_integrations import deliver, find_user, user_event
+    from tests.api.test_integrations import deliver, find_user, user_event
 
     provider = make_provider(api, owner)
     suffix = uuid.uuid4().hex[:8]

@@ -11,7 +11,7 @@ from pathlib import Path
 from tenantry.spec import bundle
 from tenantry.specdiff import diff, release_problems
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CURRENT = bundle(ROOT / "openapi" / "openapi.yaml")
 RELEASED = json.loads((ROOT / "openapi" / "released" / "v1.json").read_text())
 

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.test_audit import sql
+from tests.api.test_integrations import deliver, make_provider, user_event
 from tests.conftest import PASSWORD, Account, assert_error, register, unique_email
 from tests.livesrv import LiveServer, backend, start_server
-from tests.test_audit import sql
-from tests.test_integrations import deliver, make_provider, user_event
 
 #: The environment an in-process app needs to serve the live server's database as the server does.
 _SHARED_ENV = (
@@ -35,7 +35,7 @@ _SHARED_ENV = (
 @contextmanager
 def in_process(server: LiveServer, monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Any]:
     """A client of an app built in this process on the live server's database (the same core, with
-    whatever handler the test patched in first), as tests/test_row_security.py does."""
+    whatever handler the test patched in first), as tests/api/test_row_security.py does."""
     for name in _SHARED_ENV:
         if name in server.env:
             monkeypatch.setenv(name, server.env[name])

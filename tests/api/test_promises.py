@@ -62,7 +62,7 @@ def test_an_event_stream_ends_when_its_access_token_expires(server, api):
 
 def test_events_become_visible_in_order_under_concurrent_writers(server, api):
     """Eight writers at once: no reader ever sees a later event before an earlier one."""
-    from tests.test_events import SseClient
+    from tests.api.test_events import SseClient
 
     owner = register(api, "Concurrent")
     stream = SseClient(server, owner.headers)

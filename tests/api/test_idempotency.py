@@ -157,7 +157,7 @@ def test_fifty_identical_posts_at_once_create_exactly_one_user(server, api, owne
 
 
 def test_an_answer_that_can_no_longer_be_opened_is_forgotten_not_a_500(api, owner, server):
-    from tests.test_audit import sql
+    from tests.api.test_audit import sql
 
     body, key = new_user(), str(uuid.uuid4())
     headers = {**owner.headers, "Idempotency-Key": key}
@@ -172,7 +172,7 @@ def test_an_answer_that_can_no_longer_be_opened_is_forgotten_not_a_500(api, owne
 
 
 def test_a_5xx_frees_the_key_and_the_retry_runs_the_request(api, owner, server):
-    from tests.test_audit import sql
+    from tests.api.test_audit import sql
 
     body, key = new_user(), str(uuid.uuid4())
     headers = {**owner.headers, "Idempotency-Key": key}

@@ -6,9 +6,9 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from tests.api.test_mfa import enable
 from tests.conftest import add_user, assert_error, register
 from tests.livesrv import eventually
-from tests.test_mfa import enable
 
 SEED_POLICY = {
     "name": "PremiumCustomerBookingPolicy",

@@ -127,7 +127,7 @@ def test_a_key_from_outside_its_ranges_is_403_and_a_spoofed_forwarded_for_does_n
 
 
 def test_behind_a_trusted_proxy_the_forwarded_client_address_counts(shared_server):
-    from tests.test_limits import STRICT, from_address
+    from tests.api.test_limits import STRICT, from_address
 
     # The rate-limit tests' server, which trusts the tests' client (127.0.0.1) as its proxy; the
     # account is made from an address of this test's own, so no other test's budget is spent.

@@ -9,9 +9,9 @@ import time
 
 import httpx
 
+from tests.api.test_audit import backdate
 from tests.conftest import PASSWORD, assert_error, register, unique_email
 from tests.livesrv import LiveServer, eventually
-from tests.test_audit import backdate
 
 ROLE = {"name": "Auditor", "role_family": "Internal", "permissions": ["user:read"]}
 

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.api.test_idempotency import new_user, users_with
 from tests.conftest import Account, assert_error, register
 from tests.dbproxy import FaultProxy
 from tests.livesrv import POSTGRES_ADMIN_URL, LiveServer, backend, postgres_reachable, start_server
-from tests.test_idempotency import new_user, users_with
 
 pytestmark = pytest.mark.skipif(
     backend() != "postgres", reason="a connection to lose is PostgreSQL's; SQLite is embedded in the server's process"

@@ -1,0 +1,1 @@
+"""In-process tests: the core, models, services and policies without a live server (some on a database)."""
