@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import fcntl
 import fnmatch
+import json
 import logging
 import os
 import queue
@@ -33,6 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from croniter import croniter
 from peewee import Case, fn
 
 from models.base import current_livemode, database, row_tuples, use_livemode, utcnow
@@ -194,6 +196,11 @@ def register_periodic(periodic: Periodic) -> None:
     """Registers periodic work; its kind must be registered too (checked when the worker starts)."""
     if (periodic.every is None) == (periodic.cron is None):
         raise ValueError(f"periodic {periodic.name!r}: give exactly one of `every` and `cron`")
+    # Refused here, at start, rather than at a worker's first tick (where it would fail every tick).
+    if periodic.every is not None and periodic.every.total_seconds() <= 0:
+        raise ValueError(f"periodic {periodic.name!r}: `every` must be positive, not {periodic.every}")
+    if periodic.cron is not None and not croniter.is_valid(periodic.cron):
+        raise ValueError(f"periodic {periodic.name!r}: {periodic.cron!r} is not a cron expression croniter reads")
     _periodic[periodic.name] = periodic
 
 
@@ -329,6 +336,28 @@ def _publish() -> None:
         # A request never fails for the hint: the workers poll. Leave Redis alone for a while.
         _redis_down_until = time.monotonic() + 5
         log.warning("could not announce a job on Redis; workers will find it when they poll", exc_info=True)
+
+
+def _not_json(result: Any) -> str | None:
+    """Returns why `result` cannot be stored as the job's JSON result (None when it can): the
+    check JSONField's own encoding would fail, made before the attempt's record is written."""
+    try:
+        json.dumps(result, sort_keys=True, allow_nan=False)  # NaN is not JSON a client can read
+    except (TypeError, ValueError, RecursionError) as exc:
+        return type(exc).__name__
+    return None
+
+
+def _abandon_transactions() -> None:
+    """Rolls back and forgets every transaction this thread's connection has open, then drops it."""
+    while database.in_transaction():
+        database.pop_transaction()
+    try:
+        database.rollback()
+    except Exception:
+        log.debug("rolling back an abandoned transaction failed", exc_info=True)
+    database._clear_commit_callbacks()  # a rolled-back transaction's after-commit work never runs
+    drop_connection()
 
 
 class WorkerLocked(RuntimeError):
@@ -548,15 +577,31 @@ class Worker:
         ctx = JobContext(job=job, now=now or self.clock(), timeout=spec.timeout, owner=self.owner)
         clock = time.perf_counter()
         try:
+            interrupt: BaseException | None = None
+            raised = False
             try:
                 outcome = _Outcome(ok=True, result=spec.run(ctx))
             except JobError as exc:
                 outcome = _Outcome(ok=False, error=str(exc)[:1000], retry=exc.retry)
-            except Exception as exc:
+            except BaseException as exc:
                 # The traceback is for the operator's log; the API shows only the exception's type.
+                # BaseException too: a job's SystemExit or KeyboardInterrupt ends its attempt, not
+                # the worker's thread (which would leave the job `running` and the slot gone).
                 log.exception("job failed", extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt})
                 outcome = _Outcome(ok=False, error=f"the job failed: {type(exc).__name__}")
+                raised = True
+                if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                    interrupt = exc  # an operator's Ctrl-C of `tenantry worker --once`: recorded, then obeyed
+            if database.in_transaction():
+                # The job opened a transaction and never left it: its writes are rolled back, or
+                # the attempt's record (a savepoint inside it) and every later job would never commit.
+                log.error("job left a transaction open; rolled back", extra={"job_id": job.id, "kind": job.kind})
+                _abandon_transactions()
+                outcome = _Outcome(ok=False, error="the job left a transaction open (rolled back)")
+            elif raised:
                 drop_connection()
+            if outcome.ok and (problem := _not_json(outcome.result)) is not None:
+                outcome = _Outcome(ok=False, error=f"the job's result is not JSON ({problem})")
             elapsed = time.perf_counter() - clock
             if elapsed > spec.timeout:
                 outcome = _Outcome(ok=False, error=f"the job ran past its timeout ({spec.timeout:g} s)")
@@ -568,6 +613,8 @@ class Worker:
                 "job attempt",
                 extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt, "status": status or "lease lost"},
             )
+            if interrupt is not None:
+                raise interrupt
             return status
         finally:
             scope_rows_to(None)
@@ -683,8 +730,9 @@ class Worker:
         while (job := work.get()) is not None:
             try:
                 self.execute(job)
-            except Exception:
-                # The lease lapses and the job is rescued by a worker: nothing is lost.
+            except BaseException:
+                # The lease lapses and the job is rescued by a worker: nothing is lost. The slot
+                # lives on whatever was raised: a dead slot would lower the concurrency for good.
                 log.exception("job could not be recorded", extra={"job_id": job.id})
                 drop_connection()
             finally:

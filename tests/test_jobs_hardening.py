@@ -1,0 +1,197 @@
+"""The job worker against what a careless or hostile job does: it raises BaseException, returns a
+result that is not JSON, leaves a transaction open, or is declared with a cron expression that
+cannot be read. Each must end the attempt cleanly (never a job stuck `running`, never a dead
+worker thread) or be refused when it is registered, not at a worker's first tick.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+import pytest
+
+from models.base import database
+from models.job import Job, JobAttempt
+from models.tenant import Tenant
+from tenantry import jobs
+from tenantry.db import init_database, upgrade
+from tenantry.ids import new_id
+from tenantry.jobs import JobContext, JobKind, Periodic, Worker, enqueue
+from tenantry.settings import Settings
+from tests.livesrv import FreshDatabase, backend, postgres_reachable
+
+T0 = datetime(2030, 1, 1, 12, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[FreshDatabase]:
+    if backend() == "postgres" and not postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable")
+    fresh = FreshDatabase(backend())
+    init_database(fresh.url, 8)
+    upgrade()
+    if backend() == "postgres":
+        database.obj.close_all()
+        init_database(fresh.url, 8, role="tenantry_app")  # as the server acts: bound by row-level security
+    yield fresh
+    if backend() == "postgres":
+        database.obj.close_all()
+    else:
+        database.close()
+    fresh.drop()
+
+
+@pytest.fixture
+def settings(db: FreshDatabase) -> Settings:
+    return Settings(database_url=db.url, secret_key="x" * 40, worker_poll_interval=5.0, worker_grace=0.2)
+
+
+@pytest.fixture(autouse=True)
+def registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty kind and periodic registry for each test (the process's own is put back after)."""
+    monkeypatch.setattr(jobs, "_kinds", {})
+    monkeypatch.setattr(jobs, "_periodic", {})
+
+
+@pytest.fixture(autouse=True)
+def empty_queue(db: FreshDatabase) -> Iterator[None]:
+    yield
+    with database.atomic():
+        JobAttempt.delete().execute()
+        Job.delete().execute()
+
+
+def tenant() -> str:
+    return Tenant.create(id=new_id("ten"), name="Acme").id
+
+
+def attempts(job_id: str) -> list[tuple[int, str, str | None]]:
+    rows = JobAttempt.select().where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)
+    return [(a.number, a.outcome, a.error) for a in rows]
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_job_raising_a_base_exception_fails_its_attempt_and_the_worker_goes_on(db, settings, raised):
+    def run(ctx: JobContext) -> None:
+        raise raised
+
+    jobs.register_kind(JobKind("test.exit", run, retry=(10,)))
+    jobs.register_kind(JobKind("test.ok", lambda ctx: {"ok": True}))
+    owner = tenant()
+    bad = enqueue("test.exit", {}, tenant_id=owner, run_at=T0, priority=1)
+    good = enqueue("test.ok", {}, tenant_id=owner, run_at=T0)
+    worker = Worker(settings, kinds=["test.*"], concurrency=1)
+    if isinstance(raised, KeyboardInterrupt):
+        # On the main thread (`tenantry worker --once`) it is the operator's Ctrl-C: recorded, then obeyed.
+        with pytest.raises(KeyboardInterrupt):
+            worker.run_due(now=T0)
+        assert worker.run_due(now=T0) == 1
+    else:
+        assert worker.run_due(now=T0) == 2  # neither the pass nor the process ends with the job
+    failed = Job.get_by_id(bad.id)
+    assert failed.status == "failed" and failed.lease_owner is None
+    assert failed.last_error == f"the job failed: {type(raised).__name__}"
+    assert attempts(bad.id) == [(1, "failed", f"the job failed: {type(raised).__name__}")]
+    assert Job.get_by_id(good.id).status == "succeeded"
+
+
+def test_a_long_running_worker_slot_survives_a_job_raising_system_exit(db, settings):
+    """A slot thread that died with its job would lower the worker's concurrency for good."""
+    ran: list[str] = []
+
+    def run(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+        if len(ran) == 1:
+            raise SystemExit(1)
+
+    jobs.register_kind(JobKind("test.exit", run, retry=(0,)))
+    made = enqueue("test.exit", {}, tenant_id=tenant())
+    worker = Worker(settings, kinds=["test.exit"], concurrency=1, poll_interval=0.05, grace=1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while Job.get_by_id(made.id).status != "succeeded" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert Job.get_by_id(made.id).status == "succeeded"
+    assert [a[1] for a in attempts(made.id)] == ["failed", "succeeded"]
+
+
+def test_a_result_that_is_not_json_fails_the_attempt_cleanly(db, settings):
+    jobs.register_kind(JobKind("test.odd", lambda ctx: {"when": datetime(2030, 1, 1), "obj": object()}, retry=(10,)))
+    made = enqueue("test.odd", {}, tenant_id=tenant(), run_at=T0)
+    worker = Worker(settings, kinds=["test.odd"])
+    assert worker.run_due(now=T0) == 1  # not an exception out of the worker
+    row = Job.get_by_id(made.id)
+    assert row.status == "failed" and row.lease_owner is None and row.result is None
+    assert row.last_error == "the job's result is not JSON (TypeError)"
+    assert attempts(made.id) == [(1, "failed", "the job's result is not JSON (TypeError)")]
+
+
+def test_a_job_that_leaves_a_transaction_open_fails_and_the_next_job_commits(db, settings):
+    def leaky(ctx: JobContext) -> None:
+        database.atomic().__enter__()  # never left: the job's bug, not the next job's
+        Tenant.update(name="Leaked").where(Tenant.id == ctx.job.tenant_id).execute()
+
+    jobs.register_kind(JobKind("test.leaky", leaky, retry=(10,)))
+    jobs.register_kind(JobKind("test.ok", lambda ctx: {"ok": True}))
+    owner = tenant()
+    bad = enqueue("test.leaky", {}, tenant_id=owner, run_at=T0, priority=1)
+    good = enqueue("test.ok", {}, tenant_id=tenant(), run_at=T0)
+    Worker(settings, kinds=["test.*"], concurrency=1).run_due(now=T0)
+    assert not database.in_transaction()
+    row = Job.get_by_id(bad.id)
+    assert row.status == "failed" and row.last_error == "the job left a transaction open (rolled back)"
+    assert Tenant.get_by_id(owner).name == "Acme"  # its uncommitted write was rolled back
+    # Committed for every other connection, not only inside a transaction that never ends.
+    database.close()
+    assert Job.get_by_id(good.id).status == "succeeded"
+
+
+@pytest.mark.parametrize("cron", ["not a cron", "61 * * * *", "* * * *"])
+def test_an_unreadable_cron_expression_is_refused_at_registration(cron):
+    jobs.register_kind(JobKind("test.tick", lambda ctx: None))
+    with pytest.raises(ValueError, match="cron"):
+        jobs.register_periodic(Periodic("bad", "test.tick", cron=cron))
+    assert "bad" not in jobs.periodics()
+
+
+def test_a_non_positive_interval_is_refused_at_registration():
+    with pytest.raises(ValueError, match="every"):
+        jobs.register_periodic(Periodic("zero", "test.tick", every=timedelta(0)))
+
+
+def test_one_periodic_that_cannot_be_scheduled_holds_up_no_other(db, monkeypatch):
+    from tenantry import periodic
+
+    jobs.register_kind(JobKind("test.tick", lambda ctx: None))
+    jobs.register_periodic(Periodic("broken", "test.tick", every=timedelta(minutes=1)))
+    jobs.register_periodic(Periodic("fine", "test.tick", every=timedelta(minutes=1)))
+    real = periodic.latest_slot
+
+    def latest(p: Periodic, now: datetime) -> datetime:
+        if p.name == "broken":
+            raise RuntimeError("boom")
+        return real(p, now)
+
+    monkeypatch.setattr(periodic, "latest_slot", latest)
+    assert periodic.schedule_due(T0) == 1
+
+
+def test_aware_and_naive_moments_name_the_same_slot():
+    from datetime import UTC, timezone
+
+    from tenantry.periodic import latest_slot
+
+    nightly = Periodic("n", "test.tick", cron="0 3 * * *")
+    # 03:30 in New York in winter is 08:30 UTC: the slot is 03:00 UTC that day, never local time.
+    new_york = timezone(timedelta(hours=-5))
+    assert latest_slot(nightly, datetime(2030, 3, 10, 3, 30, tzinfo=new_york)) == datetime(2030, 3, 10, 3, 0)
+    assert latest_slot(nightly, datetime(2030, 3, 10, 3, 30, tzinfo=UTC)) == datetime(2030, 3, 10, 3, 0)
+    assert latest_slot(nightly, datetime(2030, 3, 10, 3, 30)) == datetime(2030, 3, 10, 3, 0)
+
