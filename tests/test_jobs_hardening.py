@@ -6,10 +6,16 @@ worker thread) or be refused when it is registered, not at a worker's first tick
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
+
 import pytest
 
 from models.base import database
@@ -20,7 +26,7 @@ from tenantry.db import init_database, upgrade
 from tenantry.ids import new_id
 from tenantry.jobs import JobContext, JobKind, Periodic, Worker, enqueue
 from tenantry.settings import Settings
-from tests.livesrv import FreshDatabase, backend, postgres_reachable
+from tests.livesrv import ROOT, FreshDatabase, backend, postgres_reachable
 
 T0 = datetime(2030, 1, 1, 12, 0, 0)
 
@@ -195,3 +201,44 @@ def test_aware_and_naive_moments_name_the_same_slot():
     assert latest_slot(nightly, datetime(2030, 3, 10, 3, 30, tzinfo=UTC)) == datetime(2030, 3, 10, 3, 0)
     assert latest_slot(nightly, datetime(2030, 3, 10, 3, 30)) == datetime(2030, 3, 10, 3, 0)
 
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def _worker_command(db: FreshDatabase, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db.url,
+        "TENANTRY_SECRET_KEY": "x" * 40,
+        "TENANTRY_INSTANCE_PATH": str(tmp_path),
+        "TENANTRY_ENV": "test",
+    }
+    command = [sys.executable, "-m", "tenantry.cli", "worker", *args]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "0"], "--concurrency: must be at least 1, not 0"),
+        (["--concurrency", "-3"], "--concurrency: must be at least 1, not -3"),
+        (["--concurrency", "many"], "--concurrency: must be a whole number, not 'many'"),
+        (["--metrics-port", "0"], "--metrics-port: must be a port from 1 to 65535, not 0"),
+        (["--metrics-port", "70000"], "--metrics-port: must be a port from 1 to 65535, not 70000"),
+    ],
+)
+def test_tenantry_worker_refuses_a_bad_concurrency_or_port_with_a_clear_error(db, tmp_path, args, message):
+    done = _worker_command(db, tmp_path, *args)
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_tenantry_worker_with_its_metrics_port_in_use_exits_with_a_clear_error(db, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _worker_command(db, tmp_path, "--metrics-port", str(port))
+    assert done.returncode == 1, done.stderr
+    assert f"error: cannot serve job metrics on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
