@@ -15,10 +15,11 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from models.base import database
+from models.base import database, utcnow
 from models.job import Job, JobAttempt
 from models.tenant import Tenant
 from tenantry import jobs
@@ -242,3 +243,92 @@ def test_tenantry_worker_with_its_metrics_port_in_use_exits_with_a_clear_error(d
     assert done.returncode == 1, done.stderr
     assert f"error: cannot serve job metrics on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_after_a_job_fails_the_next_job_runs_as_its_own_tenant_only(db, settings):
+    """A failure drops the connection mid-job: the next job (another tenant's, then a platform one)
+    must still run as itself, neither unscoped nor as the tenant before it."""
+    seen: dict[str, set[str]] = {}
+
+    def look(ctx: JobContext) -> None:
+        seen[ctx.payload["name"]] = {row.tenant_id for row in Job.select(Job.tenant_id)}
+        if ctx.payload.get("fail"):
+            raise RuntimeError("after a query")
+
+    jobs.register_kind(JobKind("test.look", look, retry=(10,)))
+    a, b = tenant(), tenant()
+    enqueue("test.look", {"name": "a", "fail": True}, tenant_id=a, run_at=T0, priority=3)
+    enqueue("test.look", {"name": "b"}, tenant_id=b, run_at=T0, priority=2)
+    enqueue("test.look", {"name": "platform"}, tenant_id=None, run_at=T0, priority=1)
+    worker = Worker(settings, kinds=["test.look"], concurrency=1)
+    assert worker.run_due(now=T0) == 3
+    if backend() == "postgres":  # row-level security; on SQLite the data layer's scoping is the guard
+        assert seen["a"] == {a} and seen["b"] == {b}
+        assert seen["platform"] == {a, b, None}
+
+
+# -- webhook deliveries whose endpoint or event went away while their job waited -------------------
+
+
+def _waiting_delivery(settings: Settings) -> tuple[Any, Any, Any, Job]:
+    from models.event import Event
+    from models.webhook import WebhookDelivery, WebhookEndpoint
+    from services.webhooks import delivery as deliveries
+
+    jobs.register_kind(deliveries.delivery_kind(settings))
+    owner = tenant()
+    endpoint = WebhookEndpoint.create(
+        id=new_id("we"), tenant_id=owner, url="https://hooks.example.com/x", events=["*"], secret="s"
+    )
+    event = Event.create(
+        id=new_id("evt"), tenant_id=owner, sequence=1, type="user.created", livemode=True, data={}, created_at=T0
+    )
+    with database.atomic():
+        deliveries.queue(event, [endpoint])
+    delivery = WebhookDelivery.get(WebhookDelivery.endpoint_id == endpoint.id)
+    (waiting,) = Job.select().where(Job.resource_id == delivery.id)
+    return endpoint, event, delivery, waiting
+
+
+def test_a_delivery_whose_endpoint_was_deleted_while_its_job_waited_ends_quietly(db, settings):
+    from models.webhook import WebhookDelivery
+
+    endpoint, _, delivery, waiting = _waiting_delivery(settings)
+    endpoint.delete_instance()  # as DELETE /v1/webhooks/{id}: its deliveries go with it
+    assert WebhookDelivery.get_or_none(WebhookDelivery.id == delivery.id) is None
+    assert Worker(settings, kinds=["webhook.*"]).run_due(now=utcnow()) == 1
+    done = Job.get_by_id(waiting.id)
+    assert done.status == "succeeded" and done.result is None and done.last_error is None
+
+
+def test_a_delivery_whose_event_was_purged_while_its_job_waited_fails_once_without_sending(db, settings):
+    from models.event import Event
+    from models.webhook import WebhookDelivery
+
+    _, event, delivery, waiting = _waiting_delivery(settings)
+    Event.delete().where(Event.id == event.id).execute()  # an operator's purge that ignored the retainer
+    assert Worker(settings, kinds=["webhook.*"]).run_due(now=utcnow()) == 1
+    dead = Job.get_by_id(waiting.id)
+    reason = "The event was purged before it could be delivered."
+    assert dead.status == "dead" and dead.attempt == 1 and dead.last_error == reason
+    ended = WebhookDelivery.get_by_id(delivery.id)
+    assert ended.status == "failed" and ended.last_error == reason
+
+
+def test_the_event_purge_keeps_an_event_whose_delivery_waits_and_purges_finished_deliveries(db, settings, monkeypatch):
+    from models.event import Event
+    from models.webhook import WebhookDelivery
+    from services import webhooks
+    from tenantry import events
+
+    _, event, delivery, _ = _waiting_delivery(settings)
+    monkeypatch.setattr(events, "_retainers", [webhooks.pending_event_ids])  # as webhooks' register(host) does
+    later = T0 + timedelta(days=30)
+    events.purge(later)
+    assert Event.get_or_none(Event.id == event.id) is not None  # its delivery still needs it
+    webhooks.purge_finished(later)
+    assert WebhookDelivery.get_or_none(WebhookDelivery.id == delivery.id) is not None  # still pending
+    WebhookDelivery.update(status="succeeded").where(WebhookDelivery.id == delivery.id).execute()
+    assert webhooks.purge_finished(later) >= 1 and events.purge(later) >= 1
+    assert WebhookDelivery.get_or_none(WebhookDelivery.id == delivery.id) is None
+    assert Event.get_or_none(Event.id == event.id) is None
