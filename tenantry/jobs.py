@@ -38,7 +38,7 @@ from croniter import croniter
 from peewee import Case, fn
 
 from models.base import current_livemode, database, row_tuples, use_livemode, utcnow
-from models.job import ACTIVE, Job, JobAttempt
+from models.job import ACTIVE, Job, JobAttempt, cancel_job
 from tenantry.db import drop_connection, scope_rows_to
 from tenantry.ids import new_id
 from tenantry.logs import request_id_var
@@ -94,6 +94,10 @@ class JobKind:
     #: `on_retry(job)` runs in the transaction that schedules a retry (`job.run_at` is its time):
     #: a domain record that shows the next attempt's time (a webhook delivery's) keeps it there.
     on_retry: Callable[[Job], None] | None = None
+    #: `on_cancelled(job)` runs in the transaction that ends the job `cancelled` (the API's cancel
+    #: of a waiting job, or a running one that stopped): a domain record waiting on it (a webhook
+    #: delivery) ends too, instead of waiting for ever.
+    on_cancelled: Callable[[Job], None] | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -222,6 +226,23 @@ def kind(name: str) -> JobKind:
         return _kinds[name]
     except KeyError:
         raise KeyError(f"no job kind {name!r} is registered") from None
+
+
+def cancel(job: Job, now: datetime | None = None) -> tuple[Job, bool]:
+    """Cancels `job` as `models.job.cancel_job` does (returns the job afterwards, and True when it
+    runs and is only asked to stop); a job cancelled at once has its kind's `on_cancelled` run in
+    the same transaction. Raises Conflict for a final job."""
+    with database.atomic():
+        after, running = cancel_job(job, now)
+        if not running:
+            _cancelled(after)
+    return after, running
+
+
+def _cancelled(job: Job) -> None:
+    spec = _kinds.get(job.kind)  # a kind no longer registered has no hook to run
+    if spec is not None and spec.on_cancelled is not None:
+        spec.on_cancelled(job)
 
 
 def enqueue(
@@ -441,10 +462,20 @@ class Worker:
             )
             if tenant_id is not None:
                 due &= Job.tenant_id == tenant_id
-            # Asked to stop while waiting (the API's cancel of a queued job): it ends without running.
-            Job.update(status="cancelled", finished_at=now, updated_at=now).where(
+            # Asked to stop while waiting (a running job's cancel, released or rescued back to the
+            # queue before it saw it): it ends without running, its kind's on_cancelled with it.
+            asked = Job.select().where(
                 Job.status.in_(("queued", "failed")) & (Job.run_at <= now) & Job.cancel_requested
-            ).execute()
+            )
+            if database.for_update:
+                asked = asked.for_update(skip_locked=True)
+            for row in list(asked.limit(100)):
+                Job.update(status="cancelled", finished_at=now, updated_at=now).where(
+                    (Job.id == row.id) & Job.status.in_(("queued", "failed"))
+                ).execute()
+                row.status, row.finished_at, row.updated_at = "cancelled", now, now
+                row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+                _cancelled(row)
             rank = fn.row_number().over(
                 partition_by=[fn.coalesce(Job.tenant_id, "")], order_by=[Job.priority.desc(), Job.run_at, Job.id]
             )
@@ -554,6 +585,8 @@ class Worker:
         row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
         if state["status"] == "dead" and spec.on_exhausted is not None:
             spec.on_exhausted(row)
+        elif state["status"] == "cancelled" and spec.on_cancelled is not None:
+            spec.on_cancelled(row)
         elif state["status"] == "failed" and spec.on_retry is not None:
             spec.on_retry(row)
 

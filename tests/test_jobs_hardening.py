@@ -332,3 +332,28 @@ def test_the_event_purge_keeps_an_event_whose_delivery_waits_and_purges_finished
     assert webhooks.purge_finished(later) >= 1 and events.purge(later) >= 1
     assert WebhookDelivery.get_or_none(WebhookDelivery.id == delivery.id) is None
     assert Event.get_or_none(Event.id == event.id) is None
+
+
+def test_on_cancelled_runs_once_whichever_way_a_job_ends_cancelled(db, settings):
+    ended: list[tuple[str, str, bool]] = []
+
+    def stop_when_asked(ctx: JobContext) -> None:
+        Job.update(cancel_requested=True).where(Job.id == ctx.job.id).execute()  # the API's cancel, mid-run
+        assert ctx.cancelled()
+
+    def hook(j: Job) -> None:
+        ended.append((j.id, j.status, database.in_transaction()))
+
+    jobs.register_kind(JobKind("test.stop", stop_when_asked, on_cancelled=hook))
+    owner = tenant()
+    waiting = enqueue("test.stop", {}, tenant_id=owner, run_at=T0 + timedelta(hours=1))
+    after, running = jobs.cancel(waiting)  # waiting: cancelled at once
+    assert after.status == "cancelled" and running is False
+    honoured = enqueue("test.stop", {}, tenant_id=owner, run_at=T0)  # running: it stops when it sees the request
+    released = enqueue("test.stop", {}, tenant_id=owner, run_at=T0 + timedelta(minutes=1))
+    Job.update(cancel_requested=True).where(Job.id == released.id).execute()  # asked while running, then released
+    worker = Worker(settings, kinds=["test.stop"])
+    assert worker.run_due(now=T0) == 1
+    assert worker.run_due(now=T0 + timedelta(minutes=1)) == 0  # ends without running
+    assert sorted(ended) == sorted([(j.id, "cancelled", True) for j in (waiting, honoured, released)])
+    assert {Job.get_by_id(j.id).status for j in (waiting, honoured, released)} == {"cancelled"}

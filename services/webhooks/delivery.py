@@ -238,6 +238,21 @@ def rescheduled(job: Job) -> None:
     ).execute()
 
 
+#: The error of a delivery whose job was cancelled (through the jobs API).
+CANCELLED = "The delivery's job was cancelled."
+
+
+def cancelled(job: Job) -> None:
+    """`on_cancelled` of `webhook.deliver`: the pending delivery ends `failed` (a delivery retry sends it again)."""
+    WebhookDelivery.update(
+        status="failed", last_error=CANCELLED, completed_at=job.finished_at or utcnow(), next_attempt_at=None
+    ).where(
+        (WebhookDelivery.tenant_id == job.tenant_id)
+        & (WebhookDelivery.id == job.payload["delivery_id"])
+        & (WebhookDelivery.status == "pending")
+    ).execute()
+
+
 def disable(endpoint: WebhookEndpoint, reason: str) -> None:
     """Disables the endpoint (`gone`: it answered 410; `failing`: failing too long); emits `webhook.disabled`."""
     endpoint.disable(reason)
@@ -264,6 +279,7 @@ def delivery_kind(settings: Settings) -> JobKind:
         lease=float(max(settings.webhook_lease, settings.webhook_timeout + 2)),
         on_exhausted=Exhausted(settings),
         on_retry=rescheduled,
+        on_cancelled=cancelled,
     )
 
 
