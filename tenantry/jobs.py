@@ -612,6 +612,8 @@ class Worker:
         try:
             interrupt: BaseException | None = None
             raised = False
+            # Jobs run outside any transaction; a caller that runs one inside its own keeps it.
+            outside = not database.in_transaction()
             try:
                 outcome = _Outcome(ok=True, result=spec.run(ctx))
             except JobError as exc:
@@ -625,7 +627,7 @@ class Worker:
                 raised = True
                 if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
                     interrupt = exc  # an operator's Ctrl-C of `tenantry worker --once`: recorded, then obeyed
-            if database.in_transaction():
+            if outside and database.in_transaction():
                 # The job opened a transaction and never left it: its writes are rolled back, or
                 # the attempt's record (a savepoint inside it) and every later job would never commit.
                 log.error("job left a transaction open; rolled back", extra={"job_id": job.id, "kind": job.kind})
