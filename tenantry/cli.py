@@ -501,6 +501,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = jobs.Worker(
         settings, kinds=args.kinds or None, concurrency=args.concurrency, scheduler=periodic.schedule_due
     )
+    if problems := jobs.unrunnable_periodics():
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return 2
     if not worker.served():
         print(f"error: no registered job kind matches {' '.join(args.kinds)}", file=sys.stderr)
         return 2

@@ -197,7 +197,8 @@ def register_kind(kind: JobKind, replace: bool = False) -> None:
 
 
 def register_periodic(periodic: Periodic) -> None:
-    """Registers periodic work; its kind must be registered too (checked when the worker starts)."""
+    """Registers periodic work; its kind must be registered too (`tenantry worker` checks at start:
+    `unrunnable_periodics`). Raises ValueError for an unreadable cron expression or a non-positive interval."""
     if (periodic.every is None) == (periodic.cron is None):
         raise ValueError(f"periodic {periodic.name!r}: give exactly one of `every` and `cron`")
     # Refused here, at start, rather than at a worker's first tick (where it would fail every tick).
@@ -206,6 +207,16 @@ def register_periodic(periodic: Periodic) -> None:
     if periodic.cron is not None and not croniter.is_valid(periodic.cron):
         raise ValueError(f"periodic {periodic.name!r}: {periodic.cron!r} is not a cron expression croniter reads")
     _periodic[periodic.name] = periodic
+
+
+def unrunnable_periodics() -> list[str]:
+    """Returns a line for each registered periodic work whose kind is not registered (a worker
+    refuses to start with any: the work would never run, and each tick would log it)."""
+    return [
+        f"periodic {p.name!r}: job kind {p.kind!r} is not registered"
+        for p in _periodic.values()
+        if p.kind not in _kinds
+    ]
 
 
 def kinds(patterns: list[str] | None = None) -> dict[str, JobKind]:

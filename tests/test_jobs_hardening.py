@@ -173,6 +173,14 @@ def test_a_non_positive_interval_is_refused_at_registration():
         jobs.register_periodic(Periodic("zero", "test.tick", every=timedelta(0)))
 
 
+def test_a_periodic_whose_kind_is_not_registered_is_named_for_the_worker_to_refuse():
+    jobs.register_kind(JobKind("test.tick", lambda ctx: None))
+    jobs.register_periodic(Periodic("fine", "test.tick", every=timedelta(minutes=1)))
+    assert jobs.unrunnable_periodics() == []
+    jobs.register_periodic(Periodic("orphan", "test.gone", every=timedelta(minutes=1)))
+    assert jobs.unrunnable_periodics() == ["periodic 'orphan': job kind 'test.gone' is not registered"]
+
+
 def test_one_periodic_that_cannot_be_scheduled_holds_up_no_other(db, monkeypatch):
     from tenantry import periodic
 
