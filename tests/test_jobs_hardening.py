@@ -365,3 +365,35 @@ def test_on_cancelled_runs_once_whichever_way_a_job_ends_cancelled(db, settings)
     assert worker.run_due(now=T0 + timedelta(minutes=1)) == 0  # ends without running
     assert sorted(ended) == sorted([(j.id, "cancelled", True) for j in (waiting, honoured, released)])
     assert {Job.get_by_id(j.id).status for j in (waiting, honoured, released)} == {"cancelled"}
+
+
+def test_a_cancelled_delivery_job_retried_through_the_jobs_api_makes_the_delivery_pending_then_sends_it(
+    db, settings, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from models.job import retry_job
+    from models.webhook import WebhookDelivery, WebhookEndpoint
+    from services.webhooks import delivery as deliveries
+
+    sent: list[str] = []
+    seen_status: list[str] = []
+
+    def answer(method: str, url: str, **options: Any) -> SimpleNamespace:
+        sent.append(url)
+        seen_status.append(WebhookDelivery.get_by_id(options["headers"]["webhook-id"]).status)
+        return SimpleNamespace(status=204, body=b"")
+
+    monkeypatch.setattr(deliveries.outbound, "request", answer)
+    # Signing is tested with the webhooks; here the secret box the server installs is not needed.
+    monkeypatch.setattr(WebhookEndpoint, "signing_secrets", lambda self, now: ["key"])
+    monkeypatch.setattr(deliveries, "sign", lambda *args: "v1,signature")
+    _, _, delivery, waiting = _waiting_delivery(settings)
+    jobs.cancel(waiting)
+    ended = WebhookDelivery.get_by_id(delivery.id)
+    assert ended.status == "failed" and ended.last_error == deliveries.CANCELLED
+    retry_job(Job.get_by_id(waiting.id), 3)
+    assert Worker(settings, kinds=["webhook.*"]).run_due(now=utcnow()) == 1
+    assert sent == ["https://hooks.example.com/x"] and seen_status == ["pending"]
+    done = WebhookDelivery.get_by_id(delivery.id)
+    assert done.status == "succeeded" and done.last_error is None and done.attempt_count == 1

@@ -82,6 +82,12 @@ class Deliver:
             self._unsent(ctx, delivery, "The event was purged before it could be delivered.")
         if not endpoint.enabled:
             self._unsent(ctx, delivery, "The endpoint is disabled.")
+        if delivery.status != "pending":
+            # Its job was retried through the jobs API after the delivery had ended (dead, or
+            # cancelled): the delivery is pending again while the job tries, as after its own retry.
+            with database.atomic():
+                if ctx.holds_lease():
+                    delivery.reopen(ctx.now)
         body = json.dumps(event.as_dict(), separators=(",", ":")).encode()
         started = ctx.now
         # The signature's timestamp is the wall clock's, whatever clock drives the worker: the
