@@ -397,3 +397,45 @@ def test_a_cancelled_delivery_job_retried_through_the_jobs_api_makes_the_deliver
     assert sent == ["https://hooks.example.com/x"] and seen_status == ["pending"]
     done = WebhookDelivery.get_by_id(delivery.id)
     assert done.status == "succeeded" and done.last_error is None and done.attempt_count == 1
+
+
+def test_each_enqueue_outside_a_transaction_wakes_the_workers(db, settings, monkeypatch):
+    """Once per transaction: but outside any, every enqueue is its own and must announce itself."""
+    jobs.register_kind(JobKind("test.ok", lambda ctx: None))
+    owner = tenant()
+    if backend() == "postgres":
+        import psycopg2
+
+        listener = psycopg2.connect(db.url)
+        listener.autocommit = True
+        try:
+            listener.cursor().execute(f"LISTEN {jobs.CHANNEL}")
+            for _ in range(2):
+                enqueue("test.ok", {}, tenant_id=owner)
+                deadline = time.monotonic() + 5
+                while not listener.notifies and time.monotonic() < deadline:
+                    listener.poll()
+                    time.sleep(0.01)
+                assert listener.notifies, "an enqueue outside a transaction sent no NOTIFY"
+                listener.notifies.clear()
+        finally:
+            listener.close()
+    else:
+        published: list[int] = []
+        monkeypatch.setattr(jobs, "_redis_url", "redis://127.0.0.1:6379/0")
+        monkeypatch.setattr(jobs, "_publish", lambda: published.append(1))
+        enqueue("test.ok", {}, tenant_id=owner)
+        enqueue("test.ok", {}, tenant_id=owner)
+        with database.atomic():  # one transaction, one wake-up
+            enqueue("test.ok", {}, tenant_id=owner)
+            enqueue("test.ok", {}, tenant_id=owner)
+        assert len(published) == 3
+
+
+def test_a_job_of_a_kind_no_worker_knows_is_left_queued_not_claimed(db, settings):
+    jobs.register_kind(JobKind("test.ok", lambda ctx: None))
+    jobs.register_kind(JobKind("elsewhere.only", lambda ctx: None))
+    made = enqueue("elsewhere.only", {}, tenant_id=tenant(), run_at=T0)
+    assert Worker(settings, kinds=["test.*"]).run_due(now=T0) == 0
+    left = Job.get_by_id(made.id)
+    assert left.status == "queued" and left.attempt == 0 and left.lease_owner is None
