@@ -204,8 +204,15 @@ def register_periodic(periodic: Periodic) -> None:
     # Refused here, at start, rather than at a worker's first tick (where it would fail every tick).
     if periodic.every is not None and periodic.every.total_seconds() <= 0:
         raise ValueError(f"periodic {periodic.name!r}: `every` must be positive, not {periodic.every}")
-    if periodic.cron is not None and not croniter.is_valid(periodic.cron):
-        raise ValueError(f"periodic {periodic.name!r}: {periodic.cron!r} is not a cron expression croniter reads")
+    if periodic.cron is not None:
+        if not croniter.is_valid(periodic.cron):
+            raise ValueError(f"periodic {periodic.name!r}: {periodic.cron!r} is not a cron expression croniter reads")
+        try:  # readable, but it may name no moment at all (February 30th)
+            croniter(periodic.cron, datetime(2000, 1, 1)).get_next(datetime)
+        except Exception:
+            raise ValueError(
+                f"periodic {periodic.name!r}: the cron expression {periodic.cron!r} never matches"
+            ) from None
     _periodic[periodic.name] = periodic
 
 

@@ -160,7 +160,7 @@ def test_a_job_that_leaves_a_transaction_open_fails_and_the_next_job_commits(db,
     assert Job.get_by_id(good.id).status == "succeeded"
 
 
-@pytest.mark.parametrize("cron", ["not a cron", "61 * * * *", "* * * *"])
+@pytest.mark.parametrize("cron", ["not a cron", "61 * * * *", "* * * *", "0 0 30 2 *"])
 def test_an_unreadable_cron_expression_is_refused_at_registration(cron):
     jobs.register_kind(JobKind("test.tick", lambda ctx: None))
     with pytest.raises(ValueError, match="cron"):
