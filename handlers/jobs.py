@@ -9,7 +9,7 @@ from models.base import current_livemode
 from tenantry.accepted import accepted, job_view
 from tenantry.authz import acting_tenant, target
 from tenantry.envelope import cursor_page, one
-from tenantry.jobs import kinds
+from tenantry.jobs import cancel, kinds
 from tenantry.paging import query_moment
 
 
@@ -43,7 +43,7 @@ def get_job(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
 
 def cancel_job(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Cancels a queued or failed job at once (200); asks a running one to stop (202, Location: the job)."""
-    job, running = queue.cancel_job(target())
+    job, running = cancel(target())
     return accepted(job) if running else one(job_view(job))
 
 

@@ -501,6 +501,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = jobs.Worker(
         settings, kinds=args.kinds or None, concurrency=args.concurrency, scheduler=periodic.schedule_due
     )
+    if problems := jobs.unrunnable_periodics():
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return 2
     if not worker.served():
         print(f"error: no registered job kind matches {' '.join(args.kinds)}", file=sys.stderr)
         return 2
@@ -516,7 +519,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics_port:
         from tenantry.metrics import serve_job_metrics
 
-        serve_job_metrics(args.metrics_port)
+        try:
+            serve_job_metrics(args.metrics_port)
+        except OSError as exc:  # the port is taken (or not ours to bind): say so, not a traceback
+            print(
+                f"error: cannot serve job metrics on 127.0.0.1:{args.metrics_port}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
     where = "SQLite: this is the only worker for this database" if settings.is_sqlite else "PostgreSQL"
@@ -526,6 +536,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
     worker.run()
     return 0
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+
+
+def _at_least_one(text: str) -> int:
+    """argparse's type for a count of at least 1 (a worker with no slot would run nothing, forever)."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse's type for a TCP port to listen on."""
+    value = _whole(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -575,11 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--kinds", nargs="+", metavar="PATTERN", help="run only the job kinds matching these globs (webhook.*)"
     )
-    worker.add_argument("--concurrency", type=int, default=8, help="jobs run at once (default 8)")
+    worker.add_argument("--concurrency", type=_at_least_one, default=8, help="jobs run at once (default 8)")
     worker.add_argument("--once", action="store_true", help="run what is due now, then exit")
     worker.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         metavar="PORT",
         help="serve this worker's job metrics (durations, failures) for Prometheus on 127.0.0.1:PORT",
     )

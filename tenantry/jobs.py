@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import fcntl
 import fnmatch
+import json
 import logging
 import os
 import queue
@@ -33,10 +34,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from croniter import croniter
 from peewee import Case, fn
 
 from models.base import current_livemode, database, row_tuples, use_livemode, utcnow
-from models.job import ACTIVE, Job, JobAttempt
+from models.job import ACTIVE, Job, JobAttempt, cancel_job
 from tenantry.db import drop_connection, scope_rows_to
 from tenantry.ids import new_id
 from tenantry.logs import request_id_var
@@ -92,6 +94,10 @@ class JobKind:
     #: `on_retry(job)` runs in the transaction that schedules a retry (`job.run_at` is its time):
     #: a domain record that shows the next attempt's time (a webhook delivery's) keeps it there.
     on_retry: Callable[[Job], None] | None = None
+    #: `on_cancelled(job)` runs in the transaction that ends the job `cancelled` (the API's cancel
+    #: of a waiting job, or a running one that stopped): a domain record waiting on it (a webhook
+    #: delivery) ends too, instead of waiting for ever.
+    on_cancelled: Callable[[Job], None] | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -191,10 +197,33 @@ def register_kind(kind: JobKind, replace: bool = False) -> None:
 
 
 def register_periodic(periodic: Periodic) -> None:
-    """Registers periodic work; its kind must be registered too (checked when the worker starts)."""
+    """Registers periodic work; its kind must be registered too (`tenantry worker` checks at start:
+    `unrunnable_periodics`). Raises ValueError for an unreadable cron expression or a non-positive interval."""
     if (periodic.every is None) == (periodic.cron is None):
         raise ValueError(f"periodic {periodic.name!r}: give exactly one of `every` and `cron`")
+    # Refused here, at start, rather than at a worker's first tick (where it would fail every tick).
+    if periodic.every is not None and periodic.every.total_seconds() <= 0:
+        raise ValueError(f"periodic {periodic.name!r}: `every` must be positive, not {periodic.every}")
+    if periodic.cron is not None:
+        if not croniter.is_valid(periodic.cron):
+            raise ValueError(f"periodic {periodic.name!r}: {periodic.cron!r} is not a cron expression croniter reads")
+        try:  # readable, but it may name no moment at all (February 30th)
+            croniter(periodic.cron, datetime(2000, 1, 1)).get_next(datetime)
+        except Exception:
+            raise ValueError(
+                f"periodic {periodic.name!r}: the cron expression {periodic.cron!r} never matches"
+            ) from None
     _periodic[periodic.name] = periodic
+
+
+def unrunnable_periodics() -> list[str]:
+    """Returns a line for each registered periodic work whose kind is not registered (a worker
+    refuses to start with any: the work would never run, and each tick would log it)."""
+    return [
+        f"periodic {p.name!r}: job kind {p.kind!r} is not registered"
+        for p in _periodic.values()
+        if p.kind not in _kinds
+    ]
 
 
 def kinds(patterns: list[str] | None = None) -> dict[str, JobKind]:
@@ -215,6 +244,23 @@ def kind(name: str) -> JobKind:
         return _kinds[name]
     except KeyError:
         raise KeyError(f"no job kind {name!r} is registered") from None
+
+
+def cancel(job: Job, now: datetime | None = None) -> tuple[Job, bool]:
+    """Cancels `job` as `models.job.cancel_job` does (returns the job afterwards, and True when it
+    runs and is only asked to stop); a job cancelled at once has its kind's `on_cancelled` run in
+    the same transaction. Raises Conflict for a final job."""
+    with database.atomic():
+        after, running = cancel_job(job, now)
+        if not running:
+            _cancelled(after)
+    return after, running
+
+
+def _cancelled(job: Job) -> None:
+    spec = _kinds.get(job.kind)  # a kind no longer registered has no hook to run
+    if spec is not None and spec.on_cancelled is not None:
+        spec.on_cancelled(job)
 
 
 def enqueue(
@@ -331,6 +377,28 @@ def _publish() -> None:
         log.warning("could not announce a job on Redis; workers will find it when they poll", exc_info=True)
 
 
+def _not_json(result: Any) -> str | None:
+    """Returns why `result` cannot be stored as the job's JSON result (None when it can): the
+    check JSONField's own encoding would fail, made before the attempt's record is written."""
+    try:
+        json.dumps(result, sort_keys=True, allow_nan=False)  # NaN is not JSON a client can read
+    except (TypeError, ValueError, RecursionError) as exc:
+        return type(exc).__name__
+    return None
+
+
+def _abandon_transactions() -> None:
+    """Rolls back and forgets every transaction this thread's connection has open, then drops it."""
+    while database.in_transaction():
+        database.pop_transaction()
+    try:
+        database.rollback()
+    except Exception:
+        log.debug("rolling back an abandoned transaction failed", exc_info=True)
+    database._clear_commit_callbacks()  # a rolled-back transaction's after-commit work never runs
+    drop_connection()
+
+
 class WorkerLocked(RuntimeError):
     """Another worker already runs on this SQLite database."""
 
@@ -412,10 +480,20 @@ class Worker:
             )
             if tenant_id is not None:
                 due &= Job.tenant_id == tenant_id
-            # Asked to stop while waiting (the API's cancel of a queued job): it ends without running.
-            Job.update(status="cancelled", finished_at=now, updated_at=now).where(
+            # Asked to stop while waiting (a running job's cancel, released or rescued back to the
+            # queue before it saw it): it ends without running, its kind's on_cancelled with it.
+            asked = Job.select().where(
                 Job.status.in_(("queued", "failed")) & (Job.run_at <= now) & Job.cancel_requested
-            ).execute()
+            )
+            if database.for_update:
+                asked = asked.for_update(skip_locked=True)
+            for row in list(asked.limit(100)):
+                Job.update(status="cancelled", finished_at=now, updated_at=now).where(
+                    (Job.id == row.id) & Job.status.in_(("queued", "failed"))
+                ).execute()
+                row.status, row.finished_at, row.updated_at = "cancelled", now, now
+                row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+                _cancelled(row)
             rank = fn.row_number().over(
                 partition_by=[fn.coalesce(Job.tenant_id, "")], order_by=[Job.priority.desc(), Job.run_at, Job.id]
             )
@@ -525,6 +603,8 @@ class Worker:
         row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
         if state["status"] == "dead" and spec.on_exhausted is not None:
             spec.on_exhausted(row)
+        elif state["status"] == "cancelled" and spec.on_cancelled is not None:
+            spec.on_cancelled(row)
         elif state["status"] == "failed" and spec.on_retry is not None:
             spec.on_retry(row)
 
@@ -548,15 +628,33 @@ class Worker:
         ctx = JobContext(job=job, now=now or self.clock(), timeout=spec.timeout, owner=self.owner)
         clock = time.perf_counter()
         try:
+            interrupt: BaseException | None = None
+            raised = False
+            # Jobs run outside any transaction; a caller that runs one inside its own keeps it.
+            outside = not database.in_transaction()
             try:
                 outcome = _Outcome(ok=True, result=spec.run(ctx))
             except JobError as exc:
                 outcome = _Outcome(ok=False, error=str(exc)[:1000], retry=exc.retry)
-            except Exception as exc:
+            except BaseException as exc:
                 # The traceback is for the operator's log; the API shows only the exception's type.
+                # BaseException too: a job's SystemExit or KeyboardInterrupt ends its attempt, not
+                # the worker's thread (which would leave the job `running` and the slot gone).
                 log.exception("job failed", extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt})
                 outcome = _Outcome(ok=False, error=f"the job failed: {type(exc).__name__}")
+                raised = True
+                if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                    interrupt = exc  # an operator's Ctrl-C of `tenantry worker --once`: recorded, then obeyed
+            if outside and database.in_transaction():
+                # The job opened a transaction and never left it: its writes are rolled back, or
+                # the attempt's record (a savepoint inside it) and every later job would never commit.
+                log.error("job left a transaction open; rolled back", extra={"job_id": job.id, "kind": job.kind})
+                _abandon_transactions()
+                outcome = _Outcome(ok=False, error="the job left a transaction open (rolled back)")
+            elif raised:
                 drop_connection()
+            if outcome.ok and (problem := _not_json(outcome.result)) is not None:
+                outcome = _Outcome(ok=False, error=f"the job's result is not JSON ({problem})")
             elapsed = time.perf_counter() - clock
             if elapsed > spec.timeout:
                 outcome = _Outcome(ok=False, error=f"the job ran past its timeout ({spec.timeout:g} s)")
@@ -568,6 +666,8 @@ class Worker:
                 "job attempt",
                 extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempt, "status": status or "lease lost"},
             )
+            if interrupt is not None:
+                raise interrupt
             return status
         finally:
             scope_rows_to(None)
@@ -683,8 +783,9 @@ class Worker:
         while (job := work.get()) is not None:
             try:
                 self.execute(job)
-            except Exception:
-                # The lease lapses and the job is rescued by a worker: nothing is lost.
+            except BaseException:
+                # The lease lapses and the job is rescued by a worker: nothing is lost. The slot
+                # lives on whatever was raised: a dead slot would lower the concurrency for good.
                 log.exception("job could not be recorded", extra={"job_id": job.id})
                 drop_connection()
             finally:

@@ -65,7 +65,12 @@ def schedule_due(now: datetime) -> int:
     enqueued = 0
     seen = JobSchedule.last_slots()  # read before any write transaction (see JobSchedule.claim_slot)
     for periodic in jobs.periodics().values():
-        slot = latest_slot(periodic, now)
+        try:
+            slot = latest_slot(periodic, now)
+        except Exception:
+            # One periodic work that cannot be scheduled holds up no other, nor the worker's claim.
+            log.exception("periodic %s: its slot could not be computed; skipped", periodic.name)
+            continue
         last = seen.get(periodic.name)
         if last is not None and last >= slot:
             continue

@@ -83,6 +83,12 @@ class Deliver:
             self._unsent(ctx, delivery, "The event was purged before it could be delivered.")
         if not endpoint.enabled:
             self._unsent(ctx, delivery, "The endpoint is disabled.")
+        if delivery.status != "pending":
+            # Its job was retried through the jobs API after the delivery had ended (dead, or
+            # cancelled): the delivery is pending again while the job tries, as after its own retry.
+            with database.atomic():
+                if ctx.holds_lease():
+                    delivery.reopen(ctx.now)
         body = json.dumps(event.as_dict(), separators=(",", ":")).encode()
         started = ctx.now
         # The signature's timestamp is the wall clock's, whatever clock drives the worker: the
@@ -239,6 +245,21 @@ def rescheduled(job: Job) -> None:
     ).execute()
 
 
+#: The error of a delivery whose job was cancelled (through the jobs API).
+CANCELLED = "The delivery's job was cancelled."
+
+
+def cancelled(job: Job) -> None:
+    """`on_cancelled` of `webhook.deliver`: the pending delivery ends `failed` (a delivery retry sends it again)."""
+    WebhookDelivery.update(
+        status="failed", last_error=CANCELLED, completed_at=job.finished_at or utcnow(), next_attempt_at=None
+    ).where(
+        (WebhookDelivery.tenant_id == job.tenant_id)
+        & (WebhookDelivery.id == job.payload["delivery_id"])
+        & (WebhookDelivery.status == "pending")
+    ).execute()
+
+
 def disable(endpoint: WebhookEndpoint, reason: str) -> None:
     """Disables the endpoint (`gone`: it answered 410; `failing`: failing too long); emits `webhook.disabled`."""
     endpoint.disable(reason)
@@ -266,6 +287,7 @@ def delivery_kind(settings: Settings) -> JobKind:
         lease=float(max(section.lease, section.timeout + 2)),
         on_exhausted=Exhausted(settings),
         on_retry=rescheduled,
+        on_cancelled=cancelled,
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from tenantry import jobs
 from tenantry.jobs import JobKind
-from tests.conftest import add_user, assert_error, register
+from tests.conftest import PASSWORD, add_user, assert_error, register, unique_email
 from tests.livesrv import eventually
 
 KIND = "test.echo"
@@ -258,3 +258,32 @@ def test_metrics_show_queue_depth_and_the_oldest_due_jobs_age(api, owner, queue)
     assert any('kind="idempotency.purge"' in line and 'status="queued"' in line for line in depth)
     (line,) = [line for line in age if 'kind="idempotency.purge"' in line]
     assert float(line.rsplit(" ", 1)[1]) >= 600
+
+
+def test_cancelling_a_waiting_delivery_job_ends_its_delivery_too(api, owner, queue):
+    """Else the delivery shows `pending` for ever, and its event is kept from the purge for ever."""
+    hook = api.post(
+        "/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/never", "events": ["user.*"], "enabled": True},
+        headers=owner.headers,
+    )
+    assert hook.status_code == 201, hook.text
+    webhook_id = hook.json()["data"]["webhook"]["id"]
+    made = api.post(
+        "/v1/users",
+        json={"email": unique_email(), "password": PASSWORD, "first_name": "C", "last_name": "D"},
+        headers=owner.headers,
+    )
+    assert made.status_code == 201, made.text
+    (waiting,) = api.get("/v1/jobs", params={"kind": "webhook.deliver"}, headers=owner.headers).json()["data"]
+    delivery_id = waiting["resource"]["id"]
+    cancelled = api.post(f"/v1/jobs/{waiting['id']}/cancel", headers=owner.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    delivery = api.get(f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}", headers=owner.headers).json()["data"]
+    assert delivery["status"] == "failed" and delivery["next_attempt_at"] is None
+    assert delivery["last_error"] == "The delivery's job was cancelled."
+    # A retry of the delivery sends it again (one attempt), as for any finished delivery.
+    retried = api.post(f"/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", headers=owner.headers)
+    assert retried.status_code in (200, 202), retried.text
+    jobs_now = api.get("/v1/jobs", params={"kind": "webhook.deliver", "status": "queued"}, headers=owner.headers)
+    assert [j["resource"]["id"] for j in jobs_now.json()["data"]] == [delivery_id]
