@@ -130,6 +130,8 @@ def _disarm_deny_policy(case: schemathesis.Case, response: object) -> None:
 _calls = itertools.count()
 _cases = itertools.count()
 _known: dict[str, tuple[float, list]] = {}
+#: Whether the run made its webhook endpoint yet (the one that turns a new member into a delivery job).
+_webhook_made: list[int] = []
 
 
 def _credential_headers() -> dict[str, str]:
@@ -194,6 +196,34 @@ def _fresh(what: str) -> tuple[str, ...] | None:
         listed = httpx.get(f"{base}/v1/auth/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         own = [s["id"] for s in listed.json().get("data", []) if s.get("current")] if listed.status_code == 200 else []
         return (own[0],) if own else None
+    if what in ("job", "cancelled_job"):
+        # A webhook endpoint of the tenant's (made once) hears of every new member, so a new member
+        # is a new delivery job, queued: no worker runs beside the contract server. A job to retry
+        # is one cancelled first (retry takes a dead or cancelled job).
+        if not _webhook_made:
+            made = httpx.post(
+                f"{base}/v1/webhooks",
+                headers=headers,
+                timeout=30,
+                json={"url": "http://127.0.0.1:9/contract-hook", "events": ["user.created"]},
+            )
+            _webhook_made.append(made.status_code)
+        if _fresh("user") is None:
+            return None
+        listed = httpx.get(
+            f"{base}/v1/jobs",
+            params={"status": "queued", "kind": "webhook.deliver", "limit": 1},
+            headers=headers,
+            timeout=30,
+        )
+        queued = [j["id"] for j in listed.json().get("data", [])] if listed.status_code == 200 else []
+        if not queued:
+            return None
+        if what == "cancelled_job":
+            cancelled = httpx.post(f"{base}/v1/jobs/{queued[0]}/cancel", headers=headers, timeout=30)
+            if cancelled.status_code != 200:
+                return None
+        return (queued[0],)
     if what == "domain":
         tenants = httpx.get(f"{base}/v1/tenants", params={"limit": 10}, headers=headers, timeout=30)
         active = (
@@ -244,7 +274,7 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
     Their success needs a row the generator cannot make up or reach by a link: an audit entry
     (there is no create), a permission no role uses, a role of the tenant's own with a new name,
     a user and a role to assign, an assignment to remove, a domain to delete, a user to delete,
-    a live refresh token to exchange or to log out with;
+    a live refresh token to exchange or to log out with, a queued job to cancel and a cancelled one to retry;
     and a role's permissions must exist in the tenant, which a schema cannot say (random names
     are 400s), so role bodies get a real one and a new name. Only positive cases
     are changed (a negative case must stay invalid), and only every other one, so the
@@ -325,6 +355,10 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         # oneself, are refusals by design).
         path["user_id"] = user[0]
         case.body = {**_profile(body), "role": "member"}
+    elif label == "POST /v1/jobs/{job_id}/cancel" and (job := _fresh("job")):
+        path["job_id"] = job[0]
+    elif label == "POST /v1/jobs/{job_id}/retry" and (job := _fresh("cancelled_job")):
+        path["job_id"] = job[0]
     elif label == "GET /v1/events/{event_id}" and (ids := _real("event_id")):
         path["event_id"] = random.choice(ids)
     else:
