@@ -128,19 +128,18 @@ def cmd_audit_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_events_purge(args: argparse.Namespace) -> int:
-    """Removes events and finished webhook deliveries older than --older-than."""
-    from models.base import database
-    from services import webhooks
+    """Removes events older than --older-than, and what the plug-ins remove with them (finished
+    webhook deliveries), except what a consumer still needs."""
     from tenantry import events
 
     cutoff = _cutoff(args.older_than)
     if cutoff is None:
         return 2
     _register_domains()
-    with database.atomic():
-        deliveries = webhooks.purge_finished(cutoff)  # first: an event only they needed can then go too
-        removed = events.purge(cutoff)
-    print(f"removed {removed} event(s) and {deliveries} finished delivery(ies)")
+    removed = events.purge_all(cutoff)
+    events_removed = removed[-1][2]
+    others = "".join(f" and {count} {what}" for _, what, count in removed[:-1])
+    print(f"removed {events_removed} event(s){others}")
     return 0
 
 

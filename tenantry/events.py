@@ -154,3 +154,23 @@ def emit(
 def purge(older_than: datetime) -> int:
     """Removes events made before `older_than` that no consumer still needs (`retain`); returns how many."""
     return Event.purge(older_than, keep=[still_needed() for still_needed in _retainers])
+
+
+#: What a plug-in removes with the events (`purge_with`): (key, what it is, remove(older_than) -> count).
+_companions: list[tuple[str, str, Callable[[datetime], int]]] = []
+
+
+def purge_with(key: str, what: str, remove: Callable[[datetime], int]) -> None:
+    """Makes `purge_all` remove a consumer's own finished rows with the events (`remove(older_than)`
+    returns how many), first, so an event only they still needed can go too. Registering `key` again
+    replaces it."""
+    _companions[:] = [c for c in _companions if c[0] != key] + [(key, what, remove)]
+
+
+def purge_all(older_than: datetime) -> list[tuple[str, str, int]]:
+    """Removes, in one transaction, every consumer's finished rows (`purge_with`) and then the events
+    older than `older_than`; returns (key, what, how many) for each, the events last."""
+    with database.atomic():
+        removed = [(key, what, remove(older_than)) for key, what, remove in list(_companions)]
+        removed.append(("events", "event(s)", purge(older_than)))
+    return removed

@@ -9,6 +9,7 @@ jobs and periodic work. The core keeps one registry of each; none of them lists 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from models.event import Event
@@ -26,6 +27,11 @@ class Host:
     def retain_events(self, still_needed: Callable[[], Any]) -> None:
         """Keeps the events whose ids `still_needed()` (a query) returns from the events purge."""
         events.retain(still_needed)
+
+    def purge_with_events(self, key: str, what: str, remove: Callable[[datetime], int]) -> None:
+        """Removes the domain's own finished rows (`remove(older_than)`, returning how many) whenever
+        events are purged (`tenantry events purge`, the periodic purge), before the events."""
+        events.purge_with(key, what, remove)
 
     def loader(self, resource: str, load: Callable[[dict[str, Any]], Any]) -> None:
         """Makes the enforcement point load the row an operation on `resource` targets with

@@ -116,7 +116,8 @@ def purge_events(ctx: JobContext) -> dict[str, Any]:
     (a plug-in's retainer: a webhook delivery still pending keeps its event)."""
     from tenantry import events
 
-    return {"events": events.purge(ctx.now - timedelta(seconds=ctx.payload["older_than_seconds"]))}
+    removed = events.purge_all(ctx.now - timedelta(seconds=ctx.payload["older_than_seconds"]))
+    return {key: count for key, _, count in removed}
 
 
 def purge_idempotency(ctx: JobContext) -> dict[str, Any]:

@@ -9,7 +9,6 @@ test ping (`webhook.test`) goes to the one endpoint pinged, through `queue_test`
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from models.event import Event
@@ -61,19 +60,8 @@ retry = delivery.retry
 
 
 def _configure(settings: Settings) -> list[JobKind | Periodic]:
-    """The jobs that depend on the settings read at start: delivery (its retry schedule, timeout and
-    lease) and, when events are purged (TENANTRY_EVENT_RETENTION), the purge of finished deliveries."""
-    out: list[JobKind | Periodic] = [delivery.delivery_kind(settings), delivery.PURGE_KIND]
-    if settings.event_retention > 0:
-        out.append(
-            Periodic(
-                "webhook.purge",
-                delivery.PURGE_KIND.name,
-                every=timedelta(hours=1),
-                payload={"older_than_seconds": settings.event_retention},
-            )
-        )
-    return out
+    """The jobs that depend on the settings read at start: delivery (its retry schedule, timeout and lease)."""
+    return [delivery.delivery_kind(settings)]
 
 
 def register(host: Host) -> None:
@@ -83,3 +71,6 @@ def register(host: Host) -> None:
     host.subscribe("*", fan_out)
     host.retain_events(pending_event_ids)
     host.with_settings(_configure)
+    # Finished deliveries go with the events they carried (`tenantry events purge`, and the periodic
+    # purge when TENANTRY_EVENT_RETENTION is set).
+    host.purge_with_events("deliveries", "finished delivery(ies)", delivery.purge_finished)

@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NoReturn
 
 from models.base import database, utcnow
@@ -356,12 +356,3 @@ def purge_finished(older_than: datetime) -> int:
             .where((WebhookDelivery.created_at < older_than) & (WebhookDelivery.status != "pending"))
             .execute()
         )
-
-
-def purge_job(ctx: JobContext) -> dict[str, Any]:
-    """The `webhook.purge` job: removes finished deliveries older than the payload's `older_than_seconds`."""
-    return {"deliveries": purge_finished(ctx.now - timedelta(seconds=ctx.payload["older_than_seconds"]))}
-
-
-#: Finished deliveries go with the events they carried (TENANTRY_EVENT_RETENTION; 0 keeps both).
-PURGE_KIND = JobKind("webhook.purge", purge_job, retry=jobs.backoff(60, retries=3), timeout=600.0, lease=900.0)
