@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import fcntl
 import fnmatch
+import functools
 import logging
 import os
 import queue
@@ -344,6 +345,17 @@ class _Outcome:
     cancelled: bool = False
 
 
+def _then(then: Callable[[], None] | None) -> None:
+    """Runs `then` in a savepoint of the caller's transaction; its failure is logged, the rest commits."""
+    if then is None:
+        return
+    try:
+        with database.atomic():
+            then()
+    except Exception:
+        log.exception("could not claim the next job; the loop will")
+
+
 class Worker:
     """Runs due jobs of the registered kinds (those matching `kinds`, glob patterns) until stopped.
 
@@ -587,16 +599,18 @@ class Worker:
 
     # -- running one job ---------------------------------------------------------------------
 
-    def execute(self, job: Job, now: datetime | None = None) -> str:
+    def execute(self, job: Job, now: datetime | None = None, then: Callable[[], None] | None = None) -> str:
         """Runs one claimed job and records its outcome; returns the job's new status ('' if the lease was lost).
 
         The job runs outside any transaction, as its tenant (row-level security), in its mode, with
         the request id of the request that enqueued it (every log line carries it); all three are
-        reset afterwards, so the thread's next job starts clean.
+        reset afterwards, so the thread's next job starts clean. `then()`, if given, runs in the
+        transaction that records the outcome, after it, in a savepoint of its own: its failure
+        is logged and never undoes the record.
         """
-        return contextvars.copy_context().run(self._execute, job, now)
+        return contextvars.copy_context().run(self._execute, job, now, then)
 
-    def _execute(self, job: Job, now: datetime | None) -> str:
+    def _execute(self, job: Job, now: datetime | None, then: Callable[[], None] | None = None) -> str:
         spec = kind(job.kind)
         self.ran[job.kind] += 1
         request_id_var.set(job.request_id)
@@ -619,7 +633,7 @@ class Worker:
                 outcome = _Outcome(ok=False, error=f"the job ran past its timeout ({spec.timeout:g} s)")
             if ctx.saw_cancel:  # it saw the request and stopped
                 outcome.cancelled = True
-            status = self._record(job, spec, now or self.clock(), outcome, int(elapsed * 1000))
+            status = self._record(job, spec, now or self.clock(), outcome, int(elapsed * 1000), then)
             observe_job(job.kind, status or LOST_OUTCOME, elapsed)
             log.info(
                 "job attempt",
@@ -629,10 +643,18 @@ class Worker:
         finally:
             scope_rows_to(None)
 
-    def _record(self, job: Job, spec: JobKind, now: datetime, outcome: _Outcome, duration_ms: int) -> str:
-        """Records the attempt in one transaction, if this worker still holds the job's lease."""
+    def _record(
+        self,
+        job: Job,
+        spec: JobKind,
+        now: datetime,
+        outcome: _Outcome,
+        duration_ms: int,
+        then: Callable[[], None] | None = None,
+    ) -> str:
+        """Records the attempt in one transaction, if this worker still holds the job's lease; runs `then` in it."""
         if outcome.ok and not outcome.cancelled:
-            return self._record_success(job, now, outcome.result, duration_ms)
+            return self._record_success(job, now, outcome.result, duration_ms, then)
         with database.atomic():
             query = Job.select().where(Job.id == job.id)
             if database.for_update:
@@ -642,19 +664,24 @@ class Worker:
                 # The lease lapsed and the job was rescued (its attempt is on record as lost): the
                 # state is no longer this worker's to write.
                 log.warning("job lease lost before the result was written", extra={"job_id": job.id})
-                return ""
-            if row.cancel_requested and not outcome.ok:
-                outcome.cancelled = True
-            self._settle(row, spec, now, outcome, duration_ms)
-            return str(row.status)
+                status = ""
+            else:
+                if row.cancel_requested and not outcome.ok:
+                    outcome.cancelled = True
+                self._settle(row, spec, now, outcome, duration_ms)
+                status = str(row.status)
+            _then(then)
+        return status
 
-    def _record_success(self, job: Job, now: datetime, result: Any, duration_ms: int) -> str:
+    def _record_success(
+        self, job: Job, now: datetime, result: Any, duration_ms: int, then: Callable[[], None] | None = None
+    ) -> str:
         """Records a succeeded attempt: the job's state and its attempt's end, if the lease is still ours.
 
         The common case, written without reading the row first: the job's update names the lease
         it must still hold (a rescued job's is another's, and the update changes nothing), and the
         attempt's end is written only with it. On PostgreSQL both are one statement (one round
-        trip, atomic on its own); on SQLite one short transaction.
+        trip, atomic on its own, when there is no `then`); on SQLite one short transaction.
         """
         p = database.param
         # Only the driver's placeholder is formatted in; every value is a parameter.
@@ -676,12 +703,19 @@ class Worker:
                 f"attempt AS ({settle_attempt.replace(f'job_id = {p}', 'job_id IN (SELECT id FROM settled)')}) "
                 "SELECT count(*) FROM settled"
             )
-            settled = database.execute_sql(sql, [*job_params, at, duration_ms, job.attempt]).fetchone()[0]
+            params = [*job_params, at, duration_ms, job.attempt]
+            if then is None:
+                settled = database.execute_sql(sql, params).fetchone()[0]
+            else:
+                with database.atomic():
+                    settled = database.execute_sql(sql, params).fetchone()[0]
+                    _then(then)
         else:
             with database.atomic():
                 settled = database.execute_sql(settle_job, job_params).rowcount
                 if settled:
                     database.execute_sql(settle_attempt, attempt_params)
+                _then(then)
         if not settled:
             # The lease lapsed and the job was rescued (its attempt is on record as lost): the
             # state is no longer this worker's to write.
@@ -757,14 +791,20 @@ class Worker:
                 busy = set(self._in_flight)
             free = self.concurrency - len(busy)
             claimed: list[Job] = []
-            if free > 0:
+            # The rescue and the cancel sweep once per poll interval, not at every claim: a lapsed
+            # lease waits at most that much longer, and a busy queue claims faster. Also while
+            # every slot is busy (each claims its next job itself, see `_slot`): the loop wakes at
+            # least once per poll interval, so periodic work is scheduled and leases rescued.
+            sweep = time.monotonic() >= swept_at + self.poll_interval
+            if free > 0 or sweep:
                 try:
                     self._schedule(self.clock())
-                    # The rescue and the cancel sweep once per poll interval, not at every claim: a
-                    # lapsed lease waits at most that much longer, and a busy queue claims faster.
-                    sweep = time.monotonic() >= swept_at + self.poll_interval
-                    # Never a job this process still has in hand, even if its lease lapsed.
-                    claimed = self.claim(self.clock(), free, exclude=busy, sweep=sweep)
+                    if free > 0:
+                        # Never a job this process still has in hand, even if its lease lapsed.
+                        claimed = self.claim(self.clock(), free, exclude=busy, sweep=sweep)
+                    else:
+                        with database.atomic():
+                            self._sweep(self.clock(), self.served(), None)
                     if sweep:
                         swept_at = time.monotonic()
                 except Exception:
@@ -789,17 +829,36 @@ class Worker:
         log.info("worker stopped", extra={"owner": self.owner})
 
     def _slot(self, work: queue.Queue[Job | None]) -> None:
-        while (job := work.get()) is not None:
+        job = work.get()
+        while job is not None:
+            # A freed slot claims its next job at once, in the transaction that records the last
+            # one: one commit (one WAL flush) fewer per job, and no hand-off through the loop.
+            chained: list[Job] = []
             try:
-                self.execute(job)
+                self.execute(job, then=functools.partial(self._claim_next, chained))
             except Exception:
-                # The lease lapses and the job is rescued by a worker: nothing is lost.
+                # The lease lapses and the job is rescued by a worker: nothing is lost. A job
+                # claimed in the failed transaction was never leased.
                 log.exception("job could not be recorded", extra={"job_id": job.id})
                 drop_connection()
+                chained.clear()
             finally:
                 with self._guard:
                     self._in_flight.pop(job.id, None)
-                self.wake.set()
+                    for taken in chained:
+                        self._in_flight[taken.id] = taken
+                if not chained:
+                    self.wake.set()
+            job = chained[0] if chained else work.get()
+
+    def _claim_next(self, into: list[Job]) -> None:
+        """Claims one job for a slot (in the transaction recording its last one) into `into`; none once stopping."""
+        if self.stopping.is_set():
+            return
+        with self._guard:
+            busy = set(self._in_flight)
+        scope_rows_to(None)  # the claim sees every tenant's jobs (the record ran as the last job's tenant)
+        into.extend(self.claim(self.clock(), 1, exclude=busy, sweep=False))
 
     def _release(self) -> None:
         """Hands the jobs still running back to the queue: due now, the interrupted attempt not counted."""
