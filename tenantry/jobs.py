@@ -434,6 +434,8 @@ class Worker:
                 due &= Job.tenant_id == tenant_id
             if exclude:
                 due &= Job.id.not_in(list(exclude))
+            if database.for_update:
+                return self._lease_postgres(now, count, served, exclude, tenant_id)
             # A few more candidates than wanted: another worker may hold some.
             candidates = self._fair_candidates(now, names, count * 4 + 4, exclude, tenant_id)
             self._maybe_more = False
@@ -476,6 +478,65 @@ class Worker:
                 JobAttempt.insert_many(attempts).execute()  # one statement for every attempt started
         return rows
 
+    def _lease_postgres(
+        self, now: datetime, count: int, served: dict[str, JobKind], exclude: set[str] | None, tenant_id: str | None
+    ) -> list[Job]:
+        """PostgreSQL's claim in two statements: the fair candidates read; then the first `count` of them
+        not locked by another worker (SKIP LOCKED) leased and their attempts started; returns the leased jobs.
+
+        The candidates are read first, and locked by id: a join of the candidates with the table in
+        one statement lets the planner walk every due row for each.
+        """
+        names = list(served)
+        # A few more candidates than wanted: another worker may hold some.
+        candidates = self._fair_candidates(now, names, count * 4 + 4, exclude, tenant_id)
+        self._maybe_more = False
+        if not candidates:
+            return []
+        leases = {name: Job.lease_until.db_value(now + timedelta(seconds=spec.lease)) for name, spec in served.items()}
+        if len(set(leases.values())) == 1:
+            lease_until, lease_params = "%s", [next(iter(leases.values()))]
+        else:
+            lease_until = "CASE job.kind " + "WHEN %s THEN %s " * len(leases) + "END"
+            lease_params = [value for pair in leases.items() for value in pair]
+        at = Job.started_at.db_value(now)
+        sql = (
+            # Locked in their turn; the state is checked again on the row as locked (another worker
+            # may have leased it, or the API cancelled it, since the candidates were read).
+            # Found by their ids (a primary-key probe each): the state is tested as "none of the
+            # other states" so that no index on the state (job_fair, job_due) looks cheaper to a
+            # planner whose statistics predate a burst of enqueues.
+            "WITH picked AS (SELECT j.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(id, turn) "  # noqa: S608 (placeholders only)
+            "JOIN job j ON j.id = c.id "
+            "WHERE j.status <> ALL(ARRAY['running', 'succeeded', 'dead', 'cancelled']) "
+            "AND j.run_at <= %s AND NOT j.cancel_requested "
+            "ORDER BY c.turn LIMIT %s FOR UPDATE OF j SKIP LOCKED), "
+            "leased AS (UPDATE job SET status = 'running', attempt = job.attempt + 1, lease_owner = %s, "
+            f"lease_until = {lease_until}, started_at = %s, updated_at = %s FROM picked WHERE job.id = picked.id "
+            "RETURNING job.*), "
+            "started AS (INSERT INTO job_attempt (id, tenant_id, job_id, number, worker, started_at, outcome) "
+            "SELECT (%s::text[])[row_number() OVER ()], tenant_id, id, attempt, %s, %s, 'running' FROM leased) "
+            "SELECT * FROM leased"
+        )
+        params = [
+            candidates,
+            Job.run_at.db_value(now),
+            count,
+            self.owner,
+            *lease_params,
+            at,
+            at,
+            [new_id("jat") for _ in range(count)],
+            self.owner,
+            at,
+        ]
+        rows = list(Job.raw(sql, *params))
+        # Fewer taken than were due: another worker held some, and more may be due behind them.
+        self._maybe_more = len(rows) < min(count, len(candidates))
+        for row in rows:
+            row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+        return rows
+
     def _fair_candidates(
         self, now: datetime, names: list[str], limit: int, exclude: set[str] | None, tenant_id: str | None
     ) -> list[str]:
@@ -487,6 +548,22 @@ class Worker:
         `share` due jobs, `share` being enough for `limit` when spread over them (at least 2). A
         tenant with fewer due jobs than its share leaves the list shorter, never out of turn: it
         is always a prefix of the full ranking.
+        """
+        sql, params = self._fair_sql(now, names, limit, exclude, tenant_id)
+        turns: dict[str, int] = {}
+        ranked = []
+        rows = sorted(database.execute_sql(sql, params).fetchall(), key=lambda r: (r[1], -r[2], r[3], r[0]))
+        for job_id, tenant, priority, run_at in rows:
+            turns[tenant] = turns.get(tenant, 0) + 1
+            ranked.append((turns[tenant], -priority, run_at, job_id))
+        return [job_id for *_, job_id in sorted(ranked)[:limit]]
+
+    def _fair_sql(
+        self, now: datetime, names: list[str], limit: int, exclude: set[str] | None, tenant_id: str | None
+    ) -> tuple[str, list[Any]]:
+        """Returns the query behind `_fair_candidates` and its parameters.
+
+        Its rows are (id, tenant key, priority, run_at).
         """
         p = database.param
         key = "coalesce(j.tenant_id, '')"
@@ -527,13 +604,7 @@ class Worker:
                 f"WHERE tenants.t IS NOT NULL AND o.id IN (SELECT j.id FROM job j WHERE {due} {order} LIMIT {share})"
             )
             params = [*tenant_params, *params, limit]
-        turns: dict[str, int] = {}
-        ranked = []
-        rows = sorted(database.execute_sql(sql, params).fetchall(), key=lambda r: (r[1], -r[2], r[3], r[0]))
-        for job_id, tenant, priority, run_at in rows:
-            turns[tenant] = turns.get(tenant, 0) + 1
-            ranked.append((turns[tenant], -priority, run_at, job_id))
-        return [job_id for *_, job_id in sorted(ranked)[:limit]]
+        return sql, params
 
     def _sweep(self, now: datetime, served: dict[str, JobKind], tenant_id: str | None) -> None:
         """Rescues the jobs whose lease lapsed, and ends `cancelled` the due jobs asked to stop while waiting."""
