@@ -308,7 +308,7 @@ def latency(side: Any, effects: Effects, start: Callable[[], list[Proc]], settle
         time.sleep(settle)  # the workers connect and go idle first: this measures an idle queue
         for n in range(LATENCY_JOBS):
             side.enqueue_one(f"lat-{n}")
-            time.sleep(random.uniform(0.010, 0.040))  # noqa: S311 (spacing, not a secret)
+            time.sleep(random.uniform(0.010, 0.040))  # spacing, not a secret
         wait_for(effects, side.name, LATENCY_JOBS, f"{side.name} latency")
     finally:
         stop_all(procs)
@@ -346,14 +346,21 @@ def main() -> None:
         effects.create()
         tenantry, huey = TenantrySide(url), HueySide(url)
 
-        lines += [f"| Throughput ({THROUGHPUT_JOBS:,} no-op jobs queued) | Tenantry jobs/s | huey SqlHuey jobs/s | ratio |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| Throughput ({THROUGHPUT_JOBS:,} no-op jobs queued) | Tenantry jobs/s | huey SqlHuey jobs/s | ratio |",
+            "|---|---:|---:|---:|",
+        ]
         for processes in (1, 2, 4):
             ours = throughput(tenantry, effects, processes)
             theirs = throughput(huey, effects, processes)
             lines.append(f"| {processes} worker process(es) | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x |")
             print(lines[-1], flush=True)
 
-        lines += ["", f"| Enqueue-to-start latency ({LATENCY_JOBS} jobs, idle worker) | p50 ms | p95 ms |", "|---|---:|---:|"]
+        lines += [
+            "",
+            f"| Enqueue-to-start latency ({LATENCY_JOBS} jobs, idle worker) | p50 ms | p95 ms |",
+            "|---|---:|---:|",
+        ]
         rows: list[tuple[str, Any, Callable[[], list[Proc]]]] = [
             ("Tenantry, PostgreSQL, LISTEN/NOTIFY wake-up", tenantry, lambda: tenantry.start(1)),
             ("Tenantry, PostgreSQL, polling only (1 s)", tenantry, lambda: tenantry.start(1, wakeup=False)),
@@ -365,10 +372,20 @@ def main() -> None:
             lines.append(f"| {label} | {p50:,.0f} | {p95:,.0f} |")
             print(lines[-1], flush=True)
 
-        for label, redis in (("Tenantry, SQLite, polling only (1 s)", False), ("Tenantry, SQLite, Redis wake-up", True)):
+        for label, redis in (
+            ("Tenantry, SQLite, polling only (0.5 s)", False),
+            ("Tenantry, SQLite, Redis wake-up", True),
+        ):
             # Its own process: this one's tenantry database is bound to PostgreSQL.
-            command = [sys.executable, str(BENCH / "jobs.py"), "sqlite-latency", f"sqlite:///{tmp}/bench-{int(redis)}.db"]
-            answer = subprocess.run(command + (["--redis"] if redis else []), check=True, capture_output=True, text=True)
+            command = [
+                sys.executable,
+                str(BENCH / "jobs.py"),
+                "sqlite-latency",
+                f"sqlite:///{tmp}/bench-{int(redis)}.db",
+            ]
+            answer = subprocess.run(
+                command + (["--redis"] if redis else []), check=True, capture_output=True, text=True
+            )
             p50, p95 = (float(x) for x in answer.stdout.split()[-2:])
             lines.append(f"| {label} | {p50:,.0f} | {p95:,.0f} |")
             print(lines[-1], flush=True)
@@ -392,7 +409,9 @@ def main() -> None:
     if args.write:
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        (BENCH / "JOBS_RESULTS.md").write_text(f"# Job layer benchmark\n\n{stamp}, {machine}; `bench/run-jobs`.\n\n{report}\n")
+        (BENCH / "JOBS_RESULTS.md").write_text(
+            f"# Job layer benchmark\n\n{stamp}, {machine}; `bench/run-jobs`.\n\n{report}\n"
+        )
 
 
 if __name__ == "__main__":
