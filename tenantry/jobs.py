@@ -346,12 +346,15 @@ class _Outcome:
 
 
 def _then(then: Callable[[], None] | None) -> None:
-    """Runs `then` in a savepoint of the caller's transaction; its failure is logged, the rest commits."""
+    """Runs `then` in the caller's transaction; its failure is logged, and the rest commits.
+
+    `then` keeps its writes in a savepoint of its own (a nested `database.atomic()`, as `claim`
+    does), so that a failed statement leaves the caller's transaction usable.
+    """
     if then is None:
         return
     try:
-        with database.atomic():
-            then()
+        then()
     except Exception:
         log.exception("could not claim the next job; the loop will")
 
@@ -676,8 +679,8 @@ class Worker:
         The job runs outside any transaction, as its tenant (row-level security), in its mode, with
         the request id of the request that enqueued it (every log line carries it); all three are
         reset afterwards, so the thread's next job starts clean. `then()`, if given, runs in the
-        transaction that records the outcome, after it, in a savepoint of its own: its failure
-        is logged and never undoes the record.
+        transaction that records the outcome, after it; it must write in a savepoint of its own
+        (`claim` does): its failure is logged and never undoes the record.
         """
         return contextvars.copy_context().run(self._execute, job, now, then)
 
