@@ -345,6 +345,18 @@ class _Outcome:
     cancelled: bool = False
 
 
+def _jobs(cursor: Any) -> list[Job]:
+    """Returns the jobs in `cursor`'s rows (every column of `job`), as the model reads them, clean."""
+    fields = Job._meta.columns  # type: ignore[attr-defined]  # peewee's stubs omit `_meta`
+    columns = [fields[d[0]] for d in cursor.description]
+    jobs = []
+    for values in cursor.fetchall():
+        job = Job(**{f.name: f.python_value(v) for f, v in zip(columns, values, strict=True)})
+        job._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+        jobs.append(job)
+    return jobs
+
+
 def _then(then: Callable[[], None] | None) -> None:
     """Runs `then` in the caller's transaction; its failure is logged, and the rest commits.
 
@@ -496,12 +508,7 @@ class Worker:
         self._maybe_more = False
         if not candidates:
             return []
-        leases = {name: Job.lease_until.db_value(now + timedelta(seconds=spec.lease)) for name, spec in served.items()}
-        if len(set(leases.values())) == 1:
-            lease_until, lease_params = "%s", [next(iter(leases.values()))]
-        else:
-            lease_until = "CASE job.kind " + "WHEN %s THEN %s " * len(leases) + "END"
-            lease_params = [value for pair in leases.items() for value in pair]
+        leases = [Job.lease_until.db_value(now + timedelta(seconds=spec.lease)) for spec in served.values()]
         at = Job.started_at.db_value(now)
         sql = (
             # Locked in their turn; the state is checked again on the row as locked (another worker
@@ -509,13 +516,14 @@ class Worker:
             # Found by their ids (a primary-key probe each): the state is tested as "none of the
             # other states" so that no index on the state (job_fair, job_due) looks cheaper to a
             # planner whose statistics predate a burst of enqueues.
-            "WITH picked AS (SELECT j.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(id, turn) "  # noqa: S608 (placeholders only)
+            "WITH picked AS (SELECT j.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(id, turn) "
             "JOIN job j ON j.id = c.id "
             "WHERE j.status <> ALL(ARRAY['running', 'succeeded', 'dead', 'cancelled']) "
             "AND j.run_at <= %s AND NOT j.cancel_requested "
             "ORDER BY c.turn LIMIT %s FOR UPDATE OF j SKIP LOCKED), "
             "leased AS (UPDATE job SET status = 'running', attempt = job.attempt + 1, lease_owner = %s, "
-            f"lease_until = {lease_until}, started_at = %s, updated_at = %s FROM picked WHERE job.id = picked.id "
+            "lease_until = (%s::timestamp[])[array_position(%s::text[], job.kind::text)], "
+            "started_at = %s, updated_at = %s FROM picked WHERE job.id = picked.id "
             "RETURNING job.*), "
             "started AS (INSERT INTO job_attempt (id, tenant_id, job_id, number, worker, started_at, outcome) "
             "SELECT (%s::text[])[row_number() OVER ()], tenant_id, id, attempt, %s, %s, 'running' FROM leased) "
@@ -526,14 +534,18 @@ class Worker:
             Job.run_at.db_value(now),
             count,
             self.owner,
-            *lease_params,
+            leases,
+            names,
             at,
             at,
             [new_id("jat") for _ in range(count)],
             self.owner,
             at,
         ]
-        rows = list(Job.raw(sql, *params))
+        # Prepared once per connection: its text never changes, so PostgreSQL parses and plans it once.
+        rows = _jobs(database.execute_prepared("tenantry_job_lease", sql, params))
+        turn = {job_id: n for n, job_id in enumerate(candidates)}
+        rows.sort(key=lambda row: turn[row.id])  # RETURNING keeps no order: the slots get them in turn
         # Fewer taken than were due: another worker held some, and more may be due behind them.
         self._maybe_more = len(rows) < min(count, len(candidates))
         for row in rows:
@@ -553,9 +565,14 @@ class Worker:
         is always a prefix of the full ranking.
         """
         sql, params = self._fair_sql(now, names, limit, exclude, tenant_id)
+        if database.for_update:  # prepared: its text is one of two, whatever the kinds and exclusions
+            name = "tenantry_job_fair" if tenant_id is None else "tenantry_job_fair_tenant"
+            cursor = database.execute_prepared(name, sql, params)
+        else:
+            cursor = database.execute_sql(sql, params)
         turns: dict[str, int] = {}
         ranked = []
-        rows = sorted(database.execute_sql(sql, params).fetchall(), key=lambda r: (r[1], -r[2], r[3], r[0]))
+        rows = sorted(cursor.fetchall(), key=lambda r: (r[1], -r[2], r[3], r[0]))
         for job_id, tenant, priority, run_at in rows:
             turns[tenant] = turns.get(tenant, 0) + 1
             ranked.append((turns[tenant], -priority, run_at, job_id))
@@ -572,14 +589,20 @@ class Worker:
         key = "coalesce(j.tenant_id, '')"
         # job_fair's predicate word for word (a partial index serves only a query that states it).
         waiting = "j.status IN ('queued', 'failed')"
-        due = f"{key} = tenants.t AND {waiting} AND j.run_at <= {p} AND j.kind IN ({', '.join([p] * len(names))})"
-        due += " AND NOT j.cancel_requested"
-        params: list[Any] = [Job.run_at.db_value(now), *names]
-        if exclude:
-            due += f" AND j.id NOT IN ({', '.join([p] * len(exclude))})"
-            params += list(exclude)
+        params: list[Any] = [Job.run_at.db_value(now)]
+        if database.for_update:  # arrays: one text for any kinds and exclusions (a prepared statement)
+            due = f"{key} = tenants.t AND {waiting} AND j.run_at <= %s AND j.kind = ANY(%s::text[])"
+            due += " AND NOT j.cancel_requested AND NOT (j.id = ANY(%s::text[]))"
+            params += [names, list(exclude or ())]
+        else:
+            due = f"{key} = tenants.t AND {waiting} AND j.run_at <= ? AND j.kind IN ({', '.join('?' * len(names))})"
+            due += " AND NOT j.cancel_requested"
+            params += names
+            if exclude:
+                due += f" AND j.id NOT IN ({', '.join('?' * len(exclude))})"
+                params += list(exclude)
         if tenant_id is not None:
-            tenants = f"tenants(t) AS (SELECT {p})"
+            tenants = f"tenants(t) AS (SELECT CAST({p} AS TEXT))"
             tenant_params: list[Any] = [tenant_id]
         else:
             # One index probe per tenant: the next tenant key above the last (a loose index scan).
@@ -779,10 +802,10 @@ class Worker:
             )
             params = [*job_params, at, duration_ms, job.attempt]
             if then is None:
-                settled = database.execute_sql(sql, params).fetchone()[0]
+                settled = database.execute_prepared("tenantry_job_settle", sql, params).fetchone()[0]
             else:
                 with database.atomic():
-                    settled = database.execute_sql(sql, params).fetchone()[0]
+                    settled = database.execute_prepared("tenantry_job_settle", sql, params).fetchone()[0]
                     _then(then)
         else:
             with database.atomic():
