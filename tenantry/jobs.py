@@ -510,13 +510,17 @@ class Worker:
             return []
         leases = [Job.lease_until.db_value(now + timedelta(seconds=spec.lease)) for spec in served.values()]
         at = Job.started_at.db_value(now)
+        # The columns by name, not `*`: a prepared statement whose result changes shape (a column
+        # added by an upgrade while the worker runs) fails until it is prepared again.
+        names_in_order = [field.column_name for field in Job._meta.sorted_fields]  # type: ignore[attr-defined]
+        columns = ", ".join(f"job.{name}" for name in names_in_order)
         sql = (
             # Locked in their turn; the state is checked again on the row as locked (another worker
             # may have leased it, or the API cancelled it, since the candidates were read).
             # Found by their ids (a primary-key probe each): the state is tested as "none of the
             # other states" so that no index on the state (job_fair, job_due) looks cheaper to a
             # planner whose statistics predate a burst of enqueues.
-            "WITH picked AS (SELECT j.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(id, turn) "
+            "WITH picked AS (SELECT j.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(id, turn) "  # noqa: S608 (column names and placeholders only)
             "JOIN job j ON j.id = c.id "
             "WHERE j.status <> ALL(ARRAY['running', 'succeeded', 'dead', 'cancelled']) "
             "AND j.run_at <= %s AND NOT j.cancel_requested "
@@ -524,10 +528,10 @@ class Worker:
             "leased AS (UPDATE job SET status = 'running', attempt = job.attempt + 1, lease_owner = %s, "
             "lease_until = (%s::timestamp[])[array_position(%s::text[], job.kind::text)], "
             "started_at = %s, updated_at = %s FROM picked WHERE job.id = picked.id "
-            "RETURNING job.*), "
+            f"RETURNING {columns}), "
             "started AS (INSERT INTO job_attempt (id, tenant_id, job_id, number, worker, started_at, outcome) "
             "SELECT (%s::text[])[row_number() OVER ()], tenant_id, id, attempt, %s, %s, 'running' FROM leased) "
-            "SELECT * FROM leased"
+            f"SELECT {', '.join(names_in_order)} FROM leased"
         )
         params = [
             candidates,
