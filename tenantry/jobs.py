@@ -347,7 +347,7 @@ class _Outcome:
 
 def _jobs(cursor: Any) -> list[Job]:
     """Returns the jobs in `cursor`'s rows (every column of `job`), as the model reads them, clean."""
-    fields = Job._meta.columns  # type: ignore[attr-defined]  # peewee's stubs omit `_meta`
+    fields = Job._meta.columns
     columns = [fields[d[0]] for d in cursor.description]
     jobs = []
     for values in cursor.fetchall():
@@ -512,7 +512,7 @@ class Worker:
         at = Job.started_at.db_value(now)
         # The columns by name, not `*`: a prepared statement whose result changes shape (a column
         # added by an upgrade while the worker runs) fails until it is prepared again.
-        names_in_order = [field.column_name for field in Job._meta.sorted_fields]  # type: ignore[attr-defined]
+        names_in_order = [field.column_name for field in Job._meta.sorted_fields]
         columns = ", ".join(f"job.{name}" for name in names_in_order)
         sql = (
             # Locked in their turn; the state is checked again on the row as locked (another worker
