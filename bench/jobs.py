@@ -308,7 +308,7 @@ def latency(side: Any, effects: Effects, start: Callable[[], list[Proc]], settle
         time.sleep(settle)  # the workers connect and go idle first: this measures an idle queue
         for n in range(LATENCY_JOBS):
             side.enqueue_one(f"lat-{n}")
-            time.sleep(random.uniform(0.010, 0.040))
+            time.sleep(random.uniform(0.010, 0.040))  # spacing, not a secret
         wait_for(effects, side.name, LATENCY_JOBS, f"{side.name} latency")
     finally:
         stop_all(procs)
@@ -373,7 +373,7 @@ def main() -> None:
             print(lines[-1], flush=True)
 
         for label, redis in (
-            ("Tenantry, SQLite, polling only (1 s)", False),
+            ("Tenantry, SQLite, polling only (0.5 s)", False),
             ("Tenantry, SQLite, Redis wake-up", True),
         ):
             # Its own process: this one's tenantry database is bound to PostgreSQL.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import fcntl
 import fnmatch
+import functools
 import json
 import logging
 import os
@@ -35,9 +36,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from croniter import croniter
-from peewee import Case, fn
+from peewee import Case
 
-from models.base import current_livemode, database, row_tuples, use_livemode, utcnow
+from models.base import current_livemode, database, use_livemode, utcnow
 from models.job import ACTIVE, Job, JobAttempt, cancel_job
 from tenantry.db import drop_connection, scope_rows_to
 from tenantry.ids import new_id
@@ -412,6 +413,32 @@ class _Outcome:
     cancelled: bool = False
 
 
+def _jobs(cursor: Any) -> list[Job]:
+    """Returns the jobs in `cursor`'s rows (every column of `job`), as the model reads them, clean."""
+    fields = Job._meta.columns
+    columns = [fields[d[0]] for d in cursor.description]
+    jobs = []
+    for values in cursor.fetchall():
+        job = Job(**{f.name: f.python_value(v) for f, v in zip(columns, values, strict=True)})
+        job._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+        jobs.append(job)
+    return jobs
+
+
+def _then(then: Callable[[], None] | None) -> None:
+    """Runs `then` in the caller's transaction; its failure is logged, and the rest commits.
+
+    `then` keeps its writes in a savepoint of its own (a nested `database.atomic()`, as `claim`
+    does), so that a failed statement leaves the caller's transaction usable.
+    """
+    if then is None:
+        return
+    try:
+        then()
+    except Exception:
+        log.exception("could not claim the next job; the loop will")
+
+
 class Worker:
     """Runs due jobs of the registered kinds (those matching `kinds`, glob patterns) until stopped.
 
@@ -459,12 +486,19 @@ class Worker:
         return kinds(self.patterns)
 
     def claim(
-        self, now: datetime, count: int, exclude: set[str] | None = None, tenant_id: str | None = None
+        self,
+        now: datetime,
+        count: int,
+        exclude: set[str] | None = None,
+        tenant_id: str | None = None,
+        sweep: bool = True,
     ) -> list[Job]:
         """Leases up to `count` due jobs to this worker in one short transaction; returns them, running.
 
-        Due: queued, or failed with its retry time reached. Jobs whose lease lapsed (their worker
-        died or hung) are rescued first: the lost attempt is recorded and the job retried or dead.
+        Due: queued, or failed with its retry time reached. With `sweep` (the default), jobs whose
+        lease lapsed (their worker died or hung) are rescued first: the lost attempt is recorded
+        and the job retried or dead; and due jobs whose cancellation was requested end `cancelled`.
+        The long-running loop sweeps once per poll interval, not at every claim.
         Fair across tenants: each tenant's first due job comes before any tenant's second, so a
         tenant with thousands queued delays another's few by at most one job per slot.
         `tenant_id` limits the claim to one tenant (tests sharing a database).
@@ -474,49 +508,19 @@ class Worker:
             return []
         names = list(served)
         with database.atomic():
-            self._rescue(now, served, tenant_id)
+            if sweep:
+                self._sweep(now, served, tenant_id)
             due = (
                 Job.status.in_(("queued", "failed")) & (Job.run_at <= now) & Job.kind.in_(names) & ~Job.cancel_requested
             )
             if tenant_id is not None:
                 due &= Job.tenant_id == tenant_id
-            # Asked to stop while waiting (a running job's cancel, released or rescued back to the
-            # queue before it saw it): it ends without running, its kind's on_cancelled with it.
-            asked = Job.select().where(
-                Job.status.in_(("queued", "failed")) & (Job.run_at <= now) & Job.cancel_requested
-            )
-            if database.for_update:
-                asked = asked.for_update(skip_locked=True)
-            for row in list(asked.limit(100)):
-                Job.update(status="cancelled", finished_at=now, updated_at=now).where(
-                    (Job.id == row.id) & Job.status.in_(("queued", "failed"))
-                ).execute()
-                row.status, row.finished_at, row.updated_at = "cancelled", now, now
-                row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
-                _cancelled(row)
-            rank = fn.row_number().over(
-                partition_by=[fn.coalesce(Job.tenant_id, "")], order_by=[Job.priority.desc(), Job.run_at, Job.id]
-            )
             if exclude:
                 due &= Job.id.not_in(list(exclude))
-            # Each tenant's first due job comes before any tenant's second (the window's turn). The
-            # candidates are read first, a few more than wanted (another worker may hold some), and
-            # then locked by id in their turn's order: a join of the window with the table makes
-            # the planner loop over every due row for each (measured: 22 s at 5,000 queued).
-            ranked = (
-                Job.select(Job.id.alias("ranked_id"), rank.alias("turn"), Job.priority, Job.run_at)
-                .where(due)
-                .alias("ranked")
-            )
-            candidates = [
-                row[0]
-                for row in row_tuples(
-                    Job.select(ranked.c.ranked_id)
-                    .from_(ranked)
-                    .order_by(ranked.c.turn, ranked.c.priority.desc(), ranked.c.run_at, ranked.c.ranked_id)
-                    .limit(count * 4 + 4)
-                )
-            ]
+            if database.for_update:
+                return self._lease_postgres(now, count, served, exclude, tenant_id)
+            # A few more candidates than wanted: another worker may hold some.
+            candidates = self._fair_candidates(now, names, count * 4 + 4, exclude, tenant_id)
             self._maybe_more = False
             if not candidates:
                 return []
@@ -528,6 +532,7 @@ class Worker:
             rows = list(query)
             # Fewer taken than were due: another worker held some, and more may be due behind them.
             self._maybe_more = len(rows) < min(count, len(candidates))
+            attempts = []
             for row in rows:
                 lease = served[row.kind].lease
                 row.status, row.attempt, row.lease_owner = "running", row.attempt + 1, self.owner
@@ -540,17 +545,182 @@ class Worker:
                     started_at=now,
                     updated_at=now,
                 ).where(Job.id == row.id).execute()
-                JobAttempt.insert(
-                    id=new_id("jat"),
-                    tenant_id=row.tenant_id,
-                    job_id=row.id,
-                    number=row.attempt,
-                    worker=self.owner,
-                    started_at=now,
-                    outcome="running",
-                ).execute()
+                attempts.append(
+                    {
+                        "id": new_id("jat"),
+                        "tenant_id": row.tenant_id,
+                        "job_id": row.id,
+                        "number": row.attempt,
+                        "worker": self.owner,
+                        "started_at": now,
+                        "outcome": "running",
+                    }
+                )
                 row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+            if attempts:
+                JobAttempt.insert_many(attempts).execute()  # one statement for every attempt started
         return rows
+
+    def _lease_postgres(
+        self, now: datetime, count: int, served: dict[str, JobKind], exclude: set[str] | None, tenant_id: str | None
+    ) -> list[Job]:
+        """PostgreSQL's claim in two statements: the fair candidates read; then the first `count` of them
+        not locked by another worker (SKIP LOCKED) leased and their attempts started; returns the leased jobs.
+
+        The candidates are read first, and locked by id: a join of the candidates with the table in
+        one statement lets the planner walk every due row for each.
+        """
+        names = list(served)
+        # A few more candidates than wanted: another worker may hold some.
+        candidates = self._fair_candidates(now, names, count * 4 + 4, exclude, tenant_id)
+        self._maybe_more = False
+        if not candidates:
+            return []
+        leases = [Job.lease_until.db_value(now + timedelta(seconds=spec.lease)) for spec in served.values()]
+        at = Job.started_at.db_value(now)
+        # The columns by name, not `*`: a prepared statement whose result changes shape (a column
+        # added by an upgrade while the worker runs) fails until it is prepared again.
+        names_in_order = [field.column_name for field in Job._meta.sorted_fields]
+        columns = ", ".join(f"job.{name}" for name in names_in_order)
+        sql = (
+            # Locked in their turn; the state is checked again on the row as locked (another worker
+            # may have leased it, or the API cancelled it, since the candidates were read).
+            # Found by their ids (a primary-key probe each): the state is tested as "none of the
+            # other states" so that no index on the state (job_fair, job_due) looks cheaper to a
+            # planner whose statistics predate a burst of enqueues.
+            "WITH picked AS (SELECT j.id FROM unnest(%s::text[]) WITH ORDINALITY AS c(id, turn) "  # noqa: S608 (column names and placeholders only)
+            "JOIN job j ON j.id = c.id "
+            "WHERE j.status <> ALL(ARRAY['running', 'succeeded', 'dead', 'cancelled']) "
+            "AND j.run_at <= %s AND NOT j.cancel_requested "
+            "ORDER BY c.turn LIMIT %s FOR UPDATE OF j SKIP LOCKED), "
+            "leased AS (UPDATE job SET status = 'running', attempt = job.attempt + 1, lease_owner = %s, "
+            "lease_until = (%s::timestamp[])[array_position(%s::text[], job.kind::text)], "
+            "started_at = %s, updated_at = %s FROM picked WHERE job.id = picked.id "
+            f"RETURNING {columns}), "
+            "started AS (INSERT INTO job_attempt (id, tenant_id, job_id, number, worker, started_at, outcome) "
+            "SELECT (%s::text[])[row_number() OVER ()], tenant_id, id, attempt, %s, %s, 'running' FROM leased) "
+            f"SELECT {', '.join(names_in_order)} FROM leased"
+        )
+        params = [
+            candidates,
+            Job.run_at.db_value(now),
+            count,
+            self.owner,
+            leases,
+            names,
+            at,
+            at,
+            [new_id("jat") for _ in range(count)],
+            self.owner,
+            at,
+        ]
+        # Prepared once per connection: its text never changes, so PostgreSQL parses and plans it once.
+        rows = _jobs(database.execute_prepared("tenantry_job_lease", sql, params))
+        turn = {job_id: n for n, job_id in enumerate(candidates)}
+        rows.sort(key=lambda row: turn[row.id])  # RETURNING keeps no order: the slots get them in turn
+        # Fewer taken than were due: another worker held some, and more may be due behind them.
+        self._maybe_more = len(rows) < min(count, len(candidates))
+        for row in rows:
+            row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+        return rows
+
+    def _fair_candidates(
+        self, now: datetime, names: list[str], limit: int, exclude: set[str] | None, tenant_id: str | None
+    ) -> list[str]:
+        """Returns the ids of up to `limit` due jobs in their fair turn: every tenant's first, then every second...
+
+        Within a turn (and a tenant) higher priority, then earlier run_at, then id comes first.
+        The cost is one index probe per tenant with waiting jobs (m0018's `job_fair`), never a read
+        of every due row: the tenants are walked as a loose index scan, and each gives its first
+        `share` due jobs, `share` being enough for `limit` when spread over them (at least 2). A
+        tenant with fewer due jobs than its share leaves the list shorter, never out of turn: it
+        is always a prefix of the full ranking.
+        """
+        sql, params = self._fair_sql(now, names, limit, exclude, tenant_id)
+        if database.for_update:  # prepared: its text is one of two, whatever the kinds and exclusions
+            name = "tenantry_job_fair" if tenant_id is None else "tenantry_job_fair_tenant"
+            cursor = database.execute_prepared(name, sql, params)
+        else:
+            cursor = database.execute_sql(sql, params)
+        turns: dict[str, int] = {}
+        ranked = []
+        rows = sorted(cursor.fetchall(), key=lambda r: (r[1], -r[2], r[3], r[0]))
+        for job_id, tenant, priority, run_at in rows:
+            turns[tenant] = turns.get(tenant, 0) + 1
+            ranked.append((turns[tenant], -priority, run_at, job_id))
+        return [job_id for *_, job_id in sorted(ranked)[:limit]]
+
+    def _fair_sql(
+        self, now: datetime, names: list[str], limit: int, exclude: set[str] | None, tenant_id: str | None
+    ) -> tuple[str, list[Any]]:
+        """Returns the query behind `_fair_candidates` and its parameters.
+
+        Its rows are (id, tenant key, priority, run_at).
+        """
+        p = database.param
+        key = "coalesce(j.tenant_id, '')"
+        # job_fair's predicate word for word (a partial index serves only a query that states it).
+        waiting = "j.status IN ('queued', 'failed')"
+        params: list[Any] = [Job.run_at.db_value(now)]
+        if database.for_update:  # arrays: one text for any kinds and exclusions (a prepared statement)
+            due = f"{key} = tenants.t AND {waiting} AND j.run_at <= %s AND j.kind = ANY(%s::text[])"
+            due += " AND NOT j.cancel_requested AND NOT (j.id = ANY(%s::text[]))"
+            params += [names, list(exclude or ())]
+        else:
+            due = f"{key} = tenants.t AND {waiting} AND j.run_at <= ? AND j.kind IN ({', '.join('?' * len(names))})"
+            due += " AND NOT j.cancel_requested"
+            params += names
+            if exclude:
+                due += f" AND j.id NOT IN ({', '.join('?' * len(exclude))})"
+                params += list(exclude)
+        if tenant_id is not None:
+            tenants = f"tenants(t) AS (SELECT CAST({p} AS TEXT))"
+            tenant_params: list[Any] = [tenant_id]
+        else:
+            # One index probe per tenant: the next tenant key above the last (a loose index scan).
+            first = f"SELECT {key} FROM job j WHERE {waiting}"  # noqa: S608 (fixed fragments, no values)
+            tenants = (
+                f"RECURSIVE tenants(t) AS (SELECT ({first} ORDER BY {key} LIMIT 1) UNION ALL "  # noqa: S608
+                f"SELECT ({first} AND {key} > tenants.t ORDER BY {key} LIMIT 1) "
+                "FROM tenants WHERE tenants.t IS NOT NULL)"
+            )
+            tenant_params = []
+        greatest = "greatest" if database.for_update else "max"
+        share = f"(SELECT {greatest}(2, {p} / {greatest}(1, count(*)) + 1) FROM tenants WHERE t IS NOT NULL)"  # noqa: S608
+        columns = f"j.id, {key}, j.priority, j.run_at"
+        outer = "o.id, coalesce(o.tenant_id, ''), o.priority, o.run_at"
+        order = "ORDER BY j.priority DESC, j.run_at, j.id"
+        if database.for_update:  # PostgreSQL: each tenant's first jobs through LATERAL
+            sql = (
+                f"WITH {tenants} SELECT c.* FROM tenants CROSS JOIN LATERAL "  # noqa: S608
+                f"(SELECT {columns} FROM job j WHERE {due} {order} LIMIT {share}) c WHERE tenants.t IS NOT NULL"
+            )
+            params = [*tenant_params, *params, limit]
+        else:  # SQLite has no LATERAL; a correlated IN with a LIMIT does the same
+            sql = (
+                f"WITH {tenants} SELECT {outer} FROM tenants, job o "  # noqa: S608
+                f"WHERE tenants.t IS NOT NULL AND o.id IN (SELECT j.id FROM job j WHERE {due} {order} LIMIT {share})"
+            )
+            params = [*tenant_params, *params, limit]
+        return sql, params
+
+    def _sweep(self, now: datetime, served: dict[str, JobKind], tenant_id: str | None) -> None:
+        """Rescues the jobs whose lease lapsed, and ends `cancelled` the due jobs asked to stop while waiting."""
+        self._rescue(now, served, tenant_id)
+        # Asked to stop while waiting (a running job's cancel, released or rescued back to the
+        # queue before it saw it): it ends without running, its kind's on_cancelled with it.
+        asked = Job.select().where(Job.status.in_(("queued", "failed")) & (Job.run_at <= now) & Job.cancel_requested)
+        if tenant_id is not None:
+            asked = asked.where(Job.tenant_id == tenant_id)
+        if database.for_update:
+            asked = asked.for_update(skip_locked=True)
+        for row in list(asked.limit(100)):
+            Job.update(status="cancelled", finished_at=now, updated_at=now).where(
+                (Job.id == row.id) & Job.status.in_(("queued", "failed"))
+            ).execute()
+            row.status, row.finished_at, row.updated_at = "cancelled", now, now
+            row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+            _cancelled(row)
 
     def _rescue(self, now: datetime, served: dict[str, JobKind], tenant_id: str | None) -> None:
         """Settles the running jobs whose lease lapsed: attempt lost, job retried or dead (never left running)."""
@@ -610,16 +780,18 @@ class Worker:
 
     # -- running one job ---------------------------------------------------------------------
 
-    def execute(self, job: Job, now: datetime | None = None) -> str:
+    def execute(self, job: Job, now: datetime | None = None, then: Callable[[], None] | None = None) -> str:
         """Runs one claimed job and records its outcome; returns the job's new status ('' if the lease was lost).
 
         The job runs outside any transaction, as its tenant (row-level security), in its mode, with
         the request id of the request that enqueued it (every log line carries it); all three are
-        reset afterwards, so the thread's next job starts clean.
+        reset afterwards, so the thread's next job starts clean. `then()`, if given, runs in the
+        transaction that records the outcome, after it; it must write in a savepoint of its own
+        (`claim` does): its failure is logged and never undoes the record.
         """
-        return contextvars.copy_context().run(self._execute, job, now)
+        return contextvars.copy_context().run(self._execute, job, now, then)
 
-    def _execute(self, job: Job, now: datetime | None) -> str:
+    def _execute(self, job: Job, now: datetime | None, then: Callable[[], None] | None = None) -> str:
         spec = kind(job.kind)
         self.ran[job.kind] += 1
         request_id_var.set(job.request_id)
@@ -660,7 +832,7 @@ class Worker:
                 outcome = _Outcome(ok=False, error=f"the job ran past its timeout ({spec.timeout:g} s)")
             if ctx.saw_cancel:  # it saw the request and stopped
                 outcome.cancelled = True
-            status = self._record(job, spec, now or self.clock(), outcome, int(elapsed * 1000))
+            status = self._record(job, spec, now or self.clock(), outcome, int(elapsed * 1000), then)
             observe_job(job.kind, status or LOST_OUTCOME, elapsed)
             log.info(
                 "job attempt",
@@ -672,8 +844,18 @@ class Worker:
         finally:
             scope_rows_to(None)
 
-    def _record(self, job: Job, spec: JobKind, now: datetime, outcome: _Outcome, duration_ms: int) -> str:
-        """Records the attempt in one transaction, if this worker still holds the job's lease."""
+    def _record(
+        self,
+        job: Job,
+        spec: JobKind,
+        now: datetime,
+        outcome: _Outcome,
+        duration_ms: int,
+        then: Callable[[], None] | None = None,
+    ) -> str:
+        """Records the attempt in one transaction, if this worker still holds the job's lease; runs `then` in it."""
+        if outcome.ok and not outcome.cancelled:
+            return self._record_success(job, now, outcome.result, duration_ms, then)
         with database.atomic():
             query = Job.select().where(Job.id == job.id)
             if database.for_update:
@@ -683,11 +865,67 @@ class Worker:
                 # The lease lapsed and the job was rescued (its attempt is on record as lost): the
                 # state is no longer this worker's to write.
                 log.warning("job lease lost before the result was written", extra={"job_id": job.id})
-                return ""
-            if row.cancel_requested and not outcome.ok:
-                outcome.cancelled = True
-            self._settle(row, spec, now, outcome, duration_ms)
-            return str(row.status)
+                status = ""
+            else:
+                if row.cancel_requested and not outcome.ok:
+                    outcome.cancelled = True
+                self._settle(row, spec, now, outcome, duration_ms)
+                status = str(row.status)
+            _then(then)
+        return status
+
+    def _record_success(
+        self, job: Job, now: datetime, result: Any, duration_ms: int, then: Callable[[], None] | None = None
+    ) -> str:
+        """Records a succeeded attempt: the job's state and its attempt's end, if the lease is still ours.
+
+        The common case, written without reading the row first: the job's update names the lease
+        it must still hold (a rescued job's is another's, and the update changes nothing), and the
+        attempt's end is written only with it. On PostgreSQL both are one statement (one round
+        trip, atomic on its own, when there is no `then`); on SQLite one short transaction.
+        """
+        p = database.param
+        # Only the driver's placeholder is formatted in; every value is a parameter.
+        settle_job = (
+            f"UPDATE job SET status = 'succeeded', finished_at = {p}, result = {p}, progress = 100, "  # noqa: S608
+            f"lease_owner = NULL, lease_until = NULL, updated_at = {p} "
+            f"WHERE id = {p} AND status = 'running' AND lease_owner = {p} AND attempt = {p}"
+        )
+        at = Job.finished_at.db_value(now)
+        job_params = [at, Job.result.db_value(result), at, job.id, self.owner, job.attempt]
+        settle_attempt = (
+            f"UPDATE job_attempt SET outcome = 'succeeded', error = NULL, finished_at = {p}, duration_ms = {p} "  # noqa: S608
+            f"WHERE job_id = {p} AND number = {p}"
+        )
+        attempt_params = [at, duration_ms, job.id, job.attempt]
+        if database.for_update:
+            sql = (
+                f"WITH settled AS ({settle_job} RETURNING id), "  # noqa: S608
+                f"attempt AS ({settle_attempt.replace(f'job_id = {p}', 'job_id IN (SELECT id FROM settled)')}) "
+                "SELECT count(*) FROM settled"
+            )
+            params = [*job_params, at, duration_ms, job.attempt]
+            if then is None:
+                settled = database.execute_prepared("tenantry_job_settle", sql, params).fetchone()[0]
+            else:
+                with database.atomic():
+                    settled = database.execute_prepared("tenantry_job_settle", sql, params).fetchone()[0]
+                    _then(then)
+        else:
+            with database.atomic():
+                settled = database.execute_sql(settle_job, job_params).rowcount
+                if settled:
+                    database.execute_sql(settle_attempt, attempt_params)
+                _then(then)
+        if not settled:
+            # The lease lapsed and the job was rescued (its attempt is on record as lost): the
+            # state is no longer this worker's to write.
+            log.warning("job lease lost before the result was written", extra={"job_id": job.id})
+            return ""
+        job.status, job.finished_at, job.result, job.progress = "succeeded", now, result, 100
+        job.lease_owner, job.lease_until, job.updated_at = None, None, now
+        job._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
+        return "succeeded"
 
     def _schedule(self, now: datetime) -> None:
         if self.scheduler is not None:
@@ -747,17 +985,29 @@ class Worker:
             slot.start()
         listener = threading.Thread(target=self._listen, name="job-wakeup", daemon=True)
         listener.start()
+        swept_at = -float("inf")
         while not self.stopping.is_set():
             self.wake.clear()
             with self._guard:
                 busy = set(self._in_flight)
             free = self.concurrency - len(busy)
             claimed: list[Job] = []
-            if free > 0:
+            # The rescue and the cancel sweep once per poll interval, not at every claim: a lapsed
+            # lease waits at most that much longer, and a busy queue claims faster. Also while
+            # every slot is busy (each claims its next job itself, see `_slot`): the loop wakes at
+            # least once per poll interval, so periodic work is scheduled and leases rescued.
+            sweep = time.monotonic() >= swept_at + self.poll_interval
+            if free > 0 or sweep:
                 try:
                     self._schedule(self.clock())
-                    # Never a job this process still has in hand, even if its lease lapsed.
-                    claimed = self.claim(self.clock(), free, exclude=busy)
+                    if free > 0:
+                        # Never a job this process still has in hand, even if its lease lapsed.
+                        claimed = self.claim(self.clock(), free, exclude=busy, sweep=sweep)
+                    else:
+                        with database.atomic():
+                            self._sweep(self.clock(), self.served(), None)
+                    if sweep:
+                        swept_at = time.monotonic()
                 except Exception:
                     log.exception("could not claim jobs; retrying")
                     drop_connection()
@@ -780,18 +1030,37 @@ class Worker:
         log.info("worker stopped", extra={"owner": self.owner})
 
     def _slot(self, work: queue.Queue[Job | None]) -> None:
-        while (job := work.get()) is not None:
+        job = work.get()
+        while job is not None:
+            # A freed slot claims its next job at once, in the transaction that records the last
+            # one: one commit (one WAL flush) fewer per job, and no hand-off through the loop.
+            chained: list[Job] = []
             try:
-                self.execute(job)
+                self.execute(job, then=functools.partial(self._claim_next, chained))
             except BaseException:
-                # The lease lapses and the job is rescued by a worker: nothing is lost. The slot
-                # lives on whatever was raised: a dead slot would lower the concurrency for good.
+                # The lease lapses and the job is rescued by a worker: nothing is lost. A job
+                # claimed in the failed transaction was never leased. The slot lives on whatever
+                # was raised: a dead slot would lower the concurrency for good.
                 log.exception("job could not be recorded", extra={"job_id": job.id})
                 drop_connection()
+                chained.clear()
             finally:
                 with self._guard:
                     self._in_flight.pop(job.id, None)
-                self.wake.set()
+                    for taken in chained:
+                        self._in_flight[taken.id] = taken
+                if not chained:
+                    self.wake.set()
+            job = chained[0] if chained else work.get()
+
+    def _claim_next(self, into: list[Job]) -> None:
+        """Claims one job for a slot (in the transaction recording its last one) into `into`; none once stopping."""
+        if self.stopping.is_set():
+            return
+        with self._guard:
+            busy = set(self._in_flight)
+        scope_rows_to(None)  # the claim sees every tenant's jobs (the record ran as the last job's tenant)
+        into.extend(self.claim(self.clock(), 1, exclude=busy, sweep=False))
 
     def _release(self) -> None:
         """Hands the jobs still running back to the queue: due now, the interrupted attempt not counted."""

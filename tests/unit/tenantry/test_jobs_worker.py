@@ -321,6 +321,23 @@ def test_a_tenant_with_thousands_queued_delays_another_by_at_most_a_job_per_slot
     assert positions == [1, 3, 5, 7, 9], started[:12]
 
 
+def test_with_more_tenants_than_a_claim_reads_each_claim_takes_one_job_per_tenant_urgent_first(db, settings):
+    # Eleven queues (ten tenants and the platform's): a claim reads only a few candidates per
+    # tenant from the index (its share of the claim), yet each claim takes every queue's first
+    # due job before any queue's second: the urgent one first, then by age.
+    kind("test.ok", succeed)
+    owners = [tenant(f"T{n}") for n in range(10)] + [None]
+    queued: dict[str | None, list[str]] = {owner: [] for owner in owners}
+    for n, owner in enumerate(owners):
+        for k in range(3):
+            queued[owner].append(enqueue("test.ok", {}, tenant_id=owner, run_at=at(-100 + n * 3 + k)).id)
+    urgent = enqueue("test.ok", {}, tenant_id=owners[7], run_at=at(0), priority=5)
+    worker = Worker(settings, kinds=["test.ok"], concurrency=11)
+    assert [job.id for job in worker.claim(at(1), 3)] == [urgent.id, queued[owners[0]][0], queued[owners[1]][0]]
+    second = worker.claim(at(1), 11)
+    assert [job.id for job in second] == [queued[owner][1 if owner in owners[:2] else 0] for owner in owners]
+
+
 # -- what a job sees ------------------------------------------------------------------------------
 
 

@@ -85,3 +85,13 @@ def test_purge_retention_is_a_duration_and_zero_keeps_forever(clean_env, monkeyp
         monkeypatch.setenv("TENANTRY_EVENT_RETENTION", bad)
         with pytest.raises(SettingsError, match="TENANTRY_EVENT_RETENTION"):
             Settings.from_env()
+
+
+def test_the_worker_polls_every_half_second_on_sqlite_and_every_second_on_postgresql(clean_env, monkeypatch):
+    # SQLite without Redis has no wake-up: the poll interval is its enqueue-to-start latency.
+    monkeypatch.delenv("TENANTRY_WORKER_POLL_INTERVAL", raising=False)
+    assert Settings.from_env().worker_poll_interval == 0.5
+    monkeypatch.setenv("DATABASE_URL", "postgresql://tenantry@127.0.0.1:5432/tenantry")
+    assert Settings.from_env().worker_poll_interval == 1.0
+    monkeypatch.setenv("TENANTRY_WORKER_POLL_INTERVAL", "2")
+    assert Settings.from_env().worker_poll_interval == 2.0
