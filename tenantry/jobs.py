@@ -18,6 +18,7 @@ import contextvars
 import fcntl
 import fnmatch
 import functools
+import itertools
 import json
 import logging
 import os
@@ -476,6 +477,9 @@ class Worker:
         #: How many jobs of each kind this worker has run (its `--once` report).
         self.ran: Counter[str] = Counter()
         self._in_flight: dict[str, Job] = {}
+        #: When this worker last claimed a job of each tenant (a running count): the fair turn's tie-break.
+        self._last_served: dict[str, int] = {}
+        self._serve_counter = itertools.count()
         self._guard = threading.Lock()
         self._maybe_more = False
 
@@ -518,7 +522,7 @@ class Worker:
             if exclude:
                 due &= Job.id.not_in(list(exclude))
             if database.for_update:
-                return self._lease_postgres(now, count, served, exclude, tenant_id)
+                return self._note_served(self._lease_postgres(now, count, served, exclude, tenant_id))
             # A few more candidates than wanted: another worker may hold some.
             candidates = self._fair_candidates(now, names, count * 4 + 4, exclude, tenant_id)
             self._maybe_more = False
@@ -559,6 +563,14 @@ class Worker:
                 row._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit `_dirty`
             if attempts:
                 JobAttempt.insert_many(attempts).execute()  # one statement for every attempt started
+        return self._note_served(rows)
+
+    def _note_served(self, rows: list[Job]) -> list[Job]:
+        """Notes that this worker served the tenants of `rows` now (the fair turn's tie-break); returns them."""
+        if len(self._last_served) > 10_000:  # a bound: the order among tenants long unserved matters little
+            self._last_served.clear()
+        for row in rows:
+            self._last_served[row.tenant_id or ""] = next(self._serve_counter)
         return rows
 
     def _lease_postgres(
@@ -647,7 +659,10 @@ class Worker:
         rows = sorted(cursor.fetchall(), key=lambda r: (r[1], -r[2], r[3], r[0]))
         for job_id, tenant, priority, run_at in rows:
             turns[tenant] = turns.get(tenant, 0) + 1
-            ranked.append((turns[tenant], -priority, run_at, job_id))
+            # Within a turn, the tenant this worker served longest ago (or never) first: a slot
+            # claiming one job at a time alternates between tenants, instead of serving the tenant
+            # with the oldest backlog until it drains.
+            ranked.append((turns[tenant], -priority, self._last_served.get(tenant, -1), run_at, job_id))
         return [job_id for *_, job_id in sorted(ranked)[:limit]]
 
     def _fair_sql(

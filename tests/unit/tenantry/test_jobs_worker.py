@@ -335,7 +335,30 @@ def test_with_more_tenants_than_a_claim_reads_each_claim_takes_one_job_per_tenan
     worker = Worker(settings, kinds=["test.ok"], concurrency=11)
     assert [job.id for job in worker.claim(at(1), 3)] == [urgent.id, queued[owners[0]][0], queued[owners[1]][0]]
     second = worker.claim(at(1), 11)
-    assert [job.id for job in second] == [queued[owner][1 if owner in owners[:2] else 0] for owner in owners]
+    # Every queue's next job again; within the turn, the queues this worker has not served yet come
+    # first (by age), then those it served, longest ago first (owner 7's urgent job, then 0, then 1).
+    served = [owners[7], owners[0], owners[1]]
+    fresh = [owner for owner in owners if owner not in served]
+    expected = [queued[owner][0] for owner in fresh] + [queued[owners[7]][0]] + [queued[o][1] for o in owners[:2]]
+    assert [job.id for job in second] == expected
+
+
+def test_one_slot_taking_a_job_at_a_time_alternates_between_a_backlog_and_a_newcomer(db, settings):
+    # The fair turn alone would give a one-job claim to the oldest first job, the backlog's, every
+    # time: the worker's own memory of whom it served breaks the tie, so the newcomer's jobs start
+    # every other job, however long the backlog.
+    kind("test.ok", succeed)
+    big, small = tenant("Backlog"), tenant("Newcomer")
+    for n in range(300):
+        enqueue("test.ok", {"n": n}, tenant_id=big, run_at=at(-60 + n * 0.01))
+    small_jobs = {enqueue("test.ok", {}, tenant_id=small, run_at=at(0)).id for _ in range(5)}
+    worker = Worker(settings, kinds=["test.ok"], concurrency=1)
+    started: list[str] = []
+    while not small_jobs <= set(started) and len(started) < 40:
+        (claimed,) = worker.claim(at(1), 1)
+        started.append(claimed.id)
+        worker.execute(claimed, at(1))
+    assert [n for n, job_id in enumerate(started) if job_id in small_jobs] == [1, 3, 5, 7, 9]
 
 
 # -- what a job sees ------------------------------------------------------------------------------
