@@ -42,6 +42,7 @@ GLOBAL_INDEXES: dict[str, str] = {
     "webhook_delivery_due": "the delivery worker serves every tenant: it finds due deliveries across them",
     "job_due": "the job worker serves every tenant (and the platform): it finds due jobs across them",
     "job_unique_active": "leads with the tenant as coalesce(tenant_id, ''), so platform jobs' keys are unique too",
+    "job_fair": "leads with the tenant as coalesce(tenant_id, ''): the fair claim walks the waiting tenants",
     "job_attempt_number": "a job's attempts are numbered by its globally unique id, platform jobs' too",
 }
 
